@@ -1,0 +1,216 @@
+//! Persisted formats of the store's fixed-size records.
+//!
+//! Header (`STORE_HEADER`, 16 bytes inside a `StableCell`):
+//! ```text
+//! 0..4   magic  b"FLST"
+//! 4..6   layout version, u16 LE (currently 1)
+//! 6      current op-log generation (0 = OPS_GEN_A, 1 = OPS_GEN_B)
+//! 7      reserved, 0
+//! 8..16  op-log window: records per generation, u64 LE
+//! ```
+//! Slot (`SUBDB_SLOTS`, 40 bytes each, index = local SubDB id):
+//! ```text
+//! 0      state (see `SlotState`)
+//! 1      frozen: 1 while writes are paused for a move cutover
+//! 2..8   reserved, 0
+//! 8..16  hard cap, u64 LE, 0 = none
+//! 16..24 items, u64 LE
+//! 24..32 bytes (sum of key and value lengths), u64 LE
+//! 32..40 next import chunk number, u64 LE (while importing)
+//! ```
+//! Data key (`DATA`): `subdb id u32 BE ++ user key`; value: the user value, verbatim.
+//! Op-log key: the op id; record: `scope u32 LE (SubDB id, or [`CREATE_SCOPE`]) ++ args hash
+//! (16 bytes) ++ encoded outcome` (see `oplog.rs`).
+
+use ic_stable_structures::storable::{Bound, Storable};
+use std::borrow::Cow;
+
+pub const MAGIC: [u8; 4] = *b"FLST";
+pub const LAYOUT_VERSION: u16 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub magic: [u8; 4],
+    pub version: u16,
+    pub op_gen: u8,
+    pub op_window: u64,
+}
+
+impl Header {
+    pub fn new(op_window: u64) -> Self {
+        Header {
+            magic: MAGIC,
+            version: LAYOUT_VERSION,
+            op_gen: 0,
+            op_window,
+        }
+    }
+}
+
+impl Storable for Header {
+    fn to_bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Owned((*self).into_bytes())
+    }
+
+    fn into_bytes(self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(16);
+        b.extend_from_slice(&self.magic);
+        b.extend_from_slice(&self.version.to_le_bytes());
+        b.push(self.op_gen);
+        b.push(0);
+        b.extend_from_slice(&self.op_window.to_le_bytes());
+        b
+    }
+
+    /// Decoding never fails: a foreign magic or version is kept as read and refused by
+    /// `Store::init` with a typed error.
+    fn from_bytes(bytes: Cow<[u8]>) -> Self {
+        let mut b = [0u8; 16];
+        let n = bytes.len().min(16);
+        b[..n].copy_from_slice(&bytes[..n]);
+        Header {
+            magic: b[0..4].try_into().unwrap(),
+            version: u16::from_le_bytes([b[4], b[5]]),
+            op_gen: b[6],
+            op_window: u64::from_le_bytes(b[8..16].try_into().unwrap()),
+        }
+    }
+
+    const BOUND: Bound = Bound::Bounded {
+        max_size: 16,
+        is_fixed_size: true,
+    };
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotState {
+    /// Serving reads and writes.
+    Live = 1,
+    /// Receiving chunks of a move; invisible to readers until finished.
+    Importing = 2,
+    /// Deleted; items are still being reclaimed.
+    Purging = 3,
+    /// Deleted and fully reclaimed.
+    Gone = 4,
+}
+
+impl SlotState {
+    fn from_u8(v: u8) -> SlotState {
+        match v {
+            1 => SlotState::Live,
+            2 => SlotState::Importing,
+            3 => SlotState::Purging,
+            _ => SlotState::Gone,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub state: SlotState,
+    pub frozen: bool,
+    pub hard_cap: u64,
+    pub items: u64,
+    pub bytes: u64,
+    pub import_seq: u64,
+}
+
+impl Slot {
+    pub fn new(state: SlotState, hard_cap: Option<u64>) -> Self {
+        Slot {
+            state,
+            frozen: false,
+            hard_cap: hard_cap.unwrap_or(0),
+            items: 0,
+            bytes: 0,
+            import_seq: 0,
+        }
+    }
+
+    pub fn hard_cap(&self) -> Option<u64> {
+        (self.hard_cap != 0).then_some(self.hard_cap)
+    }
+}
+
+const SLOT_BYTES: usize = 40;
+
+impl Storable for Slot {
+    fn to_bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(self.into_bytes())
+    }
+
+    fn into_bytes(self) -> Vec<u8> {
+        let mut b = vec![0u8; SLOT_BYTES];
+        b[0] = self.state as u8;
+        b[1] = self.frozen as u8;
+        b[8..16].copy_from_slice(&self.hard_cap.to_le_bytes());
+        b[16..24].copy_from_slice(&self.items.to_le_bytes());
+        b[24..32].copy_from_slice(&self.bytes.to_le_bytes());
+        b[32..40].copy_from_slice(&self.import_seq.to_le_bytes());
+        b
+    }
+
+    fn from_bytes(bytes: Cow<[u8]>) -> Self {
+        let u = |r: std::ops::Range<usize>| u64::from_le_bytes(bytes[r].try_into().unwrap());
+        Slot {
+            state: SlotState::from_u8(bytes[0]),
+            frozen: bytes[1] == 1,
+            hard_cap: u(8..16),
+            items: u(16..24),
+            bytes: u(24..32),
+            import_seq: u(32..40),
+        }
+    }
+
+    const BOUND: Bound = Bound::Bounded {
+        max_size: SLOT_BYTES as u32,
+        is_fixed_size: true,
+    };
+}
+
+/// Scope of op-log records of SubDB creations (no SubDB id exists yet).
+pub const CREATE_SCOPE: u32 = u32::MAX;
+
+/// `subdb id u32 BE ++ key`: the key shape of the data map.
+pub fn scoped_key(scope: u32, suffix: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + suffix.len());
+    k.extend_from_slice(&scope.to_be_bytes());
+    k.extend_from_slice(suffix);
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trips_and_keeps_foreign_magic() {
+        let h = Header::new(1234);
+        assert_eq!(Header::from_bytes(h.to_bytes()), h);
+        let mut raw = h.into_bytes();
+        raw[0] = b'X';
+        assert_eq!(Header::from_bytes(Cow::Owned(raw)).magic, *b"XLST");
+    }
+
+    #[test]
+    fn slot_round_trips() {
+        let s = Slot {
+            state: SlotState::Importing,
+            frozen: true,
+            hard_cap: 7,
+            items: 9,
+            bytes: u64::MAX,
+            import_seq: 3,
+        };
+        let b = s.to_bytes();
+        assert_eq!(b.len(), SLOT_BYTES);
+        assert_eq!(Slot::from_bytes(b), s);
+    }
+
+    #[test]
+    fn scoped_keys_of_one_scope_are_contiguous() {
+        let a = scoped_key(1, b"\xff\xff");
+        let b = scoped_key(2, b"");
+        assert!(a < b);
+    }
+}

@@ -1,0 +1,21 @@
+//! Every stable-memory region of a partition canister, by name.
+//!
+//! The partition canister hands one `MemoryManager` virtual memory per id to the store and to
+//! its own state. Ids are part of the persisted layout: never renumber one, only add.
+
+use ic_stable_structures::memory_manager::MemoryId;
+
+/// Store header: magic, layout version, op-log configuration (`StableCell`).
+pub const STORE_HEADER: MemoryId = MemoryId::new(0);
+/// Fixed-size per-SubDB counters indexed by local SubDB id (`StableVec<Slot>`).
+pub const SUBDB_SLOTS: MemoryId = MemoryId::new(1);
+/// Opaque per-SubDB metadata blobs: owner and access lists (`StableBTreeMap<u32, Vec<u8>>`).
+pub const SUBDB_META: MemoryId = MemoryId::new(2);
+/// All items of all SubDBs, keyed by `subdb id (4 bytes BE) ++ key` (`StableBTreeMap`).
+pub const DATA: MemoryId = MemoryId::new(3);
+/// The two generations of the op-id log (`StableBTreeMap<OpKey, OpRecord>` each).
+pub const OPS_GEN_A: MemoryId = MemoryId::new(4);
+pub const OPS_GEN_B: MemoryId = MemoryId::new(5);
+/// Partition-level state kept beside the store (index principal, tombstones of moved SubDBs).
+pub const PARTITION_STATE: MemoryId = MemoryId::new(8);
+pub const PARTITION_TOMBSTONES: MemoryId = MemoryId::new(9);

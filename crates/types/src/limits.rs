@@ -1,0 +1,29 @@
+//! Every limit Flotilla enforces, by name. Each one is checked where data enters and reported
+//! with a typed error that carries the offending size and the limit.
+
+/// Largest key, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Largest value, in bytes. One item always fits in one reply page and one move chunk.
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// Most items one scan page returns.
+pub const MAX_SCAN_ITEMS: u32 = 10_000;
+/// Items per scan page when the caller gives no limit.
+pub const DEFAULT_SCAN_ITEMS: u32 = 100;
+/// The IC's limit on a request or a replicated reply.
+pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
+/// Byte budget of one scan page or export chunk: 1.9 MiB, leaving room under
+/// [`MAX_MESSAGE_BYTES`] for the Candid envelope.
+pub const REPLY_BUDGET_BYTES: usize = MAX_MESSAGE_BYTES * 19 / 20;
+/// Bytes each item adds to a reply besides its key and value (Candid length prefixes and
+/// record framing, rounded up), counted against the budget.
+pub const ITEM_OVERHEAD_BYTES: usize = 16;
+/// Bounds of an operation id, in bytes.
+pub const OP_ID_MIN_BYTES: usize = 16;
+pub const OP_ID_MAX_BYTES: usize = 32;
+/// Largest opaque SubDB metadata blob (owner and access lists, kept beside the data).
+pub const MAX_SUBDB_META_BYTES: usize = 64 * 1024;
+
+const _: () = assert!(MAX_KEY_BYTES + MAX_VALUE_BYTES + ITEM_OVERHEAD_BYTES < REPLY_BUDGET_BYTES);
+/// Smallest chunk budget the partition accepts: the largest item plus its overhead, so every
+/// chunk stays within its budget.
+pub const MIN_CHUNK_BUDGET_BYTES: usize = MAX_KEY_BYTES + MAX_VALUE_BYTES + ITEM_OVERHEAD_BYTES;
