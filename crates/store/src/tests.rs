@@ -454,7 +454,9 @@ fn scan_pages_fit_in_a_reply() {
             .iter()
             .map(|e| e.key.len() + e.value.len() + ITEM_OVERHEAD_BYTES)
             .sum();
-        assert!(bytes <= REPLY_BUDGET_BYTES && bytes < MAX_MESSAGE_BYTES);
+        assert!(bytes <= REPLY_BUDGET_BYTES);
+        let encoded = candid::encode_one(&p).unwrap().len();
+        assert!(encoded < MAX_MESSAGE_BYTES, "{encoded}");
         pages += 1;
         match p.next {
             Some(c) => args.cursor = Some(c),
