@@ -7,7 +7,7 @@ use ic_stable_structures::VectorMemory;
 type Mem = VirtualMemory<VectorMemory>;
 
 fn open(raw: &VectorMemory, cfg: Config) -> Result<Store<Mem>, InitError> {
-    let mm = MemoryManager::init(raw.clone());
+    let mm = MemoryManager::init_with_bucket_size(raw.clone(), 1);
     Store::init(|id| mm.get(id), cfg)
 }
 
@@ -625,7 +625,7 @@ fn import_errors_and_abort() {
 #[test]
 fn deleted_subdb_memory_is_reclaimed_and_reused() {
     let raw = VectorMemory::default();
-    let mm = MemoryManager::init(raw.clone());
+    let mm = MemoryManager::init_with_bucket_size(raw.clone(), 1);
     let mut s = Store::init(|id| mm.get(id), Config::default()).unwrap();
     let n = (PURGE_BATCH * 3) as u32;
     let id = s.create_subdb(None, None, b"").unwrap();
@@ -675,7 +675,7 @@ fn reopening_keeps_everything_and_refuses_foreign_layouts() {
     assert_eq!(s.totals().items, before_totals.items - 10);
 
     // A foreign version or magic is refused.
-    let mm = MemoryManager::init(raw.clone());
+    let mm = MemoryManager::init_with_bucket_size(raw.clone(), 1);
     let hdr = mm.get(memory::STORE_HEADER);
     let mut cell = Cell::init(hdr, Header::new(1));
     let mut h = *cell.get();
