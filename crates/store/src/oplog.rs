@@ -21,6 +21,8 @@ use ic_stable_structures::storable::{Bound, Storable};
 use ic_stable_structures::{BTreeMap, Cell, Memory};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, DefaultHasher, Hasher};
 use std::ops::Bound::{Excluded, Unbounded};
 
 /// Who asks, and under which op id. `salt` is folded into the argument hash (the partition
@@ -202,20 +204,36 @@ pub struct OpsCursor {
     pub after: Option<Vec<u8>>,
 }
 
+type Fingerprints = HashSet<u64, BuildHasherDefault<DefaultHasher>>;
+
+fn fingerprint(op_id: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    h.write(op_id);
+    h.finish()
+}
+
 pub struct OpLog<M: Memory> {
     gens: [BTreeMap<OpKey, OpRecord, M>; 2],
+    /// Heap filter: fingerprints of the op ids in each generation, rebuilt at init. A fresh op
+    /// id (the common case) is answered without descending either map.
+    seen: [Fingerprints; 2],
 }
 
 impl<M: Memory> OpLog<M> {
     pub fn init(a: M, b: M) -> Self {
-        OpLog {
-            gens: [BTreeMap::init(a), BTreeMap::init(b)],
-        }
+        let gens = [BTreeMap::init(a), BTreeMap::init(b)];
+        let seen =
+            [0, 1].map(|g: usize| gens[g].keys().map(|k: OpKey| fingerprint(&k.0)).collect());
+        OpLog { gens, seen }
     }
 
     pub fn lookup(&self, scope: u32, op_id: &OpId, hash: &[u8; HASH_BYTES]) -> Lookup {
+        let fp = fingerprint(op_id.as_bytes());
         let key = OpKey(op_id.as_bytes().to_vec());
-        for gen in &self.gens {
+        for (gen, seen) in self.gens.iter().zip(&self.seen) {
+            if !seen.contains(&fp) {
+                continue;
+            }
             if let Some(rec) = gen.get(&key) {
                 let same = rec.scope() == Some(scope) && rec.hash() == Some(&hash[..]);
                 return match rec.outcome() {
@@ -248,9 +266,11 @@ impl<M: Memory> OpLog<M> {
         if self.gens[cur].len() >= h.op_window {
             cur ^= 1;
             self.gens[cur].clear_new();
+            self.seen[cur].clear();
             h.op_gen = cur as u8;
             header.set(h);
         }
+        self.seen[cur].insert(fingerprint(&key.0));
         self.gens[cur].insert(key, rec);
     }
 
@@ -296,8 +316,11 @@ impl<M: Memory> OpLog<M> {
         let key = OpKey(op_id.to_vec());
         // `record` only sees ids absent from both generations; an imported id may not be, and
         // a copy left in the other generation would shadow this one on lookup.
-        for g in &mut self.gens {
-            g.remove(&key);
+        let fp = fingerprint(&key.0);
+        for (g, seen) in self.gens.iter_mut().zip(&self.seen) {
+            if seen.contains(&fp) {
+                g.remove(&key);
+            }
         }
         self.insert(header, key, rec);
     }

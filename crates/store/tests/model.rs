@@ -21,6 +21,7 @@ const WINDOW: u64 = 6;
 enum Op {
     Create {
         cap: Option<u64>,
+        op: Option<(u8, u8)>,
     },
     DeleteSubDb {
         db: usize,
@@ -68,7 +69,7 @@ fn op_id() -> impl Strategy<Value = Option<(u8, u8)>> {
 fn op_strategy() -> impl Strategy<Value = Op> {
     let db = 0usize..8;
     prop_oneof![
-        2 => prop::option::of(1u64..5).prop_map(|cap| Op::Create { cap }),
+        2 => (prop::option::of(1u64..5), op_id()).prop_map(|(cap, op)| Op::Create { cap, op }),
         1 => (db.clone(), op_id()).prop_map(|(db, op)| Op::DeleteSubDb { db, op }),
         10 => (db.clone(), key(), prop::collection::vec(any::<u8>(), 0..12), op_id())
             .prop_map(|(db, key, value, op)| Op::Put { db, key, value, op }),
@@ -104,12 +105,16 @@ struct ModelDb {
     items: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
+/// A remembered operation: scope, caller, arguments, outcome.
+type Record = (u32, u8, Args, Out);
+type Items = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The model: live SubDBs by id, the next id, and the op log's two generations.
 #[derive(Default)]
 struct Model {
     dbs: BTreeMap<u32, ModelDb>,
     next_id: u32,
-    gens: [HashMap<Vec<u8>, (u32, u8, Args, Out)>; 2],
+    gens: [HashMap<Vec<u8>, Record>; 2],
     cur: usize,
 }
 
@@ -133,7 +138,7 @@ impl Model {
         Seen::Fresh
     }
 
-    fn record(&mut self, id: Vec<u8>, rec: (u32, u8, Args, Out)) {
+    fn record(&mut self, id: Vec<u8>, rec: Record) {
         if self.gens[self.cur].len() as u64 >= WINDOW {
             self.cur ^= 1;
             self.gens[self.cur].clear();
@@ -188,11 +193,7 @@ fn db_id(m: &Model, db: usize) -> u32 {
     (db as u32) % (m.next_id + 1)
 }
 
-fn full_scan(
-    s: &Store<Mem>,
-    id: u32,
-    args: ScanArgs,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TestCaseError> {
+fn full_scan(s: &Store<Mem>, id: u32, args: ScanArgs) -> Result<Items, TestCaseError> {
     let mut out = vec![];
     let mut args = args;
     let limit = args.limit.unwrap() as usize;
@@ -263,18 +264,23 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut m = Model::default();
     for op in ops {
         match op {
-            Op::Create { cap } => {
-                let got = s.create_subdb(None, cap, b"meta");
-                let id = m.next_id;
-                m.next_id += 1;
-                m.dbs.insert(
-                    id,
-                    ModelDb {
-                        cap,
-                        items: BTreeMap::new(),
-                    },
-                );
-                prop_assert_eq!(got, Ok(id));
+            Op::Create { cap, op } => {
+                let args = Args::Create(cap);
+                let conflict = CreateSubDbError::OpIdConflict;
+                let want = model_once(&mut m, op, u32::MAX, args, conflict, |m| {
+                    let id = m.next_id;
+                    m.next_id += 1;
+                    let items = BTreeMap::new();
+                    m.dbs.insert(id, ModelDb { cap, items });
+                    Ok(Out::Created(id))
+                });
+                let o = op.map(|(n, _)| op_bytes(n));
+                let ctx = op.map(|(_, c)| OpCtx {
+                    op_id: o.as_ref().unwrap(),
+                    salt: SALTS[c as usize],
+                });
+                let got = s.create_subdb(ctx, cap, b"meta").map(Out::Created);
+                prop_assert_eq!(got, want);
             }
             Op::DeleteSubDb { db, op } => {
                 let id = db_id(&m, db);
@@ -381,7 +387,7 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         continue;
                     }
                 }
-                let mut want: Vec<(Vec<u8>, Vec<u8>)> = d
+                let mut want: Items = d
                     .items
                     .iter()
                     .filter(|(k, _)| {
