@@ -5,7 +5,9 @@
 //! errors directly, so a limit is checked once and reported the same way on every layer.
 
 pub mod errors;
+pub mod index;
 pub mod limits;
+pub mod partition;
 
 use candid::{CandidType, Principal};
 use serde::{Deserialize, Serialize};

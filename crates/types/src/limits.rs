@@ -27,3 +27,15 @@ const _: () = assert!(MAX_KEY_BYTES + MAX_VALUE_BYTES + ITEM_OVERHEAD_BYTES < RE
 /// Smallest chunk budget the partition accepts: the largest item plus its overhead, so every
 /// chunk stays within its budget.
 pub const MIN_CHUNK_BUDGET_BYTES: usize = MAX_KEY_BYTES + MAX_VALUE_BYTES + ITEM_OVERHEAD_BYTES;
+/// Most principals in one SubDB access list (readers or writers).
+pub const MAX_ACCESS_PRINCIPALS: usize = 100;
+/// Longest outer key (a SubDB's stable name), in bytes.
+pub const MAX_OUTER_KEY_BYTES: usize = 256;
+/// Most outer keys one batched route query resolves.
+pub const MAX_ROUTE_BATCH: usize = 1_000;
+/// Most routes one routing-snapshot page returns.
+pub const MAX_ROUTES_PAGE: u32 = 10_000;
+/// Largest partition wasm module the index stores.
+pub const MAX_PARTITION_WASM_BYTES: usize = 100 * 1024 * 1024;
+/// Largest piece of a partition wasm upload (one ingress message).
+pub const MAX_WASM_UPLOAD_CHUNK_BYTES: usize = 1_900_000;

@@ -1,0 +1,190 @@
+//! The index canister's interface: admins, the directory (outer key → inner key), routing for
+//! clients, partition registry and fleet care.
+
+use crate::{CreateSubDbError, DeleteSubDbError, InnerKey, OpId};
+use candid::{CandidType, Principal};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use thiserror::Error;
+
+/// Install argument of the index.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct IndexInit {
+    pub admins: Vec<Principal>,
+    /// Spare partitions kept ready (default 1).
+    pub spare_pool_target: Option<u32>,
+    /// A partition holding more than this many bytes sheds SubDBs (default 1 GiB).
+    pub move_cap_bytes: Option<u64>,
+    /// Cycles given to each new partition (default 1 T).
+    pub partition_cycles: Option<u128>,
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct CreateRequest {
+    pub outer_key: String,
+    pub op_id: OpId,
+    pub hard_cap: Option<u64>,
+    /// The owner; only an admin may name someone other than the caller.
+    pub owner: Option<Principal>,
+    pub readers: Vec<Principal>,
+    pub writers: Vec<Principal>,
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Error)]
+pub enum CreateError {
+    #[error("outer key is {len} bytes; it must be 1 to {max}")]
+    InvalidOuterKey { len: u64, max: u64 },
+    #[error("the outer key is taken")]
+    OuterKeyTaken,
+    #[error("operation id is {len} bytes; it must be 16 to 32 bytes")]
+    InvalidOpId { len: u32 },
+    #[error("this operation id was used with different arguments")]
+    OpIdConflict,
+    #[error("the caller may not create this SubDB")]
+    NotAuthorized,
+    #[error("an access list has {len} principals; the limit is {max}")]
+    TooManyPrincipals { len: u64, max: u64 },
+    #[error("no partition wasm has been uploaded to the index")]
+    NoPartitionWasm,
+    #[error("no partition has room yet; one is being created, retry shortly")]
+    NoCapacity,
+    #[error("a call with this operation id is still in progress; retry shortly")]
+    InProgress,
+    #[error("the partition could not be reached: {reason}")]
+    PartitionUnavailable { reason: String },
+    #[error("the partition refused: {0}")]
+    Partition(CreateSubDbError),
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct DeleteRequest {
+    pub outer_key: String,
+    pub op_id: OpId,
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Error)]
+pub enum DeleteSubDbRequestError {
+    #[error("no SubDB has this outer key")]
+    UnknownOuterKey,
+    #[error("only the owner or an admin may delete a SubDB")]
+    NotAuthorized,
+    #[error("operation id is {len} bytes; it must be 16 to 32 bytes")]
+    InvalidOpId { len: u32 },
+    #[error("this operation id was used with different arguments")]
+    OpIdConflict,
+    #[error("the SubDB is busy (being created, moved or deleted); retry shortly")]
+    InProgress,
+    #[error("the partition could not be reached: {reason}")]
+    PartitionUnavailable { reason: String },
+    #[error("the partition refused: {0}")]
+    Partition(DeleteSubDbError),
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub outer_key: String,
+    pub inner: InnerKey,
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoutesRequest {
+    pub start_after: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// One page of the routing snapshot. `version` grows with every directory change; a client
+/// whose cached version equals it knows its cache is current.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoutesPage {
+    pub version: u64,
+    pub routes: Vec<Route>,
+    pub next: Option<String>,
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Error)]
+pub enum RouteError {
+    #[error("asked for {len} routes at once; the limit is {max}")]
+    TooMany { len: u64, max: u64 },
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartitionState {
+    /// Created and installed, holding no SubDB yet, kept for quick placement.
+    Spare,
+    /// Takes new SubDBs while under the move cap.
+    Active,
+    /// Over the move cap: takes no new SubDBs.
+    Full,
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub id: Principal,
+    pub state: PartitionState,
+    pub bytes: u64,
+    pub items: u64,
+    pub subdbs: u64,
+    pub stable_memory_bytes: u64,
+    /// Index time (ns) of the last stats refresh; 0 = never.
+    pub stats_at: u64,
+    pub created_at: u64,
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct WasmInfo {
+    pub len: u64,
+    pub sha256: ByteBuf,
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct IndexStats {
+    pub routing_version: u64,
+    pub subdbs: u64,
+    pub partitions: Vec<PartitionInfo>,
+    pub spare_pool_target: u32,
+    pub move_cap_bytes: u64,
+    pub partitions_being_created: u32,
+    pub partition_wasm: Option<WasmInfo>,
+    pub admins: Vec<Principal>,
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct WasmChunk {
+    pub offset: u64,
+    pub bytes: ByteBuf,
+    pub total_len: u64,
+    /// SHA-256 of the whole module; checked when the last byte arrives.
+    pub sha256: ByteBuf,
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct UploadProgress {
+    pub received: u64,
+    pub complete: bool,
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Error)]
+pub enum UploadWasmError {
+    #[error("only an admin may upload the partition wasm")]
+    NotAuthorized,
+    #[error("module of {len} bytes; the limit is {max}")]
+    TooLarge { len: u64, max: u64 },
+    #[error("chunk of {len} bytes; the limit is {max}")]
+    ChunkTooLarge { len: u64, max: u64 },
+    #[error("chunk at offset {got}; offset {expected} is next")]
+    OutOfOrder { expected: u64, got: u64 },
+    #[error("total length or hash differs from the upload in progress")]
+    Mismatch,
+    #[error("the module's SHA-256 differs from the announced one")]
+    HashMismatch,
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Error)]
+pub enum AdminError {
+    #[error("only an admin may do this")]
+    NotAuthorized,
+    #[error("the last admin cannot be removed")]
+    LastAdmin,
+    #[error("the anonymous principal cannot be an admin")]
+    Anonymous,
+}
