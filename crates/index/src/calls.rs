@@ -1,0 +1,96 @@
+//! The outgoing calls the index logic asks for, and the replies fed back to it.
+//!
+//! Logic never performs IO: a handler returns [`Call`]s; the canister glue (ic-cdk) or the
+//! simulator performs them and hands each result back through `Index::on_reply` with the
+//! call's id. The [`Request`] enum is the whole boundary: each variant maps to one
+//! management-canister or partition method.
+
+use candid::{CandidType, Principal};
+use flotilla_types::partition::{
+    CreateLocalArgs, DeleteSubDbArgs, PartitionStats, StatsArgs, StatsError,
+};
+use flotilla_types::{CreateSubDbError, DeleteSubDbError, SubDbId};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+pub type CallId = u64;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Call {
+    pub id: CallId,
+    /// The callee: a partition, or the management canister (`aaaaa-aa`).
+    pub target: Principal,
+    pub request: Request,
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstallMode {
+    Install,
+    Upgrade,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// `create_canister` with `cycles` attached; the index is the controller.
+    CreateCanister { cycles: u128 },
+    /// `install_code` with the whole module inline.
+    InstallCode {
+        canister: Principal,
+        mode: InstallMode,
+        wasm: ByteBuf,
+        arg: ByteBuf,
+    },
+    /// `upload_chunk` into the target canister's own chunk store.
+    UploadChunk { canister: Principal, chunk: ByteBuf },
+    /// `install_chunked_code` from the target's chunk store.
+    InstallChunkedCode {
+        canister: Principal,
+        mode: InstallMode,
+        chunk_hashes: Vec<ByteBuf>,
+        wasm_sha256: ByteBuf,
+        arg: ByteBuf,
+    },
+    /// Partition `create_subdb_local`.
+    CreateSubDb(CreateLocalArgs),
+    /// Partition `delete_subdb` (as the index).
+    DeleteSubDb(DeleteSubDbArgs),
+    /// Partition `stats`.
+    Stats(StatsArgs),
+}
+
+impl Request {
+    /// The callee's method name.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Request::CreateCanister { .. } => "create_canister",
+            Request::InstallCode { .. } => "install_code",
+            Request::UploadChunk { .. } => "upload_chunk",
+            Request::InstallChunkedCode { .. } => "install_chunked_code",
+            Request::CreateSubDb(_) => "create_subdb_local",
+            Request::DeleteSubDb(_) => "delete_subdb",
+            Request::Stats(_) => "stats",
+        }
+    }
+}
+
+/// A successful reply, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    CanisterCreated(Principal),
+    Installed,
+    ChunkUploaded { hash: ByteBuf },
+    SubDbCreated(Result<SubDbId, CreateSubDbError>),
+    SubDbDeleted(Result<(), DeleteSubDbError>),
+    Stats(Result<PartitionStats, StatsError>),
+}
+
+/// The call failed: rejected by the system or the callee, trapped, or its reply was lost.
+/// `certain` is false when the callee may have executed the call anyway (a lost reply or a
+/// timeout), so the logic retries only idempotently.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reject {
+    pub message: String,
+    pub certain: bool,
+}
+
+pub type CallResult = Result<Response, Reject>;

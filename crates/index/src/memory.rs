@@ -1,0 +1,23 @@
+//! Every stable-memory region of the index canister, by name. Never renumber; only add.
+
+use ic_stable_structures::memory_manager::MemoryId;
+
+/// Configuration, admins, counters, wasm pointers (`StableCell<Config>`).
+pub const CONFIG: MemoryId = MemoryId::new(0);
+/// Outer key → directory entry (`StableBTreeMap<OuterKey, DirEntry>`).
+pub const DIRECTORY: MemoryId = MemoryId::new(1);
+/// Partition canister id → registry record.
+pub const REGISTRY: MemoryId = MemoryId::new(2);
+/// Op id → index operation record (create/delete SubDB), bounded.
+pub const OPS: MemoryId = MemoryId::new(3);
+/// Op-record sequence number → op id: eviction order of `OPS`.
+pub const OPS_ORDER: MemoryId = MemoryId::new(4);
+/// Outer keys whose create or delete awaits a partition's answer.
+pub const PENDING: MemoryId = MemoryId::new(5);
+/// Background jobs (partition creation), by job id.
+pub const JOBS: MemoryId = MemoryId::new(6);
+/// Calls in flight, by call id, with what their reply is for.
+pub const INFLIGHT: MemoryId = MemoryId::new(7);
+/// Two slots for the partition wasm: the active module and an upload in progress.
+pub const WASM_SLOT_A: MemoryId = MemoryId::new(8);
+pub const WASM_SLOT_B: MemoryId = MemoryId::new(9);

@@ -1,0 +1,279 @@
+//! Persisted records of the index and their encodings.
+//!
+//! Directory entries — millions of them — use a compact hand-written format (below). The rest
+//! (configuration, registry, op records, jobs, in-flight calls: few and small) are Candid, which
+//! tolerates added optional fields; the configuration carries the magic `FLIX` and a layout
+//! version, and an unknown version is refused at open.
+//!
+//! Directory entry, version 1:
+//! ```text
+//! 0      format version (1)
+//! 1      state: 1 live, 2 creating, 3 deleting
+//! 2      partition principal length n (0..=29), then n bytes
+//! ..     local SubDB id, u32 LE
+//! ..     owner principal length m, then m bytes
+//! ..     op id length k (0 or 16..=32), then k bytes: the create/delete in progress
+//! ```
+
+use crate::calls::{CallId, InstallMode};
+use candid::{CandidType, Principal};
+use flotilla_types::index::PartitionState;
+use flotilla_types::partition::{CreateLocalArgs, DeleteSubDbArgs};
+use flotilla_types::{InnerKey, SubDbId};
+use ic_stable_structures::storable::{Bound, Storable};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use std::borrow::Cow;
+
+macro_rules! candid_storable {
+    ($($t:ty),*) => {$(
+        impl Storable for $t {
+            fn to_bytes(&self) -> Cow<'_, [u8]> {
+                Cow::Owned(candid::encode_one(self).expect("encoding an index record"))
+            }
+            fn into_bytes(self) -> Vec<u8> {
+                candid::encode_one(&self).expect("encoding an index record")
+            }
+            fn from_bytes(bytes: Cow<[u8]>) -> Self {
+                candid::decode_one(&bytes).expect("decoding an index record")
+            }
+            const BOUND: Bound = Bound::Unbounded;
+        }
+    )*};
+}
+
+pub const MAGIC: [u8; 4] = *b"FLIX";
+pub const LAYOUT_VERSION: u16 = 1;
+
+/// How new SubDBs are placed. One policy today; the enum leaves room for others.
+#[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// The most recently created active partition under the move cap, else a spare.
+    #[default]
+    LastWithRoom,
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct WasmMeta {
+    pub slot: u8,
+    pub len: u64,
+    pub sha256: ByteBuf,
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Upload {
+    pub slot: u8,
+    pub total_len: u64,
+    pub sha256: ByteBuf,
+    pub received: u64,
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub magic: ByteBuf,
+    pub version: u16,
+    pub admins: Vec<Principal>,
+    pub spare_pool_target: u32,
+    pub move_cap_bytes: u64,
+    pub partition_cycles: u128,
+    pub placement: Placement,
+    /// Modules larger than this are installed through the chunk store.
+    pub inline_install_limit: u64,
+    /// Op records kept for idempotent retries of create/delete.
+    pub op_window: u64,
+    /// A partition's stats are refreshed when older than this (ns).
+    pub stats_period_ns: u64,
+    pub routing_version: u64,
+    pub next_call_id: CallId,
+    pub next_job_id: u64,
+    pub next_op_seq: u64,
+    pub next_partition_seq: u64,
+    pub wasm: Option<WasmMeta>,
+    pub upload: Option<Upload>,
+}
+
+/// Directory state of one outer key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirState {
+    Live = 1,
+    /// Reserved; the partition's create call is in flight or must be re-driven.
+    Creating = 2,
+    /// The partition's delete call is in flight or must be re-driven.
+    Deleting = 3,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub state: DirState,
+    pub partition: Principal,
+    /// Meaningful once the partition answered the create.
+    pub subdb: SubDbId,
+    pub owner: Principal,
+    /// The create or delete in progress (empty when live).
+    pub op_id: Vec<u8>,
+}
+
+impl DirEntry {
+    pub fn inner(&self) -> InnerKey {
+        InnerKey {
+            partition: self.partition,
+            subdb: self.subdb,
+        }
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.push(b.len() as u8);
+    out.extend_from_slice(b);
+}
+
+fn take_bytes<'a>(b: &mut &'a [u8]) -> &'a [u8] {
+    let n = b[0] as usize;
+    let v = &b[1..1 + n];
+    *b = &b[1 + n..];
+    v
+}
+
+impl Storable for DirEntry {
+    fn to_bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(self.clone().into_bytes())
+    }
+
+    fn into_bytes(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(80);
+        out.push(1);
+        out.push(self.state as u8);
+        put_bytes(&mut out, self.partition.as_slice());
+        out.extend_from_slice(&self.subdb.to_le_bytes());
+        put_bytes(&mut out, self.owner.as_slice());
+        put_bytes(&mut out, &self.op_id);
+        out
+    }
+
+    fn from_bytes(bytes: Cow<[u8]>) -> Self {
+        assert_eq!(bytes[0], 1, "unknown directory entry format");
+        let state = match bytes[1] {
+            1 => DirState::Live,
+            2 => DirState::Creating,
+            _ => DirState::Deleting,
+        };
+        let mut b = &bytes[2..];
+        let partition = Principal::from_slice(take_bytes(&mut b));
+        let subdb = u32::from_le_bytes(b[..4].try_into().unwrap());
+        b = &b[4..];
+        let owner = Principal::from_slice(take_bytes(&mut b));
+        let op_id = take_bytes(&mut b).to_vec();
+        DirEntry {
+            state,
+            partition,
+            subdb,
+            owner,
+            op_id,
+        }
+    }
+
+    const BOUND: Bound = Bound::Unbounded;
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct PartitionRecord {
+    pub state: PartitionState,
+    /// Creation order: placement prefers the newest partition with room.
+    pub seq: u64,
+    pub bytes: u64,
+    pub items: u64,
+    pub subdbs: u64,
+    pub stable_memory_bytes: u64,
+    pub stats_at: u64,
+    pub created_at: u64,
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    Create,
+    Delete,
+}
+
+/// What the index remembers of a create/delete op id.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct OpRecord {
+    pub kind: OpKind,
+    pub args_hash: ByteBuf,
+    pub outer_key: String,
+    pub seq: u64,
+    /// `Some` once applied: the created SubDB's inner key (for deletes, the deleted one).
+    pub done: Option<InnerKey>,
+}
+
+/// A persisted partition-creation job.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Job {
+    /// Ask the management canister for a new canister.
+    Create,
+    /// Install the partition wasm inline.
+    Install { canister: Principal },
+    /// Upload the wasm into the canister's chunk store; `hashes` of chunks uploaded so far.
+    Upload {
+        canister: Principal,
+        hashes: Vec<ByteBuf>,
+    },
+    /// Install from the uploaded chunks.
+    InstallChunked {
+        canister: Principal,
+        hashes: Vec<ByteBuf>,
+    },
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct JobRecord {
+    pub job: Job,
+    /// The call driving the current step, if one is in flight.
+    pub call: Option<CallId>,
+    pub mode: InstallMode,
+    pub attempts: u32,
+}
+
+/// What an in-flight call's reply is for.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    Create { outer_key: String },
+    Delete { outer_key: String },
+    Job { job: u64 },
+    Stats { partition: Principal },
+}
+
+/// A create or delete awaiting its partition's answer: the exact call, re-driven unchanged
+/// (with the same op id) until answered.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum PendingCall {
+    Create(CreateLocalArgs),
+    Delete(DeleteSubDbArgs),
+}
+
+candid_storable!(
+    Config,
+    PartitionRecord,
+    OpRecord,
+    JobRecord,
+    Purpose,
+    PendingCall
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_entry_round_trips() {
+        let e = DirEntry {
+            state: DirState::Creating,
+            partition: Principal::from_slice(&[1; 29]),
+            subdb: 77,
+            owner: Principal::anonymous(),
+            op_id: vec![5; 32],
+        };
+        let b = e.to_bytes();
+        assert!(b.len() < 100);
+        assert_eq!(DirEntry::from_bytes(b), e);
+    }
+}

@@ -1,0 +1,716 @@
+use super::*;
+use flotilla_types::partition::PartitionStats;
+use flotilla_types::CreateSubDbError;
+use ic_stable_structures::memory_manager::{MemoryManager, VirtualMemory};
+use ic_stable_structures::VectorMemory;
+
+type Mem = VirtualMemory<VectorMemory>;
+
+fn p(n: u8) -> Principal {
+    Principal::from_slice(&[n; 10])
+}
+
+const ADMIN: u8 = 1;
+const ALICE: u8 = 2;
+const BOB: u8 = 3;
+
+fn env(caller: Principal) -> Env {
+    Env {
+        caller,
+        now: 1_000,
+        self_id: p(200),
+    }
+}
+
+fn mm(raw: &VectorMemory) -> MemoryManager<VectorMemory> {
+    MemoryManager::init_with_bucket_size(raw.clone(), 1)
+}
+
+fn fresh() -> (VectorMemory, Index<Mem>) {
+    let raw = VectorMemory::default();
+    let m = mm(&raw);
+    let index = Index::install(
+        |id| m.get(id),
+        IndexInit {
+            admins: vec![p(ADMIN), Principal::anonymous()],
+            spare_pool_target: Some(1),
+            move_cap_bytes: Some(1_000),
+            partition_cycles: None,
+        },
+    );
+    (raw, index)
+}
+
+const WASM: &[u8] = b"\0asm-pretend-partition-module";
+
+fn upload(index: &mut Index<Mem>, wasm: &[u8]) {
+    let sha = ByteBuf::from(Sha256::digest(wasm).to_vec());
+    let mut last = None;
+    for (i, piece) in wasm.chunks(MAX_WASM_UPLOAD_CHUNK_BYTES).enumerate() {
+        let chunk = WasmChunk {
+            offset: (i * MAX_WASM_UPLOAD_CHUNK_BYTES) as u64,
+            bytes: ByteBuf::from(piece.to_vec()),
+            total_len: wasm.len() as u64,
+            sha256: sha.clone(),
+        };
+        last = Some(index.upload_partition_wasm(&env(p(ADMIN)), chunk).unwrap());
+    }
+    assert!(last.unwrap().complete);
+}
+
+/// Drives every call `tick` asks for with a well-behaved management canister, until a spare
+/// partition exists. Returns the new partition ids.
+fn provision(index: &mut Index<Mem>, ids: &mut u8) -> Vec<Principal> {
+    let mut created = vec![];
+    let mut calls = index.tick(&env(p(ADMIN)));
+    while let Some(call) = calls.pop() {
+        let reply = match &call.request {
+            Request::CreateCanister { .. } => {
+                *ids += 1;
+                created.push(p(100 + *ids));
+                Response::CanisterCreated(p(100 + *ids))
+            }
+            Request::InstallCode { .. } | Request::InstallChunkedCode { .. } => Response::Installed,
+            Request::UploadChunk { chunk, .. } => Response::ChunkUploaded {
+                hash: ByteBuf::from(Sha256::digest(chunk).to_vec()),
+            },
+            Request::Stats(_) => Response::Stats(Ok(PartitionStats::default())),
+            other => panic!("unexpected {other:?}"),
+        };
+        calls.extend(index.on_reply(&env(p(ADMIN)), call.id, Ok(reply)).calls);
+    }
+    created
+}
+
+fn op(n: u8) -> OpId {
+    OpId::from(vec![n; 16])
+}
+
+fn create_req(key: &str, n: u8) -> CreateRequest {
+    CreateRequest {
+        outer_key: key.to_string(),
+        op_id: op(n),
+        hard_cap: None,
+        owner: None,
+        readers: vec![],
+        writers: vec![],
+    }
+}
+
+fn awaited<R: std::fmt::Debug>(step: Step<R>) -> Call {
+    match step {
+        Step::Await(c) => c,
+        Step::Done(r) => panic!("expected a call, got {r:?}"),
+    }
+}
+
+fn done<R: std::fmt::Debug>(step: Step<R>) -> R {
+    match step {
+        Step::Done(r) => r,
+        Step::Await(c) => panic!("expected an answer, got call {c:?}"),
+    }
+}
+
+/// An index with a wasm and one spare partition, and `alice` owning SubDB "a" (id 7).
+fn with_subdb() -> (VectorMemory, Index<Mem>, InnerKey) {
+    let (raw, mut index) = fresh();
+    upload(&mut index, WASM);
+    let parts = provision(&mut index, &mut 0);
+    let call = awaited(index.create_subdb(&env(p(ALICE)), create_req("a", 1)));
+    assert_eq!(call.target, parts[0]);
+    let r = index.on_reply(&env(p(ALICE)), call.id, Ok(Response::SubDbCreated(Ok(7))));
+    let inner = InnerKey {
+        partition: parts[0],
+        subdb: 7,
+    };
+    assert_eq!(r.finished, Some(Finished::Create(Ok(inner))));
+    (raw, index, inner)
+}
+
+#[test]
+fn install_filters_anonymous_admins() {
+    let (_, index) = fresh();
+    assert_eq!(index.stats().admins, vec![p(ADMIN)]);
+    assert!(!index.is_admin(&Principal::anonymous()));
+}
+
+#[test]
+fn admin_management_and_authorization() {
+    let (_, mut index) = fresh();
+    for caller in [Principal::anonymous(), p(ALICE)] {
+        let before = index.stats();
+        assert_eq!(
+            index.add_admin(&env(caller), p(BOB)),
+            Err(AdminError::NotAuthorized)
+        );
+        assert_eq!(
+            index.remove_admin(&env(caller), p(ADMIN)),
+            Err(AdminError::NotAuthorized)
+        );
+        assert_eq!(index.stats(), before);
+    }
+    let a = env(p(ADMIN));
+    assert_eq!(
+        index.add_admin(&a, Principal::anonymous()),
+        Err(AdminError::Anonymous)
+    );
+    assert_eq!(index.remove_admin(&a, p(ADMIN)), Err(AdminError::LastAdmin));
+    index.add_admin(&a, p(BOB)).unwrap();
+    index.add_admin(&a, p(BOB)).unwrap();
+    assert_eq!(index.stats().admins, vec![p(ADMIN), p(BOB)]);
+    index.remove_admin(&env(p(BOB)), p(ADMIN)).unwrap();
+    assert_eq!(index.stats().admins, vec![p(BOB)]);
+}
+
+#[test]
+fn wasm_upload_in_pieces_with_checks() {
+    let (_, mut index) = fresh();
+    let wasm: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let sha = ByteBuf::from(Sha256::digest(&wasm).to_vec());
+    let chunk = |off: usize, len: usize| WasmChunk {
+        offset: off as u64,
+        bytes: ByteBuf::from(wasm[off..off + len].to_vec()),
+        total_len: wasm.len() as u64,
+        sha256: sha.clone(),
+    };
+    let admin = env(p(ADMIN));
+    assert_eq!(
+        index.upload_partition_wasm(&env(p(ALICE)), chunk(0, 10)),
+        Err(UploadWasmError::NotAuthorized)
+    );
+    assert!(matches!(
+        index.upload_partition_wasm(&admin, chunk(0, MAX_WASM_UPLOAD_CHUNK_BYTES + 1)),
+        Err(UploadWasmError::ChunkTooLarge { .. })
+    ));
+    assert_eq!(
+        index.upload_partition_wasm(&admin, chunk(10, 10)),
+        Err(UploadWasmError::OutOfOrder {
+            expected: 0,
+            got: 10
+        })
+    );
+    let mut big = chunk(0, 10);
+    big.total_len = MAX_PARTITION_WASM_BYTES as u64 + 1;
+    assert!(matches!(
+        index.upload_partition_wasm(&admin, big),
+        Err(UploadWasmError::TooLarge { .. })
+    ));
+    let p1 = index
+        .upload_partition_wasm(&admin, chunk(0, 1_500_000))
+        .unwrap();
+    assert_eq!((p1.received, p1.complete), (1_500_000, false));
+    let mut other = chunk(1_500_000, 10);
+    other.sha256 = ByteBuf::from(vec![0; 32]);
+    assert_eq!(
+        index.upload_partition_wasm(&admin, other),
+        Err(UploadWasmError::Mismatch)
+    );
+    let p2 = index
+        .upload_partition_wasm(&admin, chunk(1_500_000, 1_500_000))
+        .unwrap();
+    assert!(p2.complete);
+    assert_eq!(index.active_wasm().unwrap(), wasm);
+    assert_eq!(index.stats().partition_wasm.unwrap().len, 3_000_000);
+    // A corrupted re-upload is refused and the active module stays.
+    let mut bad = chunk(0, 10);
+    bad.total_len = 10;
+    assert_eq!(
+        index.upload_partition_wasm(&admin, bad),
+        Err(UploadWasmError::HashMismatch)
+    );
+    assert_eq!(index.active_wasm().unwrap(), wasm);
+}
+
+#[test]
+fn no_wasm_no_capacity_then_spare_pool_provisions() {
+    let (_, mut index) = fresh();
+    assert_eq!(
+        done(index.create_subdb(&env(p(ALICE)), create_req("a", 1))),
+        Err(CreateError::NoPartitionWasm)
+    );
+    assert!(
+        index.tick(&env(p(ADMIN))).is_empty(),
+        "no wasm, nothing to create"
+    );
+    upload(&mut index, WASM);
+    assert_eq!(
+        done(index.create_subdb(&env(p(ALICE)), create_req("a", 1))),
+        Err(CreateError::NoCapacity)
+    );
+    let calls = index.tick(&env(p(ADMIN)));
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        calls[0].request,
+        Request::CreateCanister {
+            cycles: DEFAULT_PARTITION_CYCLES
+        }
+    );
+    assert_eq!(calls[0].target, Principal::management_canister());
+    // A second tick does not start a second creation while one is in flight.
+    assert!(index.tick(&env(p(ADMIN))).is_empty());
+    let r = index.on_reply(
+        &env(p(ADMIN)),
+        calls[0].id,
+        Ok(Response::CanisterCreated(p(101))),
+    );
+    let install = &r.calls[0];
+    match &install.request {
+        Request::InstallCode {
+            canister,
+            mode,
+            wasm,
+            arg,
+        } => {
+            assert_eq!((*canister, *mode), (p(101), InstallMode::Install));
+            assert_eq!(wasm.as_slice(), WASM);
+            let init: PartitionInit = candid::decode_one(arg).unwrap();
+            assert_eq!(init.index, p(200));
+        }
+        other => panic!("{other:?}"),
+    }
+    index.on_reply(&env(p(ADMIN)), install.id, Ok(Response::Installed));
+    let stats = index.stats();
+    assert_eq!(stats.partitions.len(), 1);
+    assert_eq!(stats.partitions[0].state, PartitionState::Spare);
+    assert_eq!(stats.partitions_being_created, 0);
+}
+
+#[test]
+fn large_wasm_installs_through_the_chunk_store() {
+    let (_, mut index) = fresh();
+    index.update_cfg(|c| c.inline_install_limit = 100);
+    let wasm: Vec<u8> = (0..(2 * WASM_CHUNK_BYTES + 5)).map(|i| i as u8).collect();
+    upload(&mut index, &wasm);
+    let mut calls = index.tick(&env(p(ADMIN)));
+    let mut uploads = vec![];
+    let mut installed = false;
+    while let Some(call) = calls.pop() {
+        let reply = match call.request {
+            Request::CreateCanister { .. } => Response::CanisterCreated(p(101)),
+            Request::UploadChunk { canister, chunk } => {
+                assert_eq!(canister, p(101));
+                uploads.push(chunk.len());
+                Response::ChunkUploaded {
+                    hash: ByteBuf::from(Sha256::digest(&chunk).to_vec()),
+                }
+            }
+            Request::InstallChunkedCode {
+                chunk_hashes,
+                wasm_sha256,
+                ..
+            } => {
+                assert_eq!(chunk_hashes.len(), 3);
+                assert_eq!(wasm_sha256.as_slice(), Sha256::digest(&wasm).as_slice());
+                installed = true;
+                Response::Installed
+            }
+            other => panic!("{other:?}"),
+        };
+        calls.extend(index.on_reply(&env(p(ADMIN)), call.id, Ok(reply)).calls);
+    }
+    assert_eq!(uploads, vec![WASM_CHUNK_BYTES, WASM_CHUNK_BYTES, 5]);
+    assert!(installed);
+    assert_eq!(index.stats().partitions.len(), 1);
+}
+
+#[test]
+fn failed_creation_steps_are_retried_by_tick() {
+    let (_, mut index) = fresh();
+    upload(&mut index, WASM);
+    let c = index.tick(&env(p(ADMIN)));
+    let reject = Reject {
+        message: "out of cycles".into(),
+        certain: true,
+    };
+    assert!(index
+        .on_reply(&env(p(ADMIN)), c[0].id, Err(reject))
+        .calls
+        .is_empty());
+    let again = index.tick(&env(p(ADMIN)));
+    assert_eq!(again.len(), 1);
+    assert!(matches!(again[0].request, Request::CreateCanister { .. }));
+}
+
+#[test]
+fn create_is_one_partition_call_and_idempotent() {
+    let (_, mut index, inner) = with_subdb();
+    assert_eq!(index.route(&["a".into()]).unwrap(), vec![Some(inner)]);
+    assert_eq!(index.stats().routing_version, 1);
+    // Retry: the first answer, no call.
+    assert_eq!(
+        done(index.create_subdb(&env(p(ALICE)), create_req("a", 1))),
+        Ok(inner)
+    );
+    // Same op id, other arguments: conflict. Other op id, same name: taken.
+    let mut other = create_req("b", 1);
+    assert_eq!(
+        done(index.create_subdb(&env(p(ALICE)), other.clone())),
+        Err(CreateError::OpIdConflict)
+    );
+    other.op_id = op(2);
+    other.outer_key = "a".into();
+    assert_eq!(
+        done(index.create_subdb(&env(p(BOB)), other)),
+        Err(CreateError::OuterKeyTaken)
+    );
+    assert_eq!(index.stats().subdbs, 1);
+}
+
+#[test]
+fn create_call_carries_access_and_cap() {
+    let (_, mut index) = fresh();
+    upload(&mut index, WASM);
+    provision(&mut index, &mut 0);
+    let mut req = create_req("shared", 3);
+    req.hard_cap = Some(10);
+    req.readers = vec![p(BOB)];
+    req.owner = Some(p(ALICE));
+    // Only an admin may name another owner.
+    assert_eq!(
+        done(index.create_subdb(&env(p(BOB)), req.clone())),
+        Err(CreateError::NotAuthorized)
+    );
+    let call = awaited(index.create_subdb(&env(p(ADMIN)), req));
+    match call.request {
+        Request::CreateSubDb(args) => {
+            assert_eq!(args.access.owner, p(ALICE));
+            assert_eq!(args.access.readers, vec![p(BOB)]);
+            assert_eq!(args.hard_cap, Some(10));
+            assert_eq!(args.op_id, op(3));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn create_argument_errors_change_nothing() {
+    let (_, mut index) = fresh();
+    upload(&mut index, WASM);
+    provision(&mut index, &mut 0);
+    let before = index.stats();
+    let a = env(p(ALICE));
+    let mut r = create_req("", 1);
+    assert_eq!(
+        done(index.create_subdb(&a, r.clone())),
+        Err(CreateError::InvalidOuterKey { len: 0, max: 256 })
+    );
+    r.outer_key = "x".repeat(257);
+    assert!(matches!(
+        done(index.create_subdb(&a, r)),
+        Err(CreateError::InvalidOuterKey { len: 257, .. })
+    ));
+    let mut r = create_req("k", 1);
+    r.op_id = OpId::from(vec![1; 8]);
+    assert_eq!(
+        done(index.create_subdb(&a, r)),
+        Err(CreateError::InvalidOpId { len: 8 })
+    );
+    let mut r = create_req("k", 1);
+    r.writers = vec![p(9); MAX_ACCESS_PRINCIPALS + 1];
+    assert!(matches!(
+        done(index.create_subdb(&a, r)),
+        Err(CreateError::TooManyPrincipals { .. })
+    ));
+    assert_eq!(
+        done(index.create_subdb(&env(Principal::anonymous()), create_req("k", 1))),
+        Err(CreateError::NotAuthorized)
+    );
+    assert_eq!(index.stats(), before);
+}
+
+#[test]
+fn pending_create_waits_retries_and_releases() {
+    let (_, mut index) = fresh();
+    upload(&mut index, WASM);
+    provision(&mut index, &mut 0);
+    let a = env(p(ALICE));
+    let call = awaited(index.create_subdb(&a, create_req("k", 1)));
+    // Not routable while pending; a retry waits.
+    assert_eq!(index.route(&["k".into()]).unwrap(), vec![None]);
+    assert_eq!(
+        done(index.create_subdb(&a, create_req("k", 1))),
+        Err(CreateError::InProgress)
+    );
+    // Outcome unknown: the entry stays; the retry re-drives the identical call.
+    let lost = Reject {
+        message: "timeout".into(),
+        certain: false,
+    };
+    let r = index.on_reply(&a, call.id, Err(lost));
+    assert!(matches!(
+        r.finished,
+        Some(Finished::Create(Err(
+            CreateError::PartitionUnavailable { .. }
+        )))
+    ));
+    let again = awaited(index.create_subdb(&a, create_req("k", 1)));
+    assert_eq!(again.request, call.request);
+    assert_ne!(again.id, call.id);
+    // The partition refuses: the name is released and the op forgotten.
+    let r = index.on_reply(
+        &a,
+        again.id,
+        Ok(Response::SubDbCreated(Err(
+            CreateSubDbError::InvalidHardCap,
+        ))),
+    );
+    assert_eq!(
+        r.finished,
+        Some(Finished::Create(Err(CreateError::Partition(
+            CreateSubDbError::InvalidHardCap
+        ))))
+    );
+    let fresh_try = awaited(index.create_subdb(&a, create_req("k", 1)));
+    // A certain reject releases the name too.
+    let certain = Reject {
+        message: "stopped".into(),
+        certain: true,
+    };
+    index.on_reply(&a, fresh_try.id, Err(certain));
+    assert_eq!(index.stats().subdbs, 0);
+}
+
+#[test]
+fn tick_redrives_pending_creates() {
+    let (_, mut index) = fresh();
+    upload(&mut index, WASM);
+    provision(&mut index, &mut 0);
+    let a = env(p(ALICE));
+    let call = awaited(index.create_subdb(&a, create_req("k", 1)));
+    let lost = Reject {
+        message: "timeout".into(),
+        certain: false,
+    };
+    index.on_reply(&a, call.id, Err(lost));
+    let calls = index.tick(&a);
+    let redo = calls
+        .iter()
+        .find(|c| matches!(c.request, Request::CreateSubDb(_)))
+        .unwrap();
+    index.on_reply(&a, redo.id, Ok(Response::SubDbCreated(Ok(3))));
+    assert_eq!(index.route(&["k".into()]).unwrap()[0].unwrap().subdb, 3);
+    // The client's retry now gets the answer.
+    assert_eq!(
+        done(index.create_subdb(&a, create_req("k", 1)))
+            .unwrap()
+            .subdb,
+        3
+    );
+}
+
+#[test]
+fn delete_by_owner_or_admin_only() {
+    let (_, mut index, inner) = with_subdb();
+    let del = |n: u8| DeleteRequest {
+        outer_key: "a".into(),
+        op_id: op(n),
+    };
+    let before = index.stats();
+    for caller in [Principal::anonymous(), p(BOB)] {
+        assert_eq!(
+            done(index.delete_subdb(&env(caller), del(5))),
+            Err(DeleteSubDbRequestError::NotAuthorized)
+        );
+    }
+    assert_eq!(index.stats(), before);
+    assert_eq!(
+        done(index.delete_subdb(
+            &env(p(ALICE)),
+            DeleteRequest {
+                outer_key: "zz".into(),
+                op_id: op(5)
+            }
+        )),
+        Err(DeleteSubDbRequestError::UnknownOuterKey)
+    );
+    let call = awaited(index.delete_subdb(&env(p(ALICE)), del(5)));
+    assert_eq!(call.target, inner.partition);
+    assert_eq!(
+        call.request,
+        Request::DeleteSubDb(DeleteSubDbArgs {
+            subdb: 7,
+            op_id: op(5)
+        })
+    );
+    // Still routable (reads go on) until the partition confirms.
+    assert_eq!(index.route(&["a".into()]).unwrap(), vec![Some(inner)]);
+    let r = index.on_reply(&env(p(ALICE)), call.id, Ok(Response::SubDbDeleted(Ok(()))));
+    assert_eq!(r.finished, Some(Finished::Delete(Ok(()))));
+    assert_eq!(index.route(&["a".into()]).unwrap(), vec![None]);
+    assert_eq!(index.stats().routing_version, 2);
+    assert_eq!(done(index.delete_subdb(&env(p(ALICE)), del(5))), Ok(()));
+    assert_eq!(
+        done(index.delete_subdb(&env(p(BOB)), del(5))),
+        Err(DeleteSubDbRequestError::OpIdConflict)
+    );
+}
+
+#[test]
+fn refused_delete_goes_back_to_live() {
+    let (_, mut index, inner) = with_subdb();
+    let call = awaited(index.delete_subdb(
+        &env(p(ADMIN)),
+        DeleteRequest {
+            outer_key: "a".into(),
+            op_id: op(6),
+        },
+    ));
+    let r = index.on_reply(
+        &env(p(ADMIN)),
+        call.id,
+        Ok(Response::SubDbDeleted(Err(DeleteSubDbError::WritesPaused))),
+    );
+    assert!(matches!(
+        r.finished,
+        Some(Finished::Delete(Err(DeleteSubDbRequestError::Partition(_))))
+    ));
+    assert_eq!(index.route(&["a".into()]).unwrap(), vec![Some(inner)]);
+}
+
+#[test]
+fn routes_page_in_order_with_version() {
+    let (_, mut index) = fresh();
+    upload(&mut index, WASM);
+    provision(&mut index, &mut 0);
+    for (i, k) in ["c", "a", "b"].iter().enumerate() {
+        let call = awaited(index.create_subdb(&env(p(ALICE)), create_req(k, i as u8 + 10)));
+        index.on_reply(
+            &env(p(ALICE)),
+            call.id,
+            Ok(Response::SubDbCreated(Ok(i as u32))),
+        );
+    }
+    let page = index.routes(&RoutesRequest {
+        start_after: None,
+        limit: Some(2),
+    });
+    assert_eq!(page.version, 3);
+    let keys: Vec<_> = page.routes.iter().map(|r| r.outer_key.clone()).collect();
+    assert_eq!(keys, vec!["a", "b"]);
+    let page2 = index.routes(&RoutesRequest {
+        start_after: page.next,
+        limit: Some(2),
+    });
+    assert_eq!(page2.routes.len(), 1);
+    assert_eq!(page2.next, None);
+    let too_many = vec!["a".to_string(); MAX_ROUTE_BATCH + 1];
+    assert!(matches!(
+        index.route(&too_many),
+        Err(RouteError::TooMany { .. })
+    ));
+}
+
+#[test]
+fn read_paths_ask_for_no_call() {
+    let (_, index, _) = with_subdb();
+    let before = index.cfg().next_call_id;
+    let inflight = index.inflight.len();
+    let _ = index.route(&["a".into()]);
+    let _ = index.routes(&RoutesRequest::default());
+    let _ = index.stats();
+    assert_eq!(index.cfg().next_call_id, before);
+    assert_eq!(index.inflight.len(), inflight);
+}
+
+#[test]
+fn placement_prefers_newest_active_with_room_and_marks_full() {
+    let (_, mut index) = fresh();
+    upload(&mut index, WASM);
+    index.update_cfg(|c| c.spare_pool_target = 2);
+    let parts = provision(&mut index, &mut 0);
+    assert_eq!(parts.len(), 2);
+    let a = env(p(ALICE));
+    let c1 = awaited(index.create_subdb(&a, create_req("one", 1)));
+    index.on_reply(&a, c1.id, Ok(Response::SubDbCreated(Ok(0))));
+    // The promoted spare takes the next one too while it has room.
+    let c2 = awaited(index.create_subdb(&a, create_req("two", 2)));
+    assert_eq!(c2.target, c1.target);
+    index.on_reply(&a, c2.id, Ok(Response::SubDbCreated(Ok(1))));
+    // Stats show it over the cap: it becomes full and the other spare is promoted.
+    let later = Env {
+        now: 1_000 + DEFAULT_STATS_PERIOD_NS,
+        ..a
+    };
+    let stats_calls: Vec<Call> = index
+        .tick(&later)
+        .into_iter()
+        .filter(|c| matches!(c.request, Request::Stats(_)))
+        .collect();
+    assert_eq!(stats_calls.len(), 2);
+    for c in stats_calls {
+        let bytes = if c.target == c1.target { 5_000 } else { 0 };
+        index.on_reply(
+            &later,
+            c.id,
+            Ok(Response::Stats(Ok(PartitionStats {
+                bytes,
+                live_subdbs: 2,
+                ..Default::default()
+            }))),
+        );
+    }
+    let full = index
+        .stats()
+        .partitions
+        .into_iter()
+        .find(|x| x.id == c1.target)
+        .unwrap();
+    assert_eq!((full.state, full.bytes), (PartitionState::Full, 5_000));
+    let c3 = awaited(index.create_subdb(&a, create_req("three", 3)));
+    assert_ne!(c3.target, c1.target);
+}
+
+#[test]
+fn upgrade_keeps_state_and_redrives_lost_calls() {
+    let (raw, mut index) = fresh();
+    upload(&mut index, WASM);
+    provision(&mut index, &mut 0);
+    let a = env(p(ALICE));
+    let pending = awaited(index.create_subdb(&a, create_req("k", 1)));
+    let job_call = {
+        index.update_cfg(|c| c.spare_pool_target = 2);
+        index
+            .tick(&a)
+            .into_iter()
+            .find(|c| matches!(c.request, Request::CreateCanister { .. }))
+            .unwrap()
+    };
+    drop(index);
+    let m = mm(&raw);
+    let mut index = Index::open(|id| m.get(id)).unwrap();
+    // Replies to calls made before the upgrade are ignored.
+    let r = index.on_reply(&a, pending.id, Ok(Response::SubDbCreated(Ok(1))));
+    assert_eq!(r, Reaction::default());
+    index.on_reply(&a, job_call.id, Ok(Response::CanisterCreated(p(150))));
+    let calls = index.tick(&a);
+    assert!(calls.iter().any(|c| c.request == pending.request));
+    assert!(calls
+        .iter()
+        .any(|c| matches!(c.request, Request::CreateCanister { .. })));
+    assert_eq!(index.stats().admins, vec![p(ADMIN)]);
+}
+
+#[test]
+fn open_refuses_foreign_layouts() {
+    let raw = VectorMemory::default();
+    let m = mm(&raw);
+    let mut cell = Cell::init(
+        m.get(memory::CONFIG),
+        Config {
+            magic: ByteBuf::from(b"NOPE".to_vec()),
+            ..fresh().1.cfg().clone()
+        },
+    );
+    assert_eq!(Index::open(|id| m.get(id)).err(), Some(OpenError::BadMagic));
+    let mut c = cell.get().clone();
+    c.magic = ByteBuf::from(MAGIC.to_vec());
+    c.version = 9;
+    cell.set(c);
+    assert_eq!(
+        Index::open(|id| m.get(id)).err(),
+        Some(OpenError::UnsupportedVersion {
+            found: 9,
+            supported: 1
+        })
+    );
+}
