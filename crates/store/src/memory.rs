@@ -19,3 +19,5 @@ pub const OPS_GEN_B: MemoryId = MemoryId::new(5);
 /// Partition-level state kept beside the store (index principal, tombstones of moved SubDBs).
 pub const PARTITION_STATE: MemoryId = MemoryId::new(8);
 pub const PARTITION_TOMBSTONES: MemoryId = MemoryId::new(9);
+/// Partition layer: `begin_import` op id → the SubDB id it opened, so a retry opens nothing new.
+pub const PARTITION_IMPORTS: MemoryId = MemoryId::new(10);

@@ -32,6 +32,8 @@ pub enum CreateSubDbError {
     InvalidHardCap,
     #[error("SubDB metadata is {len} bytes; the limit is {max}")]
     MetaTooLarge { len: u64, max: u64 },
+    #[error("an access list has {len} principals; the limit is {max}")]
+    TooManyPrincipals { len: u64, max: u64 },
     #[error("operation id is {len} bytes; it must be 16 to 32 bytes")]
     InvalidOpId { len: u32 },
     #[error("this operation id was used with different arguments")]

@@ -70,7 +70,21 @@ pub enum SetAccessError {
     Moved { to: InnerKey },
     #[error("an access list has {len} principals; the limit is {max}")]
     TooManyPrincipals { len: u64, max: u64 },
+    #[error("the anonymous principal cannot be a writer (list it as a reader for public reads)")]
+    AnonymousWriter,
+    #[error("writes to this SubDB are paused for a move cutover; retry shortly")]
+    WritesPaused,
     #[error("only the SubDB's owner may change its access lists")]
+    NotAuthorized,
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Error)]
+pub enum SubDbStatsError {
+    #[error("no such SubDB")]
+    UnknownSubDb,
+    #[error("the SubDB moved to {to:?}")]
+    Moved { to: InnerKey },
+    #[error("the caller may not read this SubDB")]
     NotAuthorized,
 }
 
@@ -97,10 +111,31 @@ pub struct ExportReply {
     pub next: Option<ByteBuf>,
 }
 
+/// Housekeeping: the error of `export_chunk`.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Error)]
+pub enum HousekeepingError {
+    #[error("only the index may call this")]
+    NotAuthorized,
+    #[error("no such SubDB")]
+    UnknownSubDb,
+    #[error("the chunk budget {budget} is outside {min}..={max}")]
+    InvalidBudget { budget: u64, min: u64, max: u64 },
+    #[error("the resume token is malformed")]
+    InvalidToken,
+}
+
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct BeginImportArgs {
     /// The same op id always names the same import, so a retried call opens nothing new.
     pub op_id: OpId,
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Error)]
+pub enum BeginImportError {
+    #[error("only the index may call this")]
+    NotAuthorized,
+    #[error("operation id is {len} bytes; it must be 16 to 32 bytes")]
+    InvalidOpId { len: u32 },
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -109,10 +144,20 @@ pub struct ImportChunkArgs {
     pub chunk: Chunk,
 }
 
+/// Housekeeping: pause (`frozen: true`) or resume writes to a SubDB, for a move's cutover.
+/// Reads go on while frozen. Idempotent.
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct FreezeArgs {
     pub subdb: SubDbId,
     pub frozen: bool,
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Error)]
+pub enum FreezeError {
+    #[error("only the index may call this")]
+    NotAuthorized,
+    #[error("no such SubDB")]
+    UnknownSubDb,
 }
 
 /// Housekeeping: the SubDB now lives at `moved_to`; keep a tombstone and free the data.
@@ -122,14 +167,37 @@ pub struct ReleaseArgs {
     pub moved_to: InnerKey,
 }
 
+/// A release is idempotent: releasing again to the same place answers `Ok`.
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Error)]
-pub enum HousekeepingError {
+pub enum ReleaseError {
     #[error("only the index may call this")]
     NotAuthorized,
     #[error("no such SubDB")]
     UnknownSubDb,
-    #[error("the chunk budget {budget} is outside {min}..={max}")]
-    InvalidBudget { budget: u64, min: u64, max: u64 },
+    #[error("the SubDB is not frozen; freeze it for the cutover before releasing it")]
+    NotFrozen,
+    #[error("the SubDB was already released to {to:?}")]
+    ReleasedElsewhere { to: InnerKey },
+}
+
+/// Most SubDBs one `stats` reply lists.
+pub const MAX_STATS_SUBDBS: u32 = 1_000;
+
+/// Housekeeping: partition totals plus the live SubDBs with ids from `from`, in id order, at
+/// most `limit` of them (at most [`MAX_STATS_SUBDBS`]; 0 lists none). To page, pass the last
+/// listed id + 1 as the next `from`; a page shorter than `limit` is the last one.
+#[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatsArgs {
+    pub from: SubDbId,
+    pub limit: u32,
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Error)]
+pub enum StatsError {
+    #[error("only the index may call this")]
+    NotAuthorized,
+    #[error("asked for {requested} SubDBs; the limit is {max}")]
+    LimitTooLarge { requested: u32, max: u32 },
 }
 
 /// What a partition reports to its index (and the dashboard, through the index).

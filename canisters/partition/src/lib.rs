@@ -1,0 +1,212 @@
+//! The Flotilla partition canister: ic-cdk glue over `flotilla-partition`.
+//!
+//! Each endpoint reads the caller, calls the matching [`Partition`] method and returns its
+//! typed result; nothing else lives here. The logic makes no inter-canister calls, so neither
+//! does this canister. Reads are queries; writes and every housekeeping endpoint (which the
+//! index calls inter-canister) are updates. All state is in stable memory, one
+//! `MemoryManager` region per id of `flotilla_store::memory`, so an upgrade saves nothing
+//! beforehand and re-opens everything afterwards. The upgrade argument, if any, is ignored:
+//! the index principal set at install is kept.
+//!
+//! A timer reclaims deleted and released SubDBs in the background. Interface:
+//! `canisters/partition/partition.did` (a test proves it equals this code's).
+
+use flotilla_partition::Partition;
+use flotilla_store::{Config, PURGE_BATCH};
+use flotilla_types::partition::{
+    BeginImportArgs, BeginImportError, CreateLocalArgs, DeleteArgs, DeleteSubDbArgs, ExportArgs,
+    ExportReply, FreezeArgs, FreezeError, GetArgs, HousekeepingError, ImportChunkArgs,
+    PartitionInit, PartitionStats, PutArgs, ReleaseArgs, ReleaseError, ScanRequest, SetAccessArgs,
+    SetAccessError, StatsArgs, StatsError, SubDbStatsError,
+};
+use flotilla_types::{
+    CreateSubDbError, DeleteError, DeleteSubDbError, GetError, ImportError, PutError, PutOutcome,
+    ScanError, ScanPage, SubDbId, SubDbStats,
+};
+use ic_cdk::api::msg_caller;
+use ic_cdk::{init, post_upgrade, query, update};
+use ic_stable_structures::memory_manager::{MemoryManager, VirtualMemory};
+use ic_stable_structures::DefaultMemoryImpl;
+use serde_bytes::ByteBuf;
+use std::cell::RefCell;
+use std::time::Duration;
+
+type Mem = VirtualMemory<DefaultMemoryImpl>;
+
+/// How often the housekeeping timer runs.
+const HOUSEKEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// One housekeeping run takes further batches of [`PURGE_BATCH`] while work remains and it
+/// has used fewer instructions than this (a twentieth of the 40 B update limit).
+const HOUSEKEEP_INSTRUCTIONS: u64 = 2_000_000_000;
+/// Bytes per stable memory page.
+const PAGE_BYTES: u64 = 65_536;
+
+thread_local! {
+    static MEMORY: MemoryManager<DefaultMemoryImpl> = MemoryManager::init(DefaultMemoryImpl::default());
+    static PARTITION: RefCell<Option<Partition<Mem>>> = const { RefCell::new(None) };
+}
+
+fn with<R>(f: impl FnOnce(&Partition<Mem>) -> R) -> R {
+    PARTITION.with_borrow(|p| {
+        f(p.as_ref()
+            .expect("partition opened at init or post_upgrade"))
+    })
+}
+
+fn with_mut<R>(f: impl FnOnce(&mut Partition<Mem>) -> R) -> R {
+    PARTITION.with_borrow_mut(|p| {
+        f(p.as_mut()
+            .expect("partition opened at init or post_upgrade"))
+    })
+}
+
+fn start(p: Partition<Mem>) {
+    PARTITION.with_borrow_mut(|slot| *slot = Some(p));
+    ic_cdk_timers::set_timer_interval(HOUSEKEEP_INTERVAL, || async { housekeep() });
+}
+
+fn housekeep() {
+    with_mut(|p| {
+        while p.housekeep(PURGE_BATCH) > 0
+            && ic_cdk::api::instruction_counter() < HOUSEKEEP_INSTRUCTIONS
+        {}
+    });
+}
+
+#[init]
+fn init(arg: PartitionInit) {
+    let p = MEMORY
+        .with(|mm| Partition::install(|id| mm.get(id), &arg, Config::default()))
+        .unwrap_or_else(|e| ic_cdk::trap(format!("partition install: {e}")));
+    start(p);
+}
+
+#[post_upgrade]
+fn post_upgrade() {
+    let p = MEMORY
+        .with(|mm| Partition::open(|id| mm.get(id)))
+        .unwrap_or_else(|e| ic_cdk::trap(format!("partition upgrade: {e}")));
+    start(p);
+}
+
+// ---- user endpoints ---------------------------------------------------------------------
+
+#[query]
+fn get(args: GetArgs) -> Result<Option<ByteBuf>, GetError> {
+    with(|p| p.get(msg_caller(), &args))
+}
+
+#[query]
+fn has(args: GetArgs) -> Result<bool, GetError> {
+    with(|p| p.has(msg_caller(), &args))
+}
+
+#[query]
+fn scan(req: ScanRequest) -> Result<ScanPage, ScanError> {
+    with(|p| p.scan(msg_caller(), &req))
+}
+
+#[query]
+fn subdb_stats(subdb: SubDbId) -> Result<SubDbStats, SubDbStatsError> {
+    with(|p| p.subdb_stats(msg_caller(), subdb))
+}
+
+#[update]
+fn put(args: PutArgs) -> Result<PutOutcome, PutError> {
+    with_mut(|p| p.put(msg_caller(), &args))
+}
+
+#[update]
+fn delete(args: DeleteArgs) -> Result<bool, DeleteError> {
+    with_mut(|p| p.delete(msg_caller(), &args))
+}
+
+#[update]
+fn delete_subdb(args: DeleteSubDbArgs) -> Result<(), DeleteSubDbError> {
+    with_mut(|p| p.delete_subdb(msg_caller(), &args))
+}
+
+#[update]
+fn set_access(args: SetAccessArgs) -> Result<(), SetAccessError> {
+    with_mut(|p| p.set_access(msg_caller(), &args))
+}
+
+// ---- housekeeping (index only) ----------------------------------------------------------
+
+#[update]
+fn create_subdb_local(args: CreateLocalArgs) -> Result<SubDbId, CreateSubDbError> {
+    with_mut(|p| p.create_subdb_local(msg_caller(), &args))
+}
+
+#[update]
+fn stats(args: StatsArgs) -> Result<PartitionStats, StatsError> {
+    let stable_memory_bytes = ic_cdk::stable::stable_size() * PAGE_BYTES;
+    with(|p| p.stats(msg_caller(), &args, stable_memory_bytes))
+}
+
+#[update]
+fn export_chunk(args: ExportArgs) -> Result<ExportReply, HousekeepingError> {
+    with(|p| p.export_chunk(msg_caller(), &args))
+}
+
+#[update]
+fn begin_import(args: BeginImportArgs) -> Result<SubDbId, BeginImportError> {
+    with_mut(|p| p.begin_import(msg_caller(), &args))
+}
+
+#[update]
+fn import_chunk(args: ImportChunkArgs) -> Result<(), ImportError> {
+    with_mut(|p| p.import_chunk(msg_caller(), &args))
+}
+
+#[update]
+fn finish_import(subdb: SubDbId) -> Result<SubDbStats, ImportError> {
+    with_mut(|p| p.finish_import(msg_caller(), subdb))
+}
+
+#[update]
+fn abort_import(subdb: SubDbId) -> Result<(), ImportError> {
+    with_mut(|p| p.abort_import(msg_caller(), subdb))
+}
+
+#[update]
+fn freeze(args: FreezeArgs) -> Result<(), FreezeError> {
+    with_mut(|p| p.freeze(msg_caller(), &args))
+}
+
+#[update]
+fn release(args: ReleaseArgs) -> Result<(), ReleaseError> {
+    with_mut(|p| p.release(msg_caller(), &args))
+}
+
+ic_cdk::export_candid!();
+
+#[cfg(test)]
+mod tests {
+    use candid_parser::utils::{service_equal, CandidSource};
+
+    /// The committed `partition.did` is exactly this code's interface. To regenerate it:
+    /// `FLOTILLA_UPDATE_DID=1 cargo test -p flotilla-partition-canister`.
+    #[test]
+    fn committed_did_matches_the_code() {
+        let generated = super::__export_service();
+        if std::env::var_os("FLOTILLA_UPDATE_DID").is_some() {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/partition.did");
+            std::fs::write(path, &generated).expect("write partition.did");
+            eprintln!("wrote {path}; the next build checks it");
+            return;
+        }
+        let committed = include_str!("../partition.did");
+        service_equal(
+            CandidSource::Text(committed),
+            CandidSource::Text(&generated),
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "canisters/partition/partition.did differs from the code ({e}); \
+                 regenerate it with FLOTILLA_UPDATE_DID=1 cargo test -p flotilla-partition-canister.\n\
+                 The code's interface:\n{generated}"
+            )
+        });
+    }
+}

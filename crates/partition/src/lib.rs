@@ -1,0 +1,586 @@
+//! Flotilla's partition logic: every endpoint of a partition canister as a plain method over
+//! [`Partition`], which owns the SubDB [`Store`] and the partition's own stable state.
+//!
+//! # Free of IO
+//!
+//! A handler takes the caller's principal and the decoded arguments, reads and writes this
+//! partition's stable memories, and returns a typed result. That is all it can do: this crate
+//! has **no facility to make inter-canister calls** — it depends on neither `ic-cdk` nor
+//! `ic0`, no handler returns calls to be made, and authorization is decided from the SubDB's
+//! own access lists (see [`access`]), stored beside its data and moved with it. Values the
+//! logic cannot know (the stable memory size for [`Partition::stats`]) are passed in by the
+//! canister, and no handler depends on the time. The canister crate
+//! (`canisters/partition`) only decodes, calls, and encodes.
+//!
+//! # Resolving a SubDB id
+//!
+//! A live SubDB goes on to authorization; an id that moved away answers `Moved { to }` from
+//! its tombstone; anything else answers `UnknownSubDb`. Store ids are never reused, so a stale
+//! id can never reach another SubDB. A mutation on an unknown id still consults the op-id log,
+//! so a retry of a `delete_subdb` that succeeded gets its first result back.
+//!
+//! # Who may call what
+//!
+//! User endpoints follow the SubDB's [`Access`]: readers read, writers read and write, the
+//! owner does everything (and `delete_subdb` is also open to the index). Housekeeping
+//! endpoints accept only the index principal recorded at install; anyone else gets
+//! `NotAuthorized`. A refused call changes nothing.
+//!
+//! Op ids of user calls are salted with the caller's principal bytes, those of
+//! `create_subdb_local` with the index's, so one principal's op id never replays another's
+//! call.
+//!
+//! Persisted formats: [`layout`] (state cell, tombstones, imports) and [`access`] (the
+//! per-SubDB metadata blob). Memory ids: [`flotilla_store::memory`].
+
+pub mod access;
+pub mod layout;
+
+use access::AccessView;
+use candid::Principal;
+use flotilla_store::memory::{PARTITION_IMPORTS, PARTITION_STATE, PARTITION_TOMBSTONES};
+use flotilla_store::{Config, InitError, OpCtx, Store};
+use flotilla_types::limits::{
+    MAX_ACCESS_PRINCIPALS, MAX_SUBDB_META_BYTES, MIN_CHUNK_BUDGET_BYTES, REPLY_BUDGET_BYTES,
+};
+use flotilla_types::partition::{
+    Access, BeginImportArgs, BeginImportError, CreateLocalArgs, DeleteArgs, DeleteSubDbArgs,
+    ExportArgs, ExportReply, FreezeArgs, FreezeError, GetArgs, HousekeepingError, ImportChunkArgs,
+    PartitionInit, PartitionStats, PutArgs, ReleaseArgs, ReleaseError, ScanRequest, SetAccessArgs,
+    SetAccessError, StatsArgs, StatsError, SubDbStatsError, MAX_STATS_SUBDBS,
+};
+use flotilla_types::{
+    CreateSubDbError, DeleteError, DeleteSubDbError, ExportError, GetError, ImportError, InnerKey,
+    PutError, PutOutcome, ScanError, ScanPage, SubDbId, SubDbStats,
+};
+use ic_stable_structures::memory_manager::MemoryId;
+use ic_stable_structures::{BTreeMap, Cell, Memory};
+use layout::{ImportKey, RawState, State, Tomb};
+use serde_bytes::ByteBuf;
+
+/// Why a partition's stable memory cannot be opened.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PartitionInitError {
+    #[error("the SubDB store cannot be opened: {0}")]
+    Store(#[from] InitError),
+    #[error("memory holds no partition state (magic {found:?})")]
+    BadMagic { found: [u8; 4] },
+    #[error("partition layout version {found} is not supported (this build reads {supported})")]
+    UnsupportedVersion { found: u16, supported: u16 },
+    #[error("the partition state region is malformed")]
+    Corrupt,
+    #[error("memory already holds a partition (index {index})")]
+    AlreadyInstalled { index: Principal },
+    #[error("memory holds no partition to open")]
+    NotInstalled,
+    #[error("the index cannot be the anonymous principal")]
+    AnonymousIndex,
+}
+
+/// The magic of an ic-stable-structures `Cell` header, to tell an empty or foreign region
+/// from a cell before `Cell::init` (which would overwrite a foreign region).
+const CELL_MAGIC: &[u8; 3] = b"SCL";
+
+/// One partition: the SubDB store plus the partition's own regions.
+pub struct Partition<M: Memory> {
+    store: Store<M>,
+    index: Principal,
+    tombstones: BTreeMap<SubDbId, Tomb, M>,
+    imports: BTreeMap<ImportKey, SubDbId, M>,
+}
+
+/// What a user call needs from the SubDB's access lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Need {
+    Read,
+    Write,
+    Own,
+}
+
+/// Errors of user endpoints, which all report routing and authorization the same way.
+trait UserError {
+    fn unknown() -> Self;
+    fn moved(to: InnerKey) -> Self;
+    fn not_authorized() -> Self;
+}
+
+macro_rules! user_error {
+    ($($t:ident),*) => {$(
+        impl UserError for $t {
+            fn unknown() -> Self { $t::UnknownSubDb }
+            fn moved(to: InnerKey) -> Self { $t::Moved { to } }
+            fn not_authorized() -> Self { $t::NotAuthorized }
+        }
+    )*};
+}
+user_error!(
+    PutError,
+    DeleteError,
+    GetError,
+    ScanError,
+    DeleteSubDbError,
+    SetAccessError,
+    SubDbStatsError
+);
+
+/// Where a SubDB id leads.
+enum Located {
+    /// Live here, with its metadata blob.
+    Live(Vec<u8>),
+    Moved(InnerKey),
+    Unknown,
+}
+
+impl<M: Memory> Partition<M> {
+    // ---- lifecycle ------------------------------------------------------------------------
+
+    /// Sets up a new partition in empty memories (one per [`flotilla_store::memory`] id).
+    /// Refuses memories that already hold a partition, and an anonymous index.
+    pub fn install(
+        mut mem: impl FnMut(MemoryId) -> M,
+        init: &PartitionInit,
+        config: Config,
+    ) -> Result<Self, PartitionInitError> {
+        if init.index == Principal::anonymous() {
+            return Err(PartitionInitError::AnonymousIndex);
+        }
+        if mem(PARTITION_STATE).size() > 0 {
+            return Err(match read_state(mem(PARTITION_STATE)) {
+                Ok(s) => PartitionInitError::AlreadyInstalled { index: s.index },
+                Err(e) => e,
+            });
+        }
+        let store = Store::init(&mut mem, config)?;
+        let state = State { index: init.index };
+        Cell::new(mem(PARTITION_STATE), state.encode());
+        Ok(Self::assemble(store, state, mem))
+    }
+
+    /// Re-opens a partition from its memories (after an upgrade). Everything is in stable
+    /// memory, so nothing needs saving before the upgrade.
+    pub fn open(mut mem: impl FnMut(MemoryId) -> M) -> Result<Self, PartitionInitError> {
+        let state = read_state(mem(PARTITION_STATE))?;
+        let store = Store::init(&mut mem, Config::default())?;
+        Ok(Self::assemble(store, state, mem))
+    }
+
+    fn assemble(store: Store<M>, state: State, mut mem: impl FnMut(MemoryId) -> M) -> Self {
+        Partition {
+            store,
+            index: state.index,
+            tombstones: BTreeMap::init(mem(PARTITION_TOMBSTONES)),
+            imports: BTreeMap::init(mem(PARTITION_IMPORTS)),
+        }
+    }
+
+    // ---- inspection -----------------------------------------------------------------------
+
+    /// The only principal housekeeping endpoints accept.
+    pub fn index(&self) -> Principal {
+        self.index
+    }
+
+    pub fn store(&self) -> &Store<M> {
+        &self.store
+    }
+
+    /// The access lists of a live SubDB (`None` if it is not live or its blob is unreadable).
+    pub fn access(&self, subdb: SubDbId) -> Option<Access> {
+        match self.locate(subdb) {
+            Located::Live(meta) => access::decode(&meta),
+            _ => None,
+        }
+    }
+
+    /// Where a SubDB that moved away lives now.
+    pub fn tombstone(&self, subdb: SubDbId) -> Option<InnerKey> {
+        self.tombstones.get(&subdb).map(|t| t.0)
+    }
+
+    // ---- routing and authorization --------------------------------------------------------
+
+    fn locate(&self, id: SubDbId) -> Located {
+        if self.store.exists(id) {
+            return Located::Live(self.store.meta(id).unwrap_or_default());
+        }
+        match self.tombstones.get(&id) {
+            Some(Tomb(to)) => Located::Moved(to),
+            None => Located::Unknown,
+        }
+    }
+
+    /// Resolves `id` and checks the caller against its access lists. `Ok(false)`: the id is
+    /// unknown here (mutations still consult the op-id log; reads report `UnknownSubDb`).
+    fn authorize<E: UserError>(
+        &self,
+        caller: &Principal,
+        id: SubDbId,
+        need: Need,
+    ) -> Result<bool, E> {
+        match self.locate(id) {
+            Located::Live(meta) => {
+                let ok = AccessView::parse(&meta).is_some_and(|a| match need {
+                    Need::Read => a.may_read(caller),
+                    Need::Write => a.may_write(caller),
+                    Need::Own => a.is_owner(caller),
+                });
+                if ok {
+                    Ok(true)
+                } else {
+                    Err(E::not_authorized())
+                }
+            }
+            Located::Moved(to) => Err(E::moved(to)),
+            Located::Unknown => Ok(false),
+        }
+    }
+
+    fn authorize_read<E: UserError>(&self, caller: &Principal, id: SubDbId) -> Result<(), E> {
+        if self.authorize::<E>(caller, id, Need::Read)? {
+            Ok(())
+        } else {
+            Err(E::unknown())
+        }
+    }
+
+    fn is_index(&self, caller: &Principal) -> bool {
+        *caller == self.index
+    }
+
+    // ---- user endpoints -------------------------------------------------------------------
+
+    /// Inserts or replaces an item (writers and the owner). Idempotent by op id.
+    pub fn put(&mut self, caller: Principal, args: &PutArgs) -> Result<PutOutcome, PutError> {
+        self.authorize::<PutError>(&caller, args.subdb, Need::Write)?;
+        let op = OpCtx {
+            op_id: &args.op_id,
+            salt: caller.as_slice(),
+        };
+        self.store.put(Some(op), args.subdb, &args.key, &args.value)
+    }
+
+    /// Removes an item (writers and the owner); `true` if it was there. Idempotent by op id.
+    pub fn delete(&mut self, caller: Principal, args: &DeleteArgs) -> Result<bool, DeleteError> {
+        self.authorize::<DeleteError>(&caller, args.subdb, Need::Write)?;
+        let op = OpCtx {
+            op_id: &args.op_id,
+            salt: caller.as_slice(),
+        };
+        self.store.delete(Some(op), args.subdb, &args.key)
+    }
+
+    /// Reads an item (readers, writers, the owner; everyone if the SubDB is public).
+    pub fn get(&self, caller: Principal, args: &GetArgs) -> Result<Option<ByteBuf>, GetError> {
+        self.authorize_read::<GetError>(&caller, args.subdb)?;
+        Ok(self.store.get(args.subdb, &args.key)?.map(ByteBuf::from))
+    }
+
+    pub fn has(&self, caller: Principal, args: &GetArgs) -> Result<bool, GetError> {
+        self.authorize_read::<GetError>(&caller, args.subdb)?;
+        self.store.has(args.subdb, &args.key)
+    }
+
+    /// One page of an ordered scan (see [`flotilla_types::ScanArgs`]).
+    pub fn scan(&self, caller: Principal, req: &ScanRequest) -> Result<ScanPage, ScanError> {
+        self.authorize_read::<ScanError>(&caller, req.subdb)?;
+        self.store.scan(req.subdb, &req.args)
+    }
+
+    pub fn subdb_stats(
+        &self,
+        caller: Principal,
+        subdb: SubDbId,
+    ) -> Result<SubDbStats, SubDbStatsError> {
+        self.authorize_read::<SubDbStatsError>(&caller, subdb)?;
+        self.store.stats(subdb).ok_or(SubDbStatsError::UnknownSubDb)
+    }
+
+    /// Deletes a SubDB (its owner, or the index). Idempotent by op id.
+    pub fn delete_subdb(
+        &mut self,
+        caller: Principal,
+        args: &DeleteSubDbArgs,
+    ) -> Result<(), DeleteSubDbError> {
+        if self.is_index(&caller) {
+            if let Located::Moved(to) = self.locate(args.subdb) {
+                return Err(DeleteSubDbError::Moved { to });
+            }
+        } else {
+            self.authorize::<DeleteSubDbError>(&caller, args.subdb, Need::Own)?;
+        }
+        let op = OpCtx {
+            op_id: &args.op_id,
+            salt: caller.as_slice(),
+        };
+        self.store.delete_subdb(Some(op), args.subdb)
+    }
+
+    /// Replaces the reader and writer lists (the owner only; the owner itself never changes).
+    pub fn set_access(
+        &mut self,
+        caller: Principal,
+        args: &SetAccessArgs,
+    ) -> Result<(), SetAccessError> {
+        if !self.authorize::<SetAccessError>(&caller, args.subdb, Need::Own)? {
+            return Err(SetAccessError::UnknownSubDb);
+        }
+        for list in [&args.readers, &args.writers] {
+            if list.len() > MAX_ACCESS_PRINCIPALS {
+                return Err(SetAccessError::TooManyPrincipals {
+                    len: list.len() as u64,
+                    max: MAX_ACCESS_PRINCIPALS as u64,
+                });
+            }
+        }
+        if args.writers.contains(&Principal::anonymous()) {
+            return Err(SetAccessError::AnonymousWriter);
+        }
+        // A change made during a move's cutover would miss the copy: refuse it like a write.
+        if self.store.is_frozen(args.subdb) {
+            return Err(SetAccessError::WritesPaused);
+        }
+        let owner = self
+            .access(args.subdb)
+            .expect("authorized as owner, so the blob parses")
+            .owner;
+        let meta = access::encode(&Access {
+            owner,
+            readers: args.readers.clone(),
+            writers: args.writers.clone(),
+        });
+        self.store
+            .set_meta(args.subdb, &meta)
+            .expect("bounded access lists fit MAX_SUBDB_META_BYTES (checked at compile time)");
+        Ok(())
+    }
+
+    // ---- housekeeping (index only) --------------------------------------------------------
+
+    /// Creates a SubDB for `args.access.owner`. Idempotent by op id (salted with the index's
+    /// principal). Access lists are held to `MAX_ACCESS_PRINCIPALS` here too, not only at the
+    /// index, and the encoded lists must fit `MAX_SUBDB_META_BYTES`.
+    pub fn create_subdb_local(
+        &mut self,
+        caller: Principal,
+        args: &CreateLocalArgs,
+    ) -> Result<SubDbId, CreateSubDbError> {
+        if !self.is_index(&caller) {
+            return Err(CreateSubDbError::NotAuthorized);
+        }
+        for list in [&args.access.readers, &args.access.writers] {
+            if list.len() > MAX_ACCESS_PRINCIPALS {
+                return Err(CreateSubDbError::TooManyPrincipals {
+                    len: list.len() as u64,
+                    max: MAX_ACCESS_PRINCIPALS as u64,
+                });
+            }
+        }
+        let len = access::encoded_len(&args.access);
+        if len > MAX_SUBDB_META_BYTES {
+            return Err(CreateSubDbError::MetaTooLarge {
+                len: len as u64,
+                max: MAX_SUBDB_META_BYTES as u64,
+            });
+        }
+        let op = OpCtx {
+            op_id: &args.op_id,
+            salt: self.index.as_slice(),
+        };
+        let meta = access::encode(&args.access);
+        self.store.create_subdb(Some(op), args.hard_cap, &meta)
+    }
+
+    /// Partition totals and one page of live SubDBs. `stable_memory_bytes` comes from the
+    /// canister (the logic has no IO).
+    pub fn stats(
+        &self,
+        caller: Principal,
+        args: &StatsArgs,
+        stable_memory_bytes: u64,
+    ) -> Result<PartitionStats, StatsError> {
+        if !self.is_index(&caller) {
+            return Err(StatsError::NotAuthorized);
+        }
+        if args.limit > MAX_STATS_SUBDBS {
+            return Err(StatsError::LimitTooLarge {
+                requested: args.limit,
+                max: MAX_STATS_SUBDBS,
+            });
+        }
+        let t = self.store.totals();
+        Ok(PartitionStats {
+            live_subdbs: t.live_subdbs,
+            items: t.items,
+            bytes: t.bytes,
+            purging_bytes: t.purging_bytes,
+            op_records: t.op_records,
+            stable_memory_bytes,
+            tombstones: self.tombstones.len(),
+            subdbs: self.store.list_subdbs(args.from, args.limit as usize),
+        })
+    }
+
+    /// The next chunk of a live SubDB for a move. The budget must lie within
+    /// `MIN_CHUNK_BUDGET_BYTES..=REPLY_BUDGET_BYTES`, so every chunk fits one reply.
+    pub fn export_chunk(
+        &self,
+        caller: Principal,
+        args: &ExportArgs,
+    ) -> Result<ExportReply, HousekeepingError> {
+        if !self.is_index(&caller) {
+            return Err(HousekeepingError::NotAuthorized);
+        }
+        let (min, max) = (MIN_CHUNK_BUDGET_BYTES as u64, REPLY_BUDGET_BYTES as u64);
+        if !(min..=max).contains(&args.budget) {
+            return Err(HousekeepingError::InvalidBudget {
+                budget: args.budget,
+                min,
+                max,
+            });
+        }
+        let (chunk, next) = self
+            .store
+            .export_chunk(
+                args.subdb,
+                args.seq,
+                args.token.as_deref().map(|t| &t[..]),
+                args.budget as usize,
+            )
+            .map_err(|e| match e {
+                ExportError::UnknownSubDb => HousekeepingError::UnknownSubDb,
+                ExportError::InvalidToken => HousekeepingError::InvalidToken,
+                ExportError::BudgetTooSmall { budget, min } => {
+                    HousekeepingError::InvalidBudget { budget, min, max }
+                }
+                ExportError::NotAuthorized => HousekeepingError::NotAuthorized,
+            })?;
+        Ok(ExportReply {
+            chunk,
+            next: next.map(ByteBuf::from),
+        })
+    }
+
+    /// Opens an invisible SubDB to receive a moved one. The same op id always answers the
+    /// same SubDB id (kept for good: one small entry per import), so a retry opens nothing
+    /// new; a fresh attempt after `abort_import` needs a fresh op id.
+    pub fn begin_import(
+        &mut self,
+        caller: Principal,
+        args: &BeginImportArgs,
+    ) -> Result<SubDbId, BeginImportError> {
+        if !self.is_index(&caller) {
+            return Err(BeginImportError::NotAuthorized);
+        }
+        args.op_id
+            .validate()
+            .map_err(|e| BeginImportError::InvalidOpId { len: e.len })?;
+        let key = ImportKey(args.op_id.as_bytes().to_vec());
+        if let Some(id) = self.imports.get(&key) {
+            return Ok(id);
+        }
+        let id = self.store.begin_import();
+        self.imports.insert(key, id);
+        Ok(id)
+    }
+
+    /// Applies one chunk to an importing SubDB (in order; a repeated chunk changes nothing).
+    pub fn import_chunk(
+        &mut self,
+        caller: Principal,
+        args: &ImportChunkArgs,
+    ) -> Result<(), ImportError> {
+        if !self.is_index(&caller) {
+            return Err(ImportError::NotAuthorized);
+        }
+        self.store.import_chunk(args.subdb, &args.chunk)
+    }
+
+    /// Makes an imported SubDB live. Idempotent.
+    pub fn finish_import(
+        &mut self,
+        caller: Principal,
+        subdb: SubDbId,
+    ) -> Result<SubDbStats, ImportError> {
+        if !self.is_index(&caller) {
+            return Err(ImportError::NotAuthorized);
+        }
+        self.store.finish_import(subdb)
+    }
+
+    /// Abandons an import and reclaims what arrived.
+    pub fn abort_import(&mut self, caller: Principal, subdb: SubDbId) -> Result<(), ImportError> {
+        if !self.is_index(&caller) {
+            return Err(ImportError::NotAuthorized);
+        }
+        self.store.abort_import(subdb)
+    }
+
+    /// Pauses or resumes writes to a live SubDB (a move's cutover). Idempotent.
+    pub fn freeze(&mut self, caller: Principal, args: &FreezeArgs) -> Result<(), FreezeError> {
+        if !self.is_index(&caller) {
+            return Err(FreezeError::NotAuthorized);
+        }
+        if self.store.set_frozen(args.subdb, args.frozen) {
+            Ok(())
+        } else {
+            Err(FreezeError::UnknownSubDb)
+        }
+    }
+
+    /// Ends a move: records the tombstone `subdb → moved_to`, then frees the data. The SubDB
+    /// must be frozen, so no acknowledged write can be lost. Idempotent: releasing again to
+    /// the same place answers `Ok`.
+    pub fn release(&mut self, caller: Principal, args: &ReleaseArgs) -> Result<(), ReleaseError> {
+        if !self.is_index(&caller) {
+            return Err(ReleaseError::NotAuthorized);
+        }
+        if let Some(to) = self.tombstone(args.subdb) {
+            return if to == args.moved_to {
+                Ok(())
+            } else {
+                Err(ReleaseError::ReleasedElsewhere { to })
+            };
+        }
+        if !self.store.exists(args.subdb) {
+            return Err(ReleaseError::UnknownSubDb);
+        }
+        if !self.store.is_frozen(args.subdb) {
+            return Err(ReleaseError::NotFrozen);
+        }
+        self.tombstones.insert(args.subdb, Tomb(args.moved_to));
+        let released = self.store.release(args.subdb);
+        debug_assert!(released, "checked live above");
+        Ok(())
+    }
+
+    /// Reclaims up to `max_items` items of deleted or released SubDBs; returns how many
+    /// remain. The canister runs it from a timer (it is not an endpoint).
+    pub fn housekeep(&mut self, max_items: usize) -> u64 {
+        self.store.purge_step(max_items)
+    }
+}
+
+/// Every access list of the largest SubDB access fits the metadata limit, so `set_access`
+/// cannot fail on size.
+const _: () = assert!(
+    1 + 1
+        + access::MAX_PRINCIPAL_BYTES
+        + 2 * (2 + MAX_ACCESS_PRINCIPALS * (1 + access::MAX_PRINCIPAL_BYTES))
+        <= MAX_SUBDB_META_BYTES
+);
+
+/// Reads the state cell without writing to the region.
+fn read_state<M: Memory>(m: M) -> Result<State, PartitionInitError> {
+    if m.size() == 0 {
+        return Err(PartitionInitError::NotInstalled);
+    }
+    let mut magic = [0u8; 3];
+    m.read(0, &mut magic);
+    if &magic != CELL_MAGIC {
+        return Err(PartitionInitError::Corrupt);
+    }
+    State::decode(Cell::init(m, RawState::default()).get())
+}
+
+#[cfg(test)]
+mod tests;
