@@ -10,8 +10,11 @@ use flotilla_types::index::{
     AdminError, CreateError, CreateRequest, DeleteRequest, DeleteSubDbRequestError, IndexInit,
     IndexStats, RouteError, RoutesPage, RoutesRequest, UploadProgress, UploadWasmError, WasmChunk,
 };
-use flotilla_types::partition::{PartitionStats, StatsError};
-use flotilla_types::{CreateSubDbError, DeleteSubDbError, InnerKey, SubDbId};
+use flotilla_types::partition::{
+    BeginImportError, ExportDeltaReply, ExportReply, HousekeepingError, PartitionStats,
+    ReleaseError, StatsError,
+};
+use flotilla_types::{CreateSubDbError, DeleteSubDbError, ImportError, InnerKey, SubDbId};
 use ic_cdk::call::{Call as IcCall, CallErrorExt};
 use ic_management_canister_types::{
     CanisterIdRecord, CanisterInstallMode, CanisterSettings, ChunkHash, CreateCanisterArgs,
@@ -187,6 +190,42 @@ async fn perform(call: Call) -> CallResult {
             .map_err(reject)?
             .candid::<Result<PartitionStats, StatsError>>()
             .map(Response::Stats),
+        Request::BeginImport(args) => IcCall::unbounded_wait(target, "begin_import")
+            .with_arg(args)
+            .await
+            .map_err(reject)?
+            .candid::<Result<SubDbId, BeginImportError>>()
+            .map(Response::ImportBegun),
+        Request::BeginExport(args) => IcCall::unbounded_wait(target, "begin_export")
+            .with_arg(args)
+            .await
+            .map_err(reject)?
+            .candid::<Result<(), HousekeepingError>>()
+            .map(Response::ExportBegun),
+        Request::ExportChunk(args) => IcCall::unbounded_wait(target, "export_chunk")
+            .with_arg(args)
+            .await
+            .map_err(reject)?
+            .candid::<Result<ExportReply, HousekeepingError>>()
+            .map(Response::Exported),
+        Request::ExportDelta(args) => IcCall::unbounded_wait(target, "export_delta")
+            .with_arg(args)
+            .await
+            .map_err(reject)?
+            .candid::<Result<ExportDeltaReply, HousekeepingError>>()
+            .map(Response::DeltaExported),
+        Request::ImportChunk(args) => IcCall::unbounded_wait(target, "import_chunk")
+            .with_arg(args)
+            .await
+            .map_err(reject)?
+            .candid::<Result<(), ImportError>>()
+            .map(Response::Imported),
+        Request::Release(args) => IcCall::unbounded_wait(target, "release")
+            .with_arg(args)
+            .await
+            .map_err(reject)?
+            .candid::<Result<(), ReleaseError>>()
+            .map(Response::Released),
     };
     // A reply that does not decode was executed by the callee: its outcome is uncertain.
     res.map_err(|e| Reject {

@@ -14,10 +14,11 @@
 use flotilla_partition::Partition;
 use flotilla_store::{Config, PURGE_BATCH};
 use flotilla_types::partition::{
-    BeginImportArgs, BeginImportError, CreateLocalArgs, DeleteArgs, DeleteSubDbArgs, ExportArgs,
-    ExportReply, FreezeArgs, FreezeError, GetArgs, HousekeepingError, ImportChunkArgs,
-    PartitionInit, PartitionStats, PutArgs, ReleaseArgs, ReleaseError, ScanRequest, SetAccessArgs,
-    SetAccessError, StatsArgs, StatsError, SubDbStatsError,
+    BeginExportArgs, BeginImportArgs, BeginImportError, CreateLocalArgs, DeleteArgs,
+    DeleteSubDbArgs, ExportArgs, ExportDeltaArgs, ExportDeltaReply, ExportReply, FreezeArgs,
+    FreezeError, GetArgs, HousekeepingError, ImportChunkArgs, PartitionInit, PartitionStats,
+    PutArgs, ReleaseArgs, ReleaseError, ScanRequest, SetAccessArgs, SetAccessError, StatsArgs,
+    StatsError, SubDbStatsError,
 };
 use flotilla_types::{
     CreateSubDbError, DeleteError, DeleteSubDbError, GetError, ImportError, PutError, PutOutcome,
@@ -146,7 +147,17 @@ fn stats(args: StatsArgs) -> Result<PartitionStats, StatsError> {
 
 #[update]
 fn export_chunk(args: ExportArgs) -> Result<ExportReply, HousekeepingError> {
-    with(|p| p.export_chunk(msg_caller(), &args))
+    with_mut(|p| p.export_chunk(msg_caller(), &args))
+}
+
+#[update]
+fn begin_export(args: BeginExportArgs) -> Result<(), HousekeepingError> {
+    with_mut(|p| p.begin_export(msg_caller(), &args))
+}
+
+#[update]
+fn export_delta(args: ExportDeltaArgs) -> Result<ExportDeltaReply, HousekeepingError> {
+    with_mut(|p| p.export_delta(msg_caller(), &args))
 }
 
 #[update]

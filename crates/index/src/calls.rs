@@ -7,9 +7,11 @@
 
 use candid::{CandidType, Principal};
 use flotilla_types::partition::{
-    CreateLocalArgs, DeleteSubDbArgs, PartitionStats, StatsArgs, StatsError,
+    BeginExportArgs, BeginImportArgs, BeginImportError, CreateLocalArgs, DeleteSubDbArgs,
+    ExportArgs, ExportDeltaArgs, ExportDeltaReply, ExportReply, HousekeepingError, ImportChunkArgs,
+    PartitionStats, ReleaseArgs, ReleaseError, StatsArgs, StatsError,
 };
-use flotilla_types::{CreateSubDbError, DeleteSubDbError, SubDbId};
+use flotilla_types::{CreateSubDbError, DeleteSubDbError, ImportError, SubDbId};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
@@ -56,6 +58,18 @@ pub enum Request {
     DeleteSubDb(DeleteSubDbArgs),
     /// Partition `stats`.
     Stats(StatsArgs),
+    /// Move, on the target: `begin_import`.
+    BeginImport(BeginImportArgs),
+    /// Move, on the source: `begin_export` (start tracking changes).
+    BeginExport(BeginExportArgs),
+    /// Move, on the source: `export_chunk` (the copy).
+    ExportChunk(ExportArgs),
+    /// Move, on the source: `export_delta` (changes since the copy; with `freeze`, the cutover).
+    ExportDelta(ExportDeltaArgs),
+    /// Move, on the target: `import_chunk`.
+    ImportChunk(ImportChunkArgs),
+    /// Move, on the source: `release` (tombstone pointing at the new home, free the data).
+    Release(ReleaseArgs),
 }
 
 impl Request {
@@ -69,6 +83,12 @@ impl Request {
             Request::CreateSubDb(_) => "create_subdb_local",
             Request::DeleteSubDb(_) => "delete_subdb",
             Request::Stats(_) => "stats",
+            Request::BeginImport(_) => "begin_import",
+            Request::BeginExport(_) => "begin_export",
+            Request::ExportChunk(_) => "export_chunk",
+            Request::ExportDelta(_) => "export_delta",
+            Request::ImportChunk(_) => "import_chunk",
+            Request::Release(_) => "release",
         }
     }
 }
@@ -82,6 +102,12 @@ pub enum Response {
     SubDbCreated(Result<SubDbId, CreateSubDbError>),
     SubDbDeleted(Result<(), DeleteSubDbError>),
     Stats(Result<PartitionStats, StatsError>),
+    ImportBegun(Result<SubDbId, BeginImportError>),
+    ExportBegun(Result<(), HousekeepingError>),
+    Exported(Result<ExportReply, HousekeepingError>),
+    DeltaExported(Result<ExportDeltaReply, HousekeepingError>),
+    Imported(Result<(), ImportError>),
+    Released(Result<(), ReleaseError>),
 }
 
 /// The call failed: rejected by the system or the callee, trapped, or its reply was lost.

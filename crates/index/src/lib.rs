@@ -16,6 +16,7 @@
 
 pub mod calls;
 pub mod memory;
+pub mod moves;
 pub mod records;
 
 use calls::{Call, CallId, CallResult, InstallMode, Reject, Request, Response};
@@ -96,6 +97,9 @@ pub struct Index<M: Memory> {
     jobs: BTreeMap<u64, JobRecord, M>,
     inflight: BTreeMap<CallId, Purpose, M>,
     wasm: [BTreeMap<u32, Vec<u8>, M>; 2],
+    moves: BTreeMap<String, MoveRecord, M>,
+    move_chunks: BTreeMap<String, MoveChunk, M>,
+    reverse: BTreeMap<Vec<u8>, String, M>,
 }
 
 fn args_hash(parts: &[&[u8]]) -> ByteBuf {
@@ -132,6 +136,9 @@ impl<M: Memory> Index<M> {
                 BTreeMap::init(mem(memory::WASM_SLOT_A)),
                 BTreeMap::init(mem(memory::WASM_SLOT_B)),
             ],
+            moves: BTreeMap::init(mem(memory::MOVES)),
+            move_chunks: BTreeMap::init(mem(memory::MOVE_CHUNKS)),
+            reverse: BTreeMap::init(mem(memory::REVERSE)),
         }
     }
 
@@ -549,7 +556,7 @@ impl<M: Memory> Index<M> {
         if entry.owner != env.caller && !self.is_admin(&env.caller) {
             return Step::Done(Err(E::NotAuthorized));
         }
-        if entry.state != DirState::Live {
+        if entry.state != DirState::Live || self.is_moving(&req.outer_key) {
             return Step::Done(Err(E::InProgress));
         }
         entry.state = DirState::Deleting;
@@ -610,7 +617,12 @@ impl<M: Memory> Index<M> {
                 calls: self.job_reply(env, job, result),
                 finished: None,
             },
+            Purpose::Move { outer_key, step } => Reaction {
+                calls: self.move_reply(env, &outer_key, step, result),
+                finished: None,
+            },
             Purpose::Stats { partition } => {
+                let mut calls = vec![];
                 if let Ok(Response::Stats(Ok(stats))) = result {
                     if let Some(mut rec) = self.registry.get(&partition) {
                         rec.bytes = stats.bytes;
@@ -628,9 +640,13 @@ impl<M: Memory> Index<M> {
                             rec.state = PartitionState::Active;
                         }
                         self.registry.insert(partition, rec);
+                        calls = self.maybe_start_move(env, partition, &stats);
                     }
                 }
-                Reaction::default()
+                Reaction {
+                    calls,
+                    finished: None,
+                }
             }
         }
     }
@@ -647,6 +663,7 @@ impl<M: Memory> Index<M> {
                 let op = std::mem::take(&mut entry.op_id);
                 let inner = entry.inner();
                 self.directory.insert(key.clone(), entry);
+                self.reverse.insert(moves::reverse_key(&inner), key.clone());
                 self.pending.remove(&key);
                 self.finish_op(&op, inner);
                 self.update_cfg(|c| c.routing_version += 1);
@@ -691,6 +708,7 @@ impl<M: Memory> Index<M> {
         };
         let finish = |index: &mut Self, entry: &DirEntry| {
             index.directory.remove(&key);
+            index.reverse.remove(&moves::reverse_key(&entry.inner()));
             index.pending.remove(&key);
             index.finish_op(&entry.op_id, entry.inner());
             index.update_cfg(|c| c.routing_version += 1);
@@ -813,6 +831,7 @@ impl<M: Memory> Index<M> {
                 sha256: w.sha256.clone(),
             }),
             admins: c.admins.clone(),
+            moves: self.moves(),
         }
     }
 
@@ -892,6 +911,11 @@ impl<M: Memory> Index<M> {
         let pending: Vec<String> = self.pending.keys().collect();
         for k in pending {
             calls.extend(self.redrive(&k));
+        }
+        // Moves (each waits while one of its calls is in flight).
+        let moving: Vec<String> = self.moves.keys().collect();
+        for k in moving {
+            calls.extend(self.drive_move(&k));
         }
         // Stats.
         let period = self.cfg().stats_period_ns;

@@ -21,3 +21,10 @@ pub const INFLIGHT: MemoryId = MemoryId::new(7);
 /// Two slots for the partition wasm: the active module and an upload in progress.
 pub const WASM_SLOT_A: MemoryId = MemoryId::new(8);
 pub const WASM_SLOT_B: MemoryId = MemoryId::new(9);
+/// Moves in progress, by outer key.
+pub const MOVES: MemoryId = MemoryId::new(10);
+/// The chunk of each move that is between source and target (persisted so a lost call never
+/// loses data: it is re-sent as is).
+pub const MOVE_CHUNKS: MemoryId = MemoryId::new(11);
+/// Inner key (partition ++ local id BE) → outer key, to name the SubDBs a partition reports.
+pub const REVERSE: MemoryId = MemoryId::new(12);

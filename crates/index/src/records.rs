@@ -19,7 +19,7 @@ use crate::calls::{CallId, InstallMode};
 use candid::{CandidType, Principal};
 use flotilla_types::index::PartitionState;
 use flotilla_types::partition::{CreateLocalArgs, DeleteSubDbArgs};
-use flotilla_types::{InnerKey, SubDbId};
+use flotilla_types::{Chunk, InnerKey, SubDbId};
 use ic_stable_structures::storable::{Bound, Storable};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -240,6 +240,67 @@ pub enum Purpose {
     Delete { outer_key: String },
     Job { job: u64 },
     Stats { partition: Principal },
+    Move { outer_key: String, step: MoveStep },
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MoveStep {
+    BeginImport,
+    BeginExport,
+    Export,
+    Import,
+    Release,
+}
+
+/// Where a move is. Each phase is re-entered safely after any failure or upgrade: every call
+/// it makes is idempotent on the partition side.
+#[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MovePhase {
+    /// Open an invisible SubDB on the target (idempotent by the move's op id).
+    BeginImport,
+    /// Start change tracking on the source.
+    BeginExport,
+    /// Copy items and op records in chunks while the source serves reads and writes.
+    Copy,
+    /// Ship the changes made meanwhile, until a round brings little.
+    Delta,
+    /// Freeze the source and ship the last changes.
+    Cutover,
+    /// The directory points at the target: import the final chunk (making it live) and
+    /// release the source (tombstone, free data), both in flight at once.
+    Finish,
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct MoveRecord {
+    pub source: InnerKey,
+    pub target: Principal,
+    pub target_subdb: Option<SubDbId>,
+    pub op_id: ByteBuf,
+    pub phase: MovePhase,
+    /// Copy resume token (the chunk after the last one the target applied).
+    pub token: Option<ByteBuf>,
+    /// Number of the next chunk.
+    pub seq: u64,
+    /// Newest change the target applied.
+    pub ack: u64,
+    pub delta_rounds: u32,
+    /// Bytes of the SubDB when the move began (registry estimate).
+    pub bytes: u64,
+    pub started_at: u64,
+    pub import_done: bool,
+    pub release_done: bool,
+}
+
+/// A chunk fetched from the source and not yet applied by the target.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct MoveChunk {
+    pub chunk: Chunk,
+    /// Copy: the token after this chunk (`None` = the copy is complete).
+    pub next_token: Option<ByteBuf>,
+    /// Delta: the version to acknowledge once applied, and whether changes remain.
+    pub version: u64,
+    pub more: bool,
 }
 
 /// A create or delete awaiting its partition's answer: the exact call, re-driven unchanged
@@ -256,7 +317,9 @@ candid_storable!(
     OpRecord,
     JobRecord,
     Purpose,
-    PendingCall
+    PendingCall,
+    MoveRecord,
+    MoveChunk
 );
 
 #[cfg(test)]

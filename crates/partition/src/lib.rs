@@ -44,10 +44,11 @@ use flotilla_types::limits::{
     MAX_ACCESS_PRINCIPALS, MAX_SUBDB_META_BYTES, MIN_CHUNK_BUDGET_BYTES, REPLY_BUDGET_BYTES,
 };
 use flotilla_types::partition::{
-    Access, BeginImportArgs, BeginImportError, CreateLocalArgs, DeleteArgs, DeleteSubDbArgs,
-    ExportArgs, ExportReply, FreezeArgs, FreezeError, GetArgs, HousekeepingError, ImportChunkArgs,
-    PartitionInit, PartitionStats, PutArgs, ReleaseArgs, ReleaseError, ScanRequest, SetAccessArgs,
-    SetAccessError, StatsArgs, StatsError, SubDbStatsError, MAX_STATS_SUBDBS,
+    Access, BeginExportArgs, BeginImportArgs, BeginImportError, CreateLocalArgs, DeleteArgs,
+    DeleteSubDbArgs, ExportArgs, ExportDeltaArgs, ExportDeltaReply, ExportReply, FreezeArgs,
+    FreezeError, GetArgs, HousekeepingError, ImportChunkArgs, PartitionInit, PartitionStats,
+    PutArgs, ReleaseArgs, ReleaseError, ScanRequest, SetAccessArgs, SetAccessError, StatsArgs,
+    StatsError, SubDbStatsError, MAX_STATS_SUBDBS,
 };
 use flotilla_types::{
     CreateSubDbError, DeleteError, DeleteSubDbError, ExportError, GetError, ImportError, InnerKey,
@@ -423,21 +424,11 @@ impl<M: Memory> Partition<M> {
     /// The next chunk of a live SubDB for a move. The budget must lie within
     /// `MIN_CHUNK_BUDGET_BYTES..=REPLY_BUDGET_BYTES`, so every chunk fits one reply.
     pub fn export_chunk(
-        &self,
+        &mut self,
         caller: Principal,
         args: &ExportArgs,
     ) -> Result<ExportReply, HousekeepingError> {
-        if !self.is_index(&caller) {
-            return Err(HousekeepingError::NotAuthorized);
-        }
-        let (min, max) = (MIN_CHUNK_BUDGET_BYTES as u64, REPLY_BUDGET_BYTES as u64);
-        if !(min..=max).contains(&args.budget) {
-            return Err(HousekeepingError::InvalidBudget {
-                budget: args.budget,
-                min,
-                max,
-            });
-        }
+        self.check_export(&caller, args.budget)?;
         let (chunk, next) = self
             .store
             .export_chunk(
@@ -446,17 +437,59 @@ impl<M: Memory> Partition<M> {
                 args.token.as_deref().map(|t| &t[..]),
                 args.budget as usize,
             )
-            .map_err(|e| match e {
-                ExportError::UnknownSubDb => HousekeepingError::UnknownSubDb,
-                ExportError::InvalidToken => HousekeepingError::InvalidToken,
-                ExportError::BudgetTooSmall { budget, min } => {
-                    HousekeepingError::InvalidBudget { budget, min, max }
-                }
-                ExportError::NotAuthorized => HousekeepingError::NotAuthorized,
-            })?;
+            .map_err(housekeeping_error)?;
         Ok(ExportReply {
             chunk,
             next: next.map(ByteBuf::from),
+        })
+    }
+
+    fn check_export(&self, caller: &Principal, budget: u64) -> Result<(), HousekeepingError> {
+        if !self.is_index(caller) {
+            return Err(HousekeepingError::NotAuthorized);
+        }
+        let (min, max) = (MIN_CHUNK_BUDGET_BYTES as u64, REPLY_BUDGET_BYTES as u64);
+        if !(min..=max).contains(&budget) {
+            return Err(HousekeepingError::InvalidBudget { budget, min, max });
+        }
+        Ok(())
+    }
+
+    /// Starts tracking changes to a SubDB about to be copied away (a live move). Idempotent.
+    pub fn begin_export(
+        &mut self,
+        caller: Principal,
+        args: &BeginExportArgs,
+    ) -> Result<(), HousekeepingError> {
+        if !self.is_index(&caller) {
+            return Err(HousekeepingError::NotAuthorized);
+        }
+        self.store
+            .begin_export(args.subdb)
+            .map_err(housekeeping_error)
+    }
+
+    /// The changes made since the copy (see `Store::export_delta`); with `freeze`, the cutover.
+    pub fn export_delta(
+        &mut self,
+        caller: Principal,
+        args: &ExportDeltaArgs,
+    ) -> Result<ExportDeltaReply, HousekeepingError> {
+        self.check_export(&caller, args.budget)?;
+        let d = self
+            .store
+            .export_delta(
+                args.subdb,
+                args.seq,
+                args.ack,
+                args.budget as usize,
+                args.freeze,
+            )
+            .map_err(housekeeping_error)?;
+        Ok(ExportDeltaReply {
+            chunk: d.chunk,
+            version: d.version,
+            more: d.more,
         })
     }
 
@@ -483,7 +516,8 @@ impl<M: Memory> Partition<M> {
         Ok(id)
     }
 
-    /// Applies one chunk to an importing SubDB (in order; a repeated chunk changes nothing).
+    /// Applies one chunk to an importing SubDB (in order; a repeated chunk changes nothing)
+    /// and, with `finish`, makes it live in the same message.
     pub fn import_chunk(
         &mut self,
         caller: Principal,
@@ -492,7 +526,11 @@ impl<M: Memory> Partition<M> {
         if !self.is_index(&caller) {
             return Err(ImportError::NotAuthorized);
         }
-        self.store.import_chunk(args.subdb, &args.chunk)
+        self.store.import_chunk(args.subdb, &args.chunk)?;
+        if args.finish {
+            self.store.finish_import(args.subdb)?;
+        }
+        Ok(())
     }
 
     /// Makes an imported SubDB live. Idempotent.
@@ -584,3 +622,17 @@ fn read_state<M: Memory>(m: M) -> Result<State, PartitionInitError> {
 
 #[cfg(test)]
 mod tests;
+
+fn housekeeping_error(e: ExportError) -> HousekeepingError {
+    match e {
+        ExportError::UnknownSubDb => HousekeepingError::UnknownSubDb,
+        ExportError::InvalidToken => HousekeepingError::InvalidToken,
+        ExportError::NotExporting => HousekeepingError::NotExporting,
+        ExportError::NotAuthorized => HousekeepingError::NotAuthorized,
+        ExportError::BudgetTooSmall { budget, min } => HousekeepingError::InvalidBudget {
+            budget,
+            min,
+            max: REPLY_BUDGET_BYTES as u64,
+        },
+    }
+}

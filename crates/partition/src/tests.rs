@@ -337,6 +337,9 @@ fn partition_uses_only_its_named_regions() {
         PARTITION_STATE,
         PARTITION_TOMBSTONES,
         PARTITION_IMPORTS,
+        EXPORT_FRONTIER,
+        DIRTY_KEYS,
+        DIRTY_LOG,
     ];
     assert_eq!(seen, expected);
 }
@@ -818,6 +821,7 @@ fn authorization_matrix_housekeeping_endpoints() {
             f.p.import_chunk(
                 who,
                 &ImportChunkArgs {
+                    finish: false,
                     subdb: imp,
                     chunk: Chunk::default(),
                 }
@@ -1207,9 +1211,10 @@ fn stats_pages_and_limits() {
 
 #[test]
 fn export_budget_and_token_checks() {
-    let f = fixture();
+    let mut f = fixture();
+    let subdb = f.s;
     let args = |budget: u64, token: Option<Vec<u8>>| ExportArgs {
-        subdb: f.s,
+        subdb,
         seq: 0,
         token: token.map(ByteBuf::from),
         budget,
@@ -1235,7 +1240,12 @@ fn export_budget_and_token_checks() {
 
 /// Copies SubDB `s` of `src` into a new SubDB of `dst` as the index would, in chunks of
 /// `budget` bytes; returns the new SubDB's id.
-fn copy_subdb(src: &Partition<Mem>, dst: &mut Partition<Mem>, s: SubDbId, budget: u64) -> SubDbId {
+fn copy_subdb(
+    src: &mut Partition<Mem>,
+    dst: &mut Partition<Mem>,
+    s: SubDbId,
+    budget: u64,
+) -> SubDbId {
     let id = dst
         .begin_import(INDEX, &BeginImportArgs { op_id: op(200) })
         .unwrap();
@@ -1255,6 +1265,7 @@ fn copy_subdb(src: &Partition<Mem>, dst: &mut Partition<Mem>, s: SubDbId, budget
             .unwrap();
         assert!(reply.chunk.budget_bytes() as u64 <= budget);
         let args = ImportChunkArgs {
+            finish: false,
             subdb: id,
             chunk: reply.chunk,
         };
@@ -1292,7 +1303,7 @@ fn a_move_end_to_end_keeps_data_access_and_op_ids() {
     )
     .unwrap();
 
-    let new = copy_subdb(&f.p, &mut b, s, MIN_CHUNK_BUDGET_BYTES as u64);
+    let new = copy_subdb(&mut f.p, &mut b, s, MIN_CHUNK_BUDGET_BYTES as u64);
     // Invisible until finished.
     assert_eq!(
         b.get(OWNER, &get_args(new, b"a")),
@@ -1302,6 +1313,7 @@ fn a_move_end_to_end_keeps_data_access_and_op_ids() {
         b.import_chunk(
             INDEX,
             &ImportChunkArgs {
+                finish: false,
                 subdb: new,
                 chunk: Chunk {
                     seq: 99,
@@ -1310,7 +1322,7 @@ fn a_move_end_to_end_keeps_data_access_and_op_ids() {
             }
         ),
         Err(ImportError::ChunkOutOfOrder {
-            expected: next_seq(&f.p, s),
+            expected: next_seq(&mut f.p, s),
             got: 99
         })
     );
@@ -1404,7 +1416,7 @@ fn a_move_end_to_end_keeps_data_access_and_op_ids() {
 }
 
 /// The chunk number the store expects next for the import of `s` (one per export chunk).
-fn next_seq(src: &Partition<Mem>, s: SubDbId) -> u64 {
+fn next_seq(src: &mut Partition<Mem>, s: SubDbId) -> u64 {
     let mut token = None;
     let mut seq = 0;
     loop {
@@ -1429,10 +1441,10 @@ fn next_seq(src: &Partition<Mem>, s: SubDbId) -> u64 {
 
 #[test]
 fn abort_import_reclaims_and_retries_name_the_aborted_import() {
-    let f = fixture();
+    let mut f = fixture();
     let raw_b = VectorMemory::default();
     let mut b = install_on(&raw_b);
-    let id = copy_subdb(&f.p, &mut b, f.s, REPLY_BUDGET_BYTES as u64);
+    let id = copy_subdb(&mut f.p, &mut b, f.s, REPLY_BUDGET_BYTES as u64);
     assert_eq!(b.store().totals().items, 3);
     b.abort_import(INDEX, id).unwrap();
     assert_eq!(b.abort_import(INDEX, id), Err(ImportError::UnknownImport));
@@ -1448,6 +1460,7 @@ fn abort_import_reclaims_and_retries_name_the_aborted_import() {
         b.import_chunk(
             INDEX,
             &ImportChunkArgs {
+                finish: false,
                 subdb: id,
                 chunk: Chunk::default()
             }

@@ -1,24 +1,30 @@
 //! Persisted formats of the store's fixed-size records.
 //!
-//! Header (`STORE_HEADER`, 16 bytes inside a `StableCell`):
+//! Header (`STORE_HEADER`, 24 bytes inside a `StableCell`):
 //! ```text
 //! 0..4   magic  b"FLST"
 //! 4..6   layout version, u16 LE (currently 1)
 //! 6      current op-log generation (0 = OPS_GEN_A, 1 = OPS_GEN_B)
 //! 7      reserved, 0
 //! 8..16  op-log window: records per generation, u64 LE
+//! 16..24 last change version handed out by export tracking, u64 LE
 //! ```
 //! Slot (`SUBDB_SLOTS`, 40 bytes each, index = local SubDB id):
 //! ```text
 //! 0      state (see `SlotState`)
 //! 1      frozen: 1 while writes are paused for a move cutover
-//! 2..8   reserved, 0
+//! 2      exporting: 1 while changes are tracked for a live move
+//! 3..8   reserved, 0
 //! 8..16  hard cap, u64 LE, 0 = none
 //! 16..24 items, u64 LE
 //! 24..32 bytes (sum of key and value lengths), u64 LE
 //! 32..40 next import chunk number, u64 LE (while importing)
 //! ```
 //! Data key (`DATA`): `subdb id u32 BE ++ user key`; value: the user value, verbatim.
+//! Export frontier (`EXPORT_FRONTIER`, per SubDB id): `1 ++ key` = items up to and including
+//! `key` were exported; `2` = all items were. Dirty keys (`DIRTY_KEYS`):
+//! `subdb id u32 BE ++ tag ++ key` → version u64; tag 0 = item key, 1 = op id. Dirty log
+//! (`DIRTY_LOG`): `subdb id u32 BE ++ version u64 BE` → `tag ++ key`.
 //! Op-log key: the op id; record: `scope u32 LE (SubDB id, or [`CREATE_SCOPE`]) ++ args hash
 //! (16 bytes) ++ encoded outcome` (see `oplog.rs`).
 
@@ -34,6 +40,7 @@ pub struct Header {
     pub version: u16,
     pub op_gen: u8,
     pub op_window: u64,
+    pub dirty_version: u64,
 }
 
 impl Header {
@@ -43,6 +50,7 @@ impl Header {
             version: LAYOUT_VERSION,
             op_gen: 0,
             op_window,
+            dirty_version: 0,
         }
     }
 }
@@ -53,34 +61,38 @@ impl Storable for Header {
     }
 
     fn into_bytes(self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(16);
+        let mut b = Vec::with_capacity(HEADER_BYTES);
         b.extend_from_slice(&self.magic);
         b.extend_from_slice(&self.version.to_le_bytes());
         b.push(self.op_gen);
         b.push(0);
         b.extend_from_slice(&self.op_window.to_le_bytes());
+        b.extend_from_slice(&self.dirty_version.to_le_bytes());
         b
     }
 
     /// Decoding never fails: a foreign magic or version is kept as read and refused by
     /// `Store::init` with a typed error.
     fn from_bytes(bytes: Cow<[u8]>) -> Self {
-        let mut b = [0u8; 16];
-        let n = bytes.len().min(16);
+        let mut b = [0u8; HEADER_BYTES];
+        let n = bytes.len().min(HEADER_BYTES);
         b[..n].copy_from_slice(&bytes[..n]);
         Header {
             magic: b[0..4].try_into().unwrap(),
             version: u16::from_le_bytes([b[4], b[5]]),
             op_gen: b[6],
             op_window: u64::from_le_bytes(b[8..16].try_into().unwrap()),
+            dirty_version: u64::from_le_bytes(b[16..24].try_into().unwrap()),
         }
     }
 
     const BOUND: Bound = Bound::Bounded {
-        max_size: 16,
+        max_size: HEADER_BYTES as u32,
         is_fixed_size: true,
     };
 }
+
+const HEADER_BYTES: usize = 24;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlotState {
@@ -109,6 +121,7 @@ impl SlotState {
 pub struct Slot {
     pub state: SlotState,
     pub frozen: bool,
+    pub exporting: bool,
     pub hard_cap: u64,
     pub items: u64,
     pub bytes: u64,
@@ -120,6 +133,7 @@ impl Slot {
         Slot {
             state,
             frozen: false,
+            exporting: false,
             hard_cap: hard_cap.unwrap_or(0),
             items: 0,
             bytes: 0,
@@ -143,6 +157,7 @@ impl Storable for Slot {
         let mut b = vec![0u8; SLOT_BYTES];
         b[0] = self.state as u8;
         b[1] = self.frozen as u8;
+        b[2] = self.exporting as u8;
         b[8..16].copy_from_slice(&self.hard_cap.to_le_bytes());
         b[16..24].copy_from_slice(&self.items.to_le_bytes());
         b[24..32].copy_from_slice(&self.bytes.to_le_bytes());
@@ -155,6 +170,7 @@ impl Storable for Slot {
         Slot {
             state: SlotState::from_u8(bytes[0]),
             frozen: bytes[1] == 1,
+            exporting: bytes[2] == 1,
             hard_cap: u(8..16),
             items: u(16..24),
             bytes: u(24..32),
@@ -197,6 +213,7 @@ mod tests {
         let s = Slot {
             state: SlotState::Importing,
             frozen: true,
+            exporting: true,
             hard_cap: 7,
             items: 9,
             bytes: u64::MAX,

@@ -95,8 +95,50 @@ pub struct Store<M: Memory> {
     meta: BTreeMap<u32, Vec<u8>, M>,
     data: BTreeMap<Vec<u8>, Vec<u8>, M>,
     ops: OpLog<M>,
+    frontiers: BTreeMap<u32, Vec<u8>, M>,
+    dirty_keys: BTreeMap<Vec<u8>, u64, M>,
+    dirty_log: BTreeMap<Vec<u8>, Vec<u8>, M>,
     /// Derived at init from the slots, kept in step by every mutation.
     totals: Totals,
+}
+
+/// Tags of tracked changes.
+const DIRTY_ITEM: u8 = 0;
+const DIRTY_OP: u8 = 1;
+
+/// A delta chunk and where it leaves the change log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delta {
+    pub chunk: Chunk,
+    /// The newest change in the chunk (the `ack` to pass once it is applied).
+    pub version: u64,
+    /// Changes remain beyond this chunk.
+    pub more: bool,
+}
+
+/// One tracked change, as it ships in a delta chunk.
+enum Change {
+    Put(Entry),
+    Delete(ByteBuf),
+    Op(OpEntry),
+}
+
+impl Change {
+    /// Bytes counted against the chunk budget (as `Chunk::budget_bytes` counts them).
+    fn cost(&self) -> usize {
+        ITEM_OVERHEAD_BYTES
+            + match self {
+                Change::Put(e) => e.key.len() + e.value.len(),
+                Change::Delete(k) => k.len(),
+                Change::Op(o) => o.op_id.len() + o.record.len(),
+            }
+    }
+}
+
+fn log_key(id: SubDbId, version: u64) -> Vec<u8> {
+    let mut k = id.to_be_bytes().to_vec();
+    k.extend_from_slice(&version.to_be_bytes());
+    k
 }
 
 const KIND_CREATE: u8 = 1;
@@ -163,6 +205,9 @@ impl<M: Memory> Store<M> {
             meta: BTreeMap::init(mem(memory::SUBDB_META)),
             data: BTreeMap::init(mem(memory::DATA)),
             ops,
+            frontiers: BTreeMap::init(mem(memory::EXPORT_FRONTIER)),
+            dirty_keys: BTreeMap::init(mem(memory::DIRTY_KEYS)),
+            dirty_log: BTreeMap::init(mem(memory::DIRTY_LOG)),
             totals,
         })
     }
@@ -194,6 +239,9 @@ impl<M: Memory> Store<M> {
                 let out = apply(self)?;
                 self.ops
                     .record(&mut self.header, scope, op.op_id, h, record(&out));
+                if self.slot(scope).is_some_and(|s| s.exporting) {
+                    self.mark_dirty(scope, DIRTY_OP, op.op_id.as_bytes());
+                }
                 Ok(out)
             }
         }
@@ -287,6 +335,10 @@ impl<M: Memory> Store<M> {
         }
         slot.state = SlotState::Purging;
         slot.frozen = false;
+        if slot.exporting {
+            slot.exporting = false;
+            self.clear_export_state(id);
+        }
         self.totals.purging_items += slot.items;
         self.totals.purging_bytes += slot.bytes;
         self.meta.remove(&id);
@@ -459,6 +511,7 @@ impl<M: Memory> Store<M> {
 
     /// Writes one item and keeps the counters exact; true if it replaced a value.
     fn raw_put(&mut self, id: SubDbId, slot: &mut Slot, key: &[u8], value: &[u8]) -> bool {
+        self.track(id, slot, key);
         let new = (key.len() + value.len()) as u64;
         match self.data.insert(scoped_key(id, key), value.to_vec()) {
             Some(old) => {
@@ -478,6 +531,7 @@ impl<M: Memory> Store<M> {
     }
 
     fn raw_delete(&mut self, id: SubDbId, slot: &mut Slot, key: &[u8]) -> bool {
+        self.track(id, slot, key);
         match self.data.remove(&scoped_key(id, key)) {
             Some(old) => {
                 let b = (key.len() + old.len()) as u64;
@@ -631,7 +685,7 @@ impl<M: Memory> Store<M> {
     /// the last. A chunk counts at most `budget` bytes (see [`Chunk::budget_bytes`]) unless a
     /// single item alone is larger; chunk 0 carries the header.
     pub fn export_chunk(
-        &self,
+        &mut self,
         id: SubDbId,
         seq: u64,
         token: Option<&[u8]>,
@@ -666,7 +720,11 @@ impl<M: Memory> Store<M> {
                 let value = e.value();
                 let cost = item_cost(key, &value);
                 if used + cost > budget && !(chunk.puts.is_empty() && chunk.ops.is_empty()) {
-                    let next = ExportToken::Items(Some(key_before_next(&chunk)));
+                    let last = key_before_next(&chunk);
+                    if slot.exporting {
+                        self.advance_frontier(id, Some(&last));
+                    }
+                    let next = ExportToken::Items(Some(last));
                     return Ok((chunk, Some(next.encode())));
                 }
                 used += cost;
@@ -678,10 +736,16 @@ impl<M: Memory> Store<M> {
         }
         let from = match token {
             ExportToken::Ops(c) => c,
-            ExportToken::Items(_) => OpsCursor {
-                gen: 0,
-                after: None,
-            },
+            ExportToken::Items(_) => {
+                // The items are all out: every later item write is a change to ship.
+                if slot.exporting {
+                    self.advance_frontier(id, None);
+                }
+                OpsCursor {
+                    gen: 0,
+                    after: None,
+                }
+            }
         };
         let next = self
             .ops
@@ -703,6 +767,186 @@ impl<M: Memory> Store<M> {
         Ok((chunk, None))
     }
 
+    // ---- live-move change tracking -----------------------------------------------------
+
+    /// Starts tracking changes to a live SubDB that is about to be copied away: from now on a
+    /// write to a key the copy already passed, and every op-log record of the SubDB, is logged
+    /// until [`Store::export_delta`] has shipped it and the shipment is acknowledged.
+    /// Idempotent; restarting after an abort starts from scratch.
+    pub fn begin_export(&mut self, id: SubDbId) -> Result<(), ExportError> {
+        let mut slot = self.live_slot(id).ok_or(ExportError::UnknownSubDb)?;
+        if !slot.exporting {
+            slot.exporting = true;
+            self.slots.set(id as u64, &slot);
+        }
+        Ok(())
+    }
+
+    /// Stops tracking (a move called off) and resumes writes. False if nothing was tracked.
+    pub fn end_export(&mut self, id: SubDbId) -> bool {
+        let Some(mut slot) = self.live_slot(id).filter(|s| s.exporting) else {
+            return false;
+        };
+        slot.exporting = false;
+        slot.frozen = false;
+        self.slots.set(id as u64, &slot);
+        self.clear_export_state(id);
+        true
+    }
+
+    pub fn is_exporting(&self, id: SubDbId) -> bool {
+        self.live_slot(id).is_some_and(|s| s.exporting)
+    }
+
+    /// Changes logged and not yet acknowledged, for one SubDB.
+    pub fn pending_changes(&self, id: SubDbId) -> u64 {
+        let (lo, hi) = (log_key(id, 0), log_key(id, u64::MAX));
+        self.dirty_log.keys_range(lo..=hi).count() as u64
+    }
+
+    fn clear_export_state(&mut self, id: SubDbId) {
+        self.frontiers.remove(&id);
+        let (lo, hi) = subdb_bounds(id);
+        let keys: Vec<Vec<u8>> = self.dirty_keys.keys_range((lo, hi)).collect();
+        for k in keys {
+            self.dirty_keys.remove(&k);
+        }
+        let logged: Vec<Vec<u8>> = self
+            .dirty_log
+            .keys_range(log_key(id, 0)..=log_key(id, u64::MAX))
+            .collect();
+        for k in logged {
+            self.dirty_log.remove(&k);
+        }
+    }
+
+    /// Records that the copy has exported items up to `last` (`None`: all of them).
+    fn advance_frontier(&mut self, id: SubDbId, last: Option<&[u8]>) {
+        let current = self.frontiers.get(&id);
+        let new = match last {
+            None => vec![2],
+            Some(k) => match &current {
+                Some(c) if c[0] == 2 || &c[1..] >= k => return,
+                _ => [&[1u8][..], k].concat(),
+            },
+        };
+        if current.as_ref() != Some(&new) {
+            self.frontiers.insert(id, new);
+        }
+    }
+
+    /// Logs a write to `key` of an exporting SubDB when the copy has already passed it.
+    fn track(&mut self, id: SubDbId, slot: &Slot, key: &[u8]) {
+        if !slot.exporting {
+            return;
+        }
+        let covered = match self.frontiers.get(&id) {
+            None => false,
+            Some(f) => f[0] == 2 || key <= &f[1..],
+        };
+        if covered {
+            self.mark_dirty(id, DIRTY_ITEM, key);
+        }
+    }
+
+    fn mark_dirty(&mut self, id: SubDbId, tag: u8, key: &[u8]) {
+        let mut h = *self.header.get();
+        h.dirty_version += 1;
+        let version = h.dirty_version;
+        self.header.set(h);
+        let mut tagged = vec![tag];
+        tagged.extend_from_slice(key);
+        if let Some(old) = self.dirty_keys.insert(scoped_key(id, &tagged), version) {
+            self.dirty_log.remove(&log_key(id, old));
+        }
+        self.dirty_log.insert(log_key(id, version), tagged);
+    }
+
+    /// Ships logged changes, oldest first, as one chunk of at most `budget` bytes (unless one
+    /// change alone is larger): the current value of each changed key (a delete if it is gone)
+    /// and each new op-log record. Changes up to `ack` — the version of the last delta the
+    /// target applied — are forgotten first; nothing is forgotten before it is acknowledged, so
+    /// a lost chunk is simply shipped again. With `freeze`, writes pause first (the cutover).
+    pub fn export_delta(
+        &mut self,
+        id: SubDbId,
+        seq: u64,
+        ack: u64,
+        budget: usize,
+        freeze: bool,
+    ) -> Result<Delta, ExportError> {
+        let mut slot = self.live_slot(id).ok_or(ExportError::UnknownSubDb)?;
+        if !slot.exporting {
+            return Err(ExportError::NotExporting);
+        }
+        if freeze && !slot.frozen {
+            slot.frozen = true;
+            self.slots.set(id as u64, &slot);
+        }
+        let acked: Vec<(Vec<u8>, Vec<u8>)> = self
+            .dirty_log
+            .range(log_key(id, 0)..=log_key(id, ack))
+            .map(|e| e.into_pair())
+            .collect();
+        for (lk, tagged) in acked {
+            self.dirty_log.remove(&lk);
+            let dk = scoped_key(id, &tagged);
+            let version = u64::from_be_bytes(lk[4..].try_into().unwrap());
+            if self.dirty_keys.get(&dk) == Some(version) {
+                self.dirty_keys.remove(&dk);
+            }
+        }
+        let mut chunk = Chunk {
+            seq,
+            ..Chunk::default()
+        };
+        let mut version = ack;
+        let mut used = 0;
+        let mut more = false;
+        for e in self
+            .dirty_log
+            .range(log_key(id, ack.saturating_add(1))..=log_key(id, u64::MAX))
+        {
+            let tagged = e.value();
+            let (tag, key) = (tagged[0], &tagged[1..]);
+            let change = if tag == DIRTY_OP {
+                // An op record forgotten by the op-log window meanwhile ships as nothing.
+                self.ops.record_of(id, key).map(|rec| {
+                    Change::Op(OpEntry {
+                        op_id: ByteBuf::from(key.to_vec()),
+                        record: ByteBuf::from(rec),
+                    })
+                })
+            } else {
+                Some(match self.data.get(&scoped_key(id, key)) {
+                    Some(v) => Change::Put(Entry {
+                        key: ByteBuf::from(key.to_vec()),
+                        value: ByteBuf::from(v),
+                    }),
+                    None => Change::Delete(ByteBuf::from(key.to_vec())),
+                })
+            };
+            let cost = change.as_ref().map_or(0, Change::cost);
+            if used > 0 && used + cost > budget {
+                more = true;
+                break;
+            }
+            used += cost;
+            match change {
+                Some(Change::Put(e)) => chunk.puts.push(e),
+                Some(Change::Delete(k)) => chunk.deletes.push(k),
+                Some(Change::Op(o)) => chunk.ops.push(o),
+                None => {}
+            }
+            version = u64::from_be_bytes(e.key()[4..].try_into().unwrap());
+        }
+        Ok(Delta {
+            chunk,
+            version,
+            more,
+        })
+    }
+
     /// Opens a SubDB that will receive a moved SubDB's chunks. It stays invisible to reads
     /// and writes until [`Store::finish_import`].
     pub fn begin_import(&mut self) -> SubDbId {
@@ -714,6 +958,9 @@ impl<M: Memory> Store<M> {
     pub fn import_chunk(&mut self, id: SubDbId, chunk: &Chunk) -> Result<(), ImportError> {
         let mut slot = match self.slot(id) {
             Some(s) if s.state == SlotState::Importing => s,
+            // A finished import still accepts a repeat of a chunk it applied (a retried final
+            // chunk), and nothing new.
+            Some(s) if s.state == SlotState::Live && chunk.seq < s.import_seq => return Ok(()),
             Some(s) if s.state == SlotState::Live => return Err(ImportError::AlreadyFinished),
             _ => return Err(ImportError::UnknownImport),
         };

@@ -21,3 +21,10 @@ pub const PARTITION_STATE: MemoryId = MemoryId::new(8);
 pub const PARTITION_TOMBSTONES: MemoryId = MemoryId::new(9);
 /// Partition layer: `begin_import` op id → the SubDB id it opened, so a retry opens nothing new.
 pub const PARTITION_IMPORTS: MemoryId = MemoryId::new(10);
+/// Live-move change tracking of SubDBs being exported (see `Store::begin_export`):
+/// how far the copy got, per SubDB (`StableBTreeMap<u32, Vec<u8>>`),
+pub const EXPORT_FRONTIER: MemoryId = MemoryId::new(11);
+/// changed keys and op ids → the version of their latest change,
+pub const DIRTY_KEYS: MemoryId = MemoryId::new(12);
+/// and the same changes in version order, so deltas ship oldest first.
+pub const DIRTY_LOG: MemoryId = MemoryId::new(13);

@@ -310,6 +310,19 @@ impl<M: Memory> OpLog<M> {
         None
     }
 
+    /// The raw record of `op_id` if it is still remembered and belongs to `scope`.
+    pub fn record_of(&self, scope: u32, op_id: &[u8]) -> Option<Vec<u8>> {
+        let key = OpKey(op_id.to_vec());
+        let fp = fingerprint(op_id);
+        self.gens
+            .iter()
+            .zip(&self.seen)
+            .filter(|(_, seen)| seen.contains(&fp))
+            .find_map(|(g, _)| g.get(&key))
+            .filter(|r| r.scope() == Some(scope))
+            .map(|r| r.0)
+    }
+
     /// Stores a record received with a moved SubDB under its new scope.
     pub fn import(&mut self, header: &mut Cell<Header, M>, scope: u32, op_id: &[u8], rec: &[u8]) {
         let rec = OpRecord(rec.to_vec()).rescoped(scope);

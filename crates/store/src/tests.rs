@@ -473,7 +473,7 @@ fn fill(s: &mut Store<Mem>, id: SubDbId, n: u32, vlen: usize) {
     }
 }
 
-fn export_all(s: &Store<Mem>, id: SubDbId, budget: usize) -> Vec<Chunk> {
+fn export_all(s: &mut Store<Mem>, id: SubDbId, budget: usize) -> Vec<Chunk> {
     let mut chunks = vec![];
     let mut token = None;
     loop {
@@ -496,7 +496,7 @@ fn export_import_round_trip_in_budgeted_chunks() {
     let o = op(5);
     src.put(ctx(&o), id, b"zz", b"last").unwrap();
     let budget = 4096;
-    let chunks = export_all(&src, id, budget);
+    let chunks = export_all(&mut src, id, budget);
     assert!(chunks.len() > 5);
     for c in &chunks {
         assert!(c.budget_bytes() <= budget, "{}", c.budget_bytes());
@@ -531,10 +531,15 @@ fn export_import_round_trip_in_budgeted_chunks() {
     assert_eq!(st.hard_cap, Some(1000));
     assert_eq!(dst.meta(t).unwrap(), b"acl");
     assert_eq!(dst.finish_import(t).unwrap(), st);
-    assert_eq!(
-        dst.import_chunk(t, &chunks[0]),
-        Err(ImportError::AlreadyFinished)
-    );
+    // After finishing, a repeat of an applied chunk is accepted and changes nothing; a new
+    // chunk is refused.
+    dst.import_chunk(t, &chunks[0]).unwrap();
+    assert_eq!(dst.stats(t).unwrap(), st);
+    let new = Chunk {
+        seq: chunks.len() as u64,
+        ..Chunk::default()
+    };
+    assert_eq!(dst.import_chunk(t, &new), Err(ImportError::AlreadyFinished));
     let all = |s: &Store<Mem>, id| {
         s.scan(
             id,
@@ -698,4 +703,154 @@ fn reopening_keeps_everything_and_refuses_foreign_layouts() {
         open(&VectorMemory::default(), Config { op_window: 0 }).err(),
         Some(InitError::ZeroOpWindow)
     );
+}
+
+/// Copies `id` from `src` to a new import in `dst` while `write` mutates the source between
+/// chunks, then ships deltas and a frozen final delta. Returns the target id.
+fn live_move(
+    src: &mut Store<Mem>,
+    dst: &mut Store<Mem>,
+    id: SubDbId,
+    budget: usize,
+    mut write: impl FnMut(&mut Store<Mem>, usize),
+) -> SubDbId {
+    src.begin_export(id).unwrap();
+    let t = dst.begin_import();
+    let (mut seq, mut token, mut step) = (0, None, 0);
+    loop {
+        let (c, next) = src.export_chunk(id, seq, token.as_deref(), budget).unwrap();
+        dst.import_chunk(t, &c).unwrap();
+        seq += 1;
+        write(src, step);
+        step += 1;
+        match next {
+            Some(n) => token = Some(n),
+            None => break,
+        }
+    }
+    let mut ack = 0;
+    for freeze in [false, false, true] {
+        loop {
+            let d = src.export_delta(id, seq, ack, budget, freeze).unwrap();
+            dst.import_chunk(t, &d.chunk).unwrap();
+            seq += 1;
+            ack = d.version;
+            if !freeze {
+                write(src, step);
+                step += 1;
+            }
+            if !d.more {
+                break;
+            }
+        }
+    }
+    assert!(src.is_frozen(id));
+    dst.finish_import(t).unwrap();
+    t
+}
+
+fn contents(s: &Store<Mem>, id: SubDbId) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let args = ScanArgs {
+        limit: Some(MAX_SCAN_ITEMS),
+        ..Default::default()
+    };
+    s.scan(id, &args)
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|e| (e.key.to_vec(), e.value.to_vec()))
+        .collect()
+}
+
+#[test]
+fn live_move_ships_changes_made_during_the_copy() {
+    let mut src = store();
+    let mut dst = store();
+    let id = src.create_subdb(None, None, b"m").unwrap();
+    fill(&mut src, id, 200, 50);
+    let retried = op(77);
+    let t = live_move(&mut src, &mut dst, id, 2_000, |s, step| {
+        let k = ((step * 37) % 220) as u32; // behind and ahead of the copy, and new keys
+        s.put(None, id, &k.to_be_bytes(), format!("v{step}").as_bytes())
+            .unwrap();
+        s.delete(None, id, &(((step * 53) % 200) as u32).to_be_bytes())
+            .unwrap();
+        if step == 3 {
+            s.put(ctx(&retried), id, b"op", b"x").unwrap();
+        }
+    });
+    assert_eq!(contents(&src, id), contents(&dst, t));
+    let (a, b) = (src.stats(id).unwrap(), dst.stats(t).unwrap());
+    assert_eq!((a.items, a.bytes), (b.items, b.bytes));
+    // The op recorded during the copy came along.
+    assert_eq!(
+        dst.put(ctx(&retried), t, b"op", b"x").unwrap(),
+        PutOutcome::default()
+    );
+    // Frozen: writes refused at the source, reads served.
+    assert_eq!(
+        src.put(None, id, b"late", b"x"),
+        Err(PutError::WritesPaused)
+    );
+    assert!(src.get(id, b"op").unwrap().is_some());
+    // Releasing drops the data and every trace of the tracking.
+    assert!(src.release(id));
+    assert_eq!(src.purge_step(usize::MAX), 0);
+    assert_eq!(src.pending_changes(id), 0);
+}
+
+#[test]
+fn delta_is_forgotten_only_when_acknowledged() {
+    let mut s = store();
+    let id = s.create_subdb(None, None, b"").unwrap();
+    fill(&mut s, id, 10, 4);
+    s.begin_export(id).unwrap();
+    s.begin_export(id).unwrap(); // idempotent
+    let (_, next) = s.export_chunk(id, 0, None, 1 << 20).unwrap();
+    assert_eq!(next, None);
+    s.put(None, id, &1u32.to_be_bytes(), b"new").unwrap();
+    s.delete(None, id, &2u32.to_be_bytes()).unwrap();
+    s.put(None, id, &1u32.to_be_bytes(), b"newer").unwrap(); // same key: one change
+    assert_eq!(s.pending_changes(id), 2);
+    let d1 = s.export_delta(id, 1, 0, 1 << 20, false).unwrap();
+    assert_eq!(
+        d1.chunk.deletes,
+        vec![ByteBuf::from(2u32.to_be_bytes().to_vec())]
+    );
+    assert_eq!(d1.chunk.puts[0].value.as_slice(), b"newer");
+    assert!(!d1.more);
+    // Lost in transit: without the ack the same changes come again.
+    let again = s.export_delta(id, 1, 0, 1 << 20, false).unwrap();
+    assert_eq!(again.chunk, d1.chunk);
+    // Acknowledged: gone, unless changed again after the export.
+    s.put(None, id, &2u32.to_be_bytes(), b"back").unwrap();
+    let d2 = s.export_delta(id, 2, d1.version, 1 << 20, false).unwrap();
+    assert_eq!(d2.chunk.puts.len(), 1);
+    assert!(d2.chunk.deletes.is_empty());
+    assert_eq!(s.pending_changes(id), 1);
+    // A budget splits the log in version order.
+    for i in 0..5u32 {
+        s.put(None, id, &i.to_be_bytes(), b"0123456789").unwrap();
+    }
+    let small = s.export_delta(id, 3, d2.version, 40, false).unwrap();
+    assert!(small.more && small.chunk.puts.len() == 1);
+    assert!(s.end_export(id));
+    assert!(!s.is_exporting(id));
+    assert_eq!(s.pending_changes(id), 0);
+    assert_eq!(
+        s.export_delta(id, 4, 0, 100, false).unwrap_err(),
+        ExportError::NotExporting
+    );
+    assert_eq!(s.begin_export(99).unwrap_err(), ExportError::UnknownSubDb);
+}
+
+#[test]
+fn untracked_subdbs_pay_nothing() {
+    let mut s = store();
+    let id = s.create_subdb(None, None, b"").unwrap();
+    fill(&mut s, id, 50, 8);
+    s.export_chunk(id, 0, None, 1 << 20).unwrap(); // a plain export tracks nothing
+    s.put(ctx(&op(1)), id, b"k", b"v").unwrap();
+    assert_eq!(s.pending_changes(id), 0);
+    assert_eq!(s.header.get().dirty_version, 0);
 }

@@ -54,6 +54,13 @@ enum Op {
         db: usize,
         budget: usize,
     },
+    /// A live move of `db` into the second store with `writes` (key, value or delete)
+    /// interleaved one per chunk, then deltas and a frozen final delta.
+    LiveMove {
+        db: usize,
+        budget: usize,
+        writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    },
     Reopen,
 }
 
@@ -79,6 +86,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
               prop::option::of(1u32..60))
             .prop_map(|(db, start, end, reverse, limit, max_bytes)| Op::Scan { db, start, end, reverse, limit, max_bytes }),
         1 => (db.clone(), 40usize..300).prop_map(|(db, budget)| Op::ExportImport { db, budget }),
+        1 => (db.clone(), 40usize..300, prop::collection::vec((key(), prop::option::of(prop::collection::vec(any::<u8>(), 0..12))), 0..12))
+            .prop_map(|(db, budget, writes)| Op::LiveMove { db, budget, writes }),
         1 => Just(Op::Reopen),
     ]
 }
@@ -444,6 +453,82 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .collect();
                 prop_assert_eq!(full_scan(&dst, t, all)?, want);
                 prop_assert_eq!(dst.meta(t), Some(b"meta".to_vec()));
+            }
+            Op::LiveMove { db, budget, writes } => {
+                let id = db_id(&m, db);
+                let Some(cap) = m.dbs.get(&id).map(|d| d.cap) else {
+                    prop_assert_eq!(s.begin_export(id).unwrap_err(), ExportError::UnknownSubDb);
+                    continue;
+                };
+                s.begin_export(id).unwrap();
+                let t = dst.begin_import();
+                let mut writes = writes.into_iter();
+                let mut write = |s: &mut Store<Mem>, m: &mut Model| {
+                    if let Some((k, v)) = writes.next() {
+                        let d = m.dbs.get_mut(&id).unwrap();
+                        match v {
+                            Some(v) => {
+                                s.put(None, id, &k, &v).unwrap();
+                                d.items.insert(k, v);
+                                while d.cap.is_some_and(|c| d.items.len() as u64 > c) {
+                                    d.items.pop_first();
+                                }
+                            }
+                            None => {
+                                s.delete(None, id, &k).unwrap();
+                                d.items.remove(&k);
+                            }
+                        }
+                    }
+                };
+                let (mut seq, mut token) = (0, None::<Vec<u8>>);
+                loop {
+                    let (c, next) = s.export_chunk(id, seq, token.as_deref(), budget).unwrap();
+                    dst.import_chunk(t, &c).unwrap();
+                    seq += 1;
+                    write(&mut s, &mut m);
+                    match next {
+                        Some(n) => token = Some(n),
+                        None => break,
+                    }
+                }
+                let mut ack = 0;
+                for freeze in [false, true] {
+                    loop {
+                        let d = s.export_delta(id, seq, ack, budget, freeze).unwrap();
+                        prop_assert!(
+                            d.chunk.budget_bytes() <= budget
+                                || d.chunk.puts.len() + d.chunk.deletes.len() + d.chunk.ops.len()
+                                    <= 1
+                        );
+                        dst.import_chunk(t, &d.chunk).unwrap();
+                        seq += 1;
+                        ack = d.version;
+                        if !freeze {
+                            write(&mut s, &mut m);
+                        }
+                        if !d.more {
+                            break;
+                        }
+                    }
+                }
+                // Writes left over hit the frozen source and are refused.
+                if let Some((k, _)) = writes.next() {
+                    prop_assert_eq!(s.delete(None, id, &k), Err(DeleteError::WritesPaused));
+                }
+                let st = dst.finish_import(t).unwrap();
+                prop_assert_eq!(st.hard_cap, cap);
+                let all = ScanArgs {
+                    limit: Some(limits::MAX_SCAN_ITEMS),
+                    ..Default::default()
+                };
+                let want: Vec<_> = m.dbs[&id]
+                    .items
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                prop_assert_eq!(full_scan(&dst, t, all)?, want);
+                prop_assert!(s.end_export(id));
             }
             Op::Reopen => {
                 drop(s);

@@ -136,6 +136,8 @@ pub enum ExportError {
     BudgetTooSmall { budget: u64, min: u64 },
     #[error("the resume token is malformed")]
     InvalidToken,
+    #[error("changes to this SubDB are not being tracked; call begin_export first")]
+    NotExporting,
     #[error("only the index may call this")]
     NotAuthorized,
 }

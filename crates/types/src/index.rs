@@ -136,6 +136,21 @@ pub struct WasmInfo {
     pub sha256: ByteBuf,
 }
 
+/// A SubDB move in progress.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct MoveInfo {
+    pub outer_key: String,
+    pub source: InnerKey,
+    pub target: Principal,
+    /// begin-import, begin-export, copy, delta, cutover or finish.
+    pub phase: String,
+    /// Chunks applied by the target so far.
+    pub chunks: u64,
+    /// Size of the SubDB when the move began.
+    pub bytes: u64,
+    pub started_at: u64,
+}
+
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct IndexStats {
     pub routing_version: u64,
@@ -146,6 +161,7 @@ pub struct IndexStats {
     pub partitions_being_created: u32,
     pub partition_wasm: Option<WasmInfo>,
     pub admins: Vec<Principal>,
+    pub moves: Vec<MoveInfo>,
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -122,6 +122,8 @@ pub enum HousekeepingError {
     InvalidBudget { budget: u64, min: u64, max: u64 },
     #[error("the resume token is malformed")]
     InvalidToken,
+    #[error("changes to this SubDB are not being tracked; call begin_export first")]
+    NotExporting,
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -142,6 +144,39 @@ pub enum BeginImportError {
 pub struct ImportChunkArgs {
     pub subdb: SubDbId,
     pub chunk: Chunk,
+    /// Make the SubDB live once this chunk is applied (a move's final chunk).
+    pub finish: bool,
+}
+
+/// Housekeeping: start tracking changes to a SubDB that is about to be copied away. From now
+/// on every write to a key already exported (and every op-log record) is remembered until it
+/// has been shipped by `export_delta`. Idempotent.
+#[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BeginExportArgs {
+    pub subdb: SubDbId,
+}
+
+/// Housekeeping: the changes made since the copy, oldest first, as chunk `seq`.
+///
+/// `ack` is the `version` of the last delta chunk the target applied (0 for none): changes up
+/// to it are forgotten first. `freeze` pauses writes before exporting (the cutover), so the
+/// chunk then holds the last changes there will be.
+#[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExportDeltaArgs {
+    pub subdb: SubDbId,
+    pub seq: u64,
+    pub ack: u64,
+    pub budget: u64,
+    pub freeze: bool,
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ExportDeltaReply {
+    pub chunk: Chunk,
+    /// Acknowledge this once the chunk is applied.
+    pub version: u64,
+    /// Changes remain beyond this chunk.
+    pub more: bool,
 }
 
 /// Housekeeping: pause (`frozen: true`) or resume writes to a SubDB, for a move's cutover.

@@ -1,0 +1,399 @@
+//! Live SubDB moves, driven by the index as a persisted state machine.
+//!
+//! A partition whose stats show it over the move cap sheds its largest SubDB to the newest
+//! partition with room (else a spare, else one created for it). The move:
+//!
+//! 1. `begin_import` on the target (idempotent by the move's op id) → an invisible SubDB;
+//! 2. `begin_export` on the source: from now on it logs changes to what the copy passed;
+//! 3. copy: `export_chunk` → `import_chunk`, each chunk as full as the 1.9 MiB budget allows,
+//!    while the source keeps serving reads and writes;
+//! 4. deltas: `export_delta` → `import_chunk` with the changes made meanwhile, acknowledged
+//!    one round later, until a round brings little;
+//! 5. cutover: `export_delta` with `freeze` (writes pause at the source) brings the last
+//!    changes; the directory flips to the target; then at once `import_chunk(finish)` makes the
+//!    target live and `release` turns the source into a `Moved { to }` tombstone and frees the
+//!    data. Writes pause from the freeze until the release: two message rounds.
+//!
+//! The chunk between source and target is persisted here until the target applied it, so a
+//! lost call, a trap or an upgrade re-sends the same chunk (the target ignores a chunk number
+//! it already applied) and nothing is lost or applied twice.
+
+use crate::calls::{Call, CallResult, Request, Response};
+use crate::records::*;
+use crate::{Env, Index};
+use candid::Principal;
+use flotilla_types::index::{MoveInfo, PartitionState};
+use flotilla_types::limits::REPLY_BUDGET_BYTES;
+use flotilla_types::partition::{
+    BeginExportArgs, BeginImportArgs, ExportArgs, ExportDeltaArgs, HousekeepingError,
+    ImportChunkArgs, PartitionStats, ReleaseArgs, ReleaseError,
+};
+use flotilla_types::{InnerKey, OpId, SubDbId};
+use ic_stable_structures::Memory;
+use serde_bytes::ByteBuf;
+use sha2::{Digest, Sha256};
+
+/// Byte budget of one move chunk.
+pub const MOVE_CHUNK_BUDGET: u64 = REPLY_BUDGET_BYTES as u64;
+/// Delta rounds after which the cutover starts even if changes keep coming.
+pub const MAX_DELTA_ROUNDS: u32 = 8;
+
+pub(crate) fn reverse_key(inner: &InnerKey) -> Vec<u8> {
+    let mut k = inner.partition.as_slice().to_vec();
+    k.extend_from_slice(&inner.subdb.to_be_bytes());
+    k
+}
+
+fn phase_name(p: MovePhase) -> &'static str {
+    match p {
+        MovePhase::BeginImport => "begin-import",
+        MovePhase::BeginExport => "begin-export",
+        MovePhase::Copy => "copy",
+        MovePhase::Delta => "delta",
+        MovePhase::Cutover => "cutover",
+        MovePhase::Finish => "finish",
+    }
+}
+
+impl<M: Memory> Index<M> {
+    /// Moves in progress, for stats and dashboards.
+    pub fn moves(&self) -> Vec<MoveInfo> {
+        self.moves
+            .iter()
+            .map(|e| {
+                let (outer_key, m) = e.into_pair();
+                MoveInfo {
+                    outer_key,
+                    source: m.source,
+                    target: m.target,
+                    phase: phase_name(m.phase).to_string(),
+                    chunks: m.seq,
+                    bytes: m.bytes,
+                    started_at: m.started_at,
+                }
+            })
+            .collect()
+    }
+
+    pub(crate) fn is_moving(&self, outer_key: &str) -> bool {
+        self.moves.contains_key(&outer_key.to_string())
+    }
+
+    /// After a partition reported its stats: if it is over the move cap and sheds nothing
+    /// yet, start moving its largest SubDB (when it has more than one).
+    pub(crate) fn maybe_start_move(
+        &mut self,
+        env: &Env,
+        partition: Principal,
+        stats: &PartitionStats,
+    ) -> Vec<Call> {
+        let cap = self.cfg().move_cap_bytes;
+        if stats.bytes <= cap || stats.live_subdbs < 2 {
+            return vec![];
+        }
+        if self
+            .moves
+            .iter()
+            .any(|e| e.value().source.partition == partition)
+        {
+            return vec![];
+        }
+        let candidate = stats
+            .subdbs
+            .iter()
+            .filter_map(|s| {
+                let inner = InnerKey {
+                    partition,
+                    subdb: s.id,
+                };
+                let outer = self.reverse.get(&reverse_key(&inner))?;
+                let entry = self.directory.get(&outer)?;
+                let movable = entry.state == DirState::Live
+                    && entry.inner() == inner
+                    && !self.pending.contains_key(&outer);
+                movable.then_some((s.bytes, outer, inner))
+            })
+            .max_by_key(|(bytes, outer, _)| (*bytes, std::cmp::Reverse(outer.clone())));
+        let Some((bytes, outer_key, source)) = candidate else {
+            return vec![];
+        };
+        let Some(target) = self.move_target(env, partition, bytes) else {
+            // No room anywhere: make sure a partition is on its way.
+            if self.jobs.is_empty() && self.cfg().wasm.is_some() {
+                self.new_job();
+            }
+            return vec![];
+        };
+        let mut n = 0;
+        self.update_cfg(|c| {
+            n = c.next_call_id;
+        });
+        let op = Sha256::digest([outer_key.as_bytes(), &n.to_le_bytes()].concat());
+        self.moves.insert(
+            outer_key.clone(),
+            MoveRecord {
+                source,
+                target,
+                target_subdb: None,
+                op_id: ByteBuf::from(op[..16].to_vec()),
+                phase: MovePhase::BeginImport,
+                token: None,
+                seq: 0,
+                ack: 0,
+                delta_rounds: 0,
+                bytes,
+                started_at: env.now,
+                import_done: false,
+                release_done: false,
+            },
+        );
+        // Reserve the room on the target until its next stats.
+        if let Some(mut rec) = self.registry.get(&target) {
+            rec.bytes += bytes;
+            self.registry.insert(target, rec);
+        }
+        self.drive_move(&outer_key)
+    }
+
+    /// The newest active partition other than `source` with room for `bytes`, else a spare.
+    fn move_target(&mut self, env: &Env, source: Principal, bytes: u64) -> Option<Principal> {
+        let cap = self.cfg().move_cap_bytes;
+        let parts = self.partitions_in_order();
+        if let Some((id, _)) = parts.iter().rev().find(|(id, r)| {
+            *id != source && r.state == PartitionState::Active && r.bytes + bytes <= cap
+        }) {
+            return Some(*id);
+        }
+        let (id, mut rec) = parts
+            .into_iter()
+            .find(|(_, r)| r.state == PartitionState::Spare)?;
+        rec.state = PartitionState::Active;
+        rec.seq = self.bump_partition_seq();
+        rec.stats_at = rec.stats_at.min(env.now);
+        self.registry.insert(id, rec);
+        Some(id)
+    }
+
+    fn move_call(
+        &mut self,
+        outer_key: &str,
+        step: MoveStep,
+        to: Principal,
+        req: Request,
+    ) -> Option<Call> {
+        let purpose = Purpose::Move {
+            outer_key: outer_key.to_string(),
+            step,
+        };
+        if self.inflight.iter().any(|e| e.value() == purpose) {
+            return None;
+        }
+        Some(self.next_call(to, req, purpose))
+    }
+
+    /// The calls that advance a move from where it stands (none while its calls are in
+    /// flight).
+    pub(crate) fn drive_move(&mut self, outer_key: &str) -> Vec<Call> {
+        let key = outer_key.to_string();
+        let Some(m) = self.moves.get(&key) else {
+            return vec![];
+        };
+        let pending = self.move_chunks.get(&key);
+        let src = m.source;
+        let import = |chunk, finish| {
+            Request::ImportChunk(ImportChunkArgs {
+                subdb: m.target_subdb.expect("import opened before copying"),
+                chunk,
+                finish,
+            })
+        };
+        let call = match m.phase {
+            MovePhase::BeginImport => {
+                let req = Request::BeginImport(BeginImportArgs {
+                    op_id: OpId(m.op_id.clone()),
+                });
+                self.move_call(&key, MoveStep::BeginImport, m.target, req)
+            }
+            MovePhase::BeginExport => {
+                let req = Request::BeginExport(BeginExportArgs { subdb: src.subdb });
+                self.move_call(&key, MoveStep::BeginExport, src.partition, req)
+            }
+            MovePhase::Copy | MovePhase::Delta | MovePhase::Cutover => match pending {
+                Some(p) => {
+                    let req = import(p.chunk, false);
+                    self.move_call(&key, MoveStep::Import, m.target, req)
+                }
+                None if m.phase == MovePhase::Copy => {
+                    let req = Request::ExportChunk(ExportArgs {
+                        subdb: src.subdb,
+                        seq: m.seq,
+                        token: m.token.clone(),
+                        budget: MOVE_CHUNK_BUDGET,
+                    });
+                    self.move_call(&key, MoveStep::Export, src.partition, req)
+                }
+                None => {
+                    let req = Request::ExportDelta(ExportDeltaArgs {
+                        subdb: src.subdb,
+                        seq: m.seq,
+                        ack: m.ack,
+                        budget: MOVE_CHUNK_BUDGET,
+                        freeze: m.phase == MovePhase::Cutover,
+                    });
+                    self.move_call(&key, MoveStep::Export, src.partition, req)
+                }
+            },
+            MovePhase::Finish => {
+                let mut calls = vec![];
+                if !m.import_done {
+                    let chunk = pending.map(|p| p.chunk).unwrap_or_default();
+                    let req = import(chunk, true);
+                    calls.extend(self.move_call(&key, MoveStep::Import, m.target, req));
+                }
+                if !m.release_done {
+                    let req = Request::Release(ReleaseArgs {
+                        subdb: src.subdb,
+                        moved_to: InnerKey {
+                            partition: m.target,
+                            subdb: m.target_subdb.expect("import opened"),
+                        },
+                    });
+                    calls.extend(self.move_call(&key, MoveStep::Release, src.partition, req));
+                }
+                return calls;
+            }
+        };
+        call.into_iter().collect()
+    }
+
+    /// A reply for one of a move's calls.
+    pub(crate) fn move_reply(
+        &mut self,
+        env: &Env,
+        outer_key: &str,
+        step: MoveStep,
+        result: CallResult,
+    ) -> Vec<Call> {
+        let key = outer_key.to_string();
+        let Some(mut m) = self.moves.get(&key) else {
+            return vec![];
+        };
+        let _ = env;
+        match (step, result) {
+            (MoveStep::BeginImport, Ok(Response::ImportBegun(Ok(id)))) => {
+                m.target_subdb = Some(id);
+                m.phase = MovePhase::BeginExport;
+            }
+            (MoveStep::BeginExport, Ok(Response::ExportBegun(Ok(())))) => {
+                m.phase = MovePhase::Copy;
+            }
+            (MoveStep::Export, Ok(Response::Exported(Ok(reply)))) => {
+                self.move_chunks.insert(
+                    key.clone(),
+                    MoveChunk {
+                        chunk: reply.chunk,
+                        next_token: reply.next,
+                        version: 0,
+                        more: true,
+                    },
+                );
+            }
+            (MoveStep::Export, Ok(Response::DeltaExported(Ok(reply)))) => {
+                let last = m.phase == MovePhase::Cutover && !reply.more;
+                self.move_chunks.insert(
+                    key.clone(),
+                    MoveChunk {
+                        chunk: reply.chunk,
+                        next_token: None,
+                        version: reply.version,
+                        more: reply.more,
+                    },
+                );
+                if last {
+                    self.flip(&key, &m);
+                    m.phase = MovePhase::Finish;
+                }
+            }
+            (MoveStep::Import, Ok(Response::Imported(Ok(())))) => {
+                if m.phase == MovePhase::Finish {
+                    m.import_done = true;
+                    self.move_chunks.remove(&key);
+                } else if let Some(p) = self.move_chunks.remove(&key) {
+                    m.seq += 1;
+                    match m.phase {
+                        MovePhase::Copy => {
+                            m.token = p.next_token.clone();
+                            if p.next_token.is_none() {
+                                m.phase = MovePhase::Delta;
+                            }
+                        }
+                        MovePhase::Delta => {
+                            m.ack = p.version;
+                            m.delta_rounds += 1;
+                            let small = p.chunk.budget_bytes() as u64 <= MOVE_CHUNK_BUDGET / 2;
+                            if (!p.more && small) || m.delta_rounds >= MAX_DELTA_ROUNDS {
+                                m.phase = MovePhase::Cutover;
+                            }
+                        }
+                        _ => m.ack = p.version,
+                    }
+                }
+            }
+            (MoveStep::Release, Ok(Response::Released(r))) => match r {
+                Ok(()) => m.release_done = true,
+                Err(ReleaseError::ReleasedElsewhere { .. }) => m.release_done = true,
+                Err(_) => {}
+            },
+            (
+                MoveStep::BeginExport | MoveStep::Export,
+                Ok(
+                    Response::ExportBegun(Err(HousekeepingError::UnknownSubDb))
+                    | Response::Exported(Err(HousekeepingError::UnknownSubDb))
+                    | Response::DeltaExported(Err(HousekeepingError::UnknownSubDb)),
+                ),
+            ) if m.phase != MovePhase::Finish => {
+                // The SubDB is gone from the source (deleted there): nothing to move.
+                self.moves.remove(&key);
+                self.move_chunks.remove(&key);
+                return vec![];
+            }
+            // Anything else failed: the same step is retried (by the next tick).
+            _ => {
+                self.moves.insert(key, m);
+                return vec![];
+            }
+        }
+        if m.phase == MovePhase::Finish && m.import_done && m.release_done {
+            self.moves.remove(&key);
+            self.move_chunks.remove(&key);
+            for (p, delta) in [(m.source.partition, -1i64), (m.target, 1)] {
+                if let Some(mut rec) = self.registry.get(&p) {
+                    rec.subdbs = rec.subdbs.saturating_add_signed(delta);
+                    if delta < 0 {
+                        rec.bytes = rec.bytes.saturating_sub(m.bytes);
+                    }
+                    self.registry.insert(p, rec);
+                }
+            }
+            return vec![];
+        }
+        self.moves.insert(key.clone(), m);
+        self.drive_move(&key)
+    }
+
+    /// Points the directory at the target: from now on clients are routed there.
+    fn flip(&mut self, outer_key: &str, m: &MoveRecord) {
+        let key = outer_key.to_string();
+        let Some(mut entry) = self.directory.get(&key) else {
+            return;
+        };
+        let to: SubDbId = m.target_subdb.expect("import opened");
+        self.reverse.remove(&reverse_key(&entry.inner()));
+        entry.partition = m.target;
+        entry.subdb = to;
+        self.reverse
+            .insert(reverse_key(&entry.inner()), key.clone());
+        self.directory.insert(key, entry);
+        self.update_cfg(|c| c.routing_version += 1);
+    }
+}

@@ -1,0 +1,398 @@
+//! The move protocol end to end: the real index logic and real partitions, wired by a small
+//! synchronous network. A fault is injected at every single call of a move in turn — a lost
+//! reply, a clean reject, an index upgrade, an upgrade of the callee — while a writer keeps
+//! writing; every run must end with the SubDB at its new home holding every acknowledged write,
+//! the source answering `Moved`, and the index idle.
+
+use candid::Principal;
+use flotilla_index::calls::{Call, CallResult, Reject, Request, Response};
+use flotilla_index::{Env, Index, Step};
+use flotilla_partition::Partition;
+use flotilla_store::Config;
+use flotilla_types::index::{CreateRequest, IndexInit, WasmChunk};
+use flotilla_types::partition::{GetArgs, PartitionInit, PutArgs};
+use flotilla_types::{GetError, InnerKey, OpId, PutError};
+use ic_stable_structures::memory_manager::{MemoryManager, VirtualMemory};
+use ic_stable_structures::VectorMemory;
+use serde_bytes::ByteBuf;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, VecDeque};
+
+type Mem = VirtualMemory<VectorMemory>;
+const ROUND_NS: u64 = 1_000_000_000;
+
+fn p(n: u8) -> Principal {
+    Principal::from_slice(&[n; 10])
+}
+const ADMIN: u8 = 1;
+const OWNER: u8 = 2;
+const INDEX: u8 = 200;
+
+fn mm(raw: &VectorMemory) -> MemoryManager<VectorMemory> {
+    MemoryManager::init_with_bucket_size(raw.clone(), 1)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    None,
+    LostReply,
+    CleanReject,
+    UpgradeIndex,
+    UpgradeCallee,
+}
+
+struct Net {
+    raw: VectorMemory,
+    index: Index<Mem>,
+    parts: BTreeMap<Principal, (VectorMemory, Partition<Mem>)>,
+    queue: VecDeque<Call>,
+    round: u64,
+    next_canister: u8,
+    /// Move calls delivered so far (faults are aimed by this count).
+    move_calls: usize,
+}
+
+fn is_move_call(r: &Request) -> bool {
+    matches!(
+        r,
+        Request::BeginImport(_)
+            | Request::BeginExport(_)
+            | Request::ExportChunk(_)
+            | Request::ExportDelta(_)
+            | Request::ImportChunk(_)
+            | Request::Release(_)
+    )
+}
+
+impl Net {
+    fn new(move_cap: u64) -> Net {
+        let raw = VectorMemory::default();
+        let m = mm(&raw);
+        let mut index = Index::install(
+            |id| m.get(id),
+            IndexInit {
+                admins: vec![p(ADMIN)],
+                spare_pool_target: Some(1),
+                move_cap_bytes: Some(move_cap),
+                partition_cycles: None,
+            },
+        );
+        let wasm = b"\0asm-test".to_vec();
+        index
+            .upload_partition_wasm(
+                &Env {
+                    caller: p(ADMIN),
+                    now: 0,
+                    self_id: p(INDEX),
+                },
+                WasmChunk {
+                    offset: 0,
+                    total_len: wasm.len() as u64,
+                    sha256: ByteBuf::from(Sha256::digest(&wasm).to_vec()),
+                    bytes: ByteBuf::from(wasm),
+                },
+            )
+            .unwrap();
+        Net {
+            raw,
+            index,
+            parts: BTreeMap::new(),
+            queue: VecDeque::new(),
+            round: 1,
+            next_canister: 100,
+            move_calls: 0,
+        }
+    }
+
+    fn env(&self, caller: Principal) -> Env {
+        Env {
+            caller,
+            now: self.round * ROUND_NS,
+            self_id: p(INDEX),
+        }
+    }
+
+    fn upgrade_index(&mut self) {
+        let m = mm(&self.raw);
+        self.index = Index::open(|id| m.get(id)).unwrap();
+    }
+
+    fn upgrade_partition(&mut self, id: Principal) {
+        if let Some((raw, part)) = self.parts.get_mut(&id) {
+            let m = mm(raw);
+            *part = Partition::open(|i| m.get(i)).unwrap();
+        }
+    }
+
+    fn execute(&mut self, call: &Call) -> Response {
+        let me = p(INDEX);
+        if call.target == Principal::management_canister() {
+            return match &call.request {
+                Request::CreateCanister { .. } => {
+                    self.next_canister += 1;
+                    Response::CanisterCreated(p(self.next_canister))
+                }
+                Request::InstallCode { canister, arg, .. } => {
+                    let init: PartitionInit = candid::decode_one(arg).unwrap();
+                    assert_eq!(init.index, me);
+                    let raw = VectorMemory::default();
+                    let m = mm(&raw);
+                    let part = Partition::install(|i| m.get(i), &init, Config::default()).unwrap();
+                    self.parts.insert(*canister, (raw, part));
+                    Response::Installed
+                }
+                other => panic!("unexpected management call {other:?}"),
+            };
+        }
+        let (_, part) = self.parts.get_mut(&call.target).expect("partition exists");
+        match &call.request {
+            Request::CreateSubDb(a) => Response::SubDbCreated(part.create_subdb_local(me, a)),
+            Request::DeleteSubDb(a) => Response::SubDbDeleted(part.delete_subdb(me, a)),
+            Request::Stats(a) => Response::Stats(part.stats(me, a, 0)),
+            Request::BeginImport(a) => Response::ImportBegun(part.begin_import(me, a)),
+            Request::BeginExport(a) => Response::ExportBegun(part.begin_export(me, a)),
+            Request::ExportChunk(a) => Response::Exported(part.export_chunk(me, a)),
+            Request::ExportDelta(a) => Response::DeltaExported(part.export_delta(me, a)),
+            Request::ImportChunk(a) => Response::Imported(part.import_chunk(me, a)),
+            Request::Release(a) => Response::Released(part.release(me, a)),
+            other => panic!("unexpected partition call {other:?}"),
+        }
+    }
+
+    /// Delivers one queued call, with `fault` if it is the move call aimed at.
+    fn deliver(&mut self, aim: Option<(usize, Fault)>) {
+        let Some(call) = self.queue.pop_front() else {
+            return;
+        };
+        let mut fault = Fault::None;
+        if is_move_call(&call.request) {
+            if let Some((k, f)) = aim {
+                if k == self.move_calls {
+                    fault = f;
+                }
+            }
+            self.move_calls += 1;
+        }
+        let result: CallResult = match fault {
+            Fault::CleanReject => Err(Reject {
+                message: "injected reject".into(),
+                certain: true,
+            }),
+            Fault::UpgradeCallee => {
+                self.upgrade_partition(call.target);
+                Ok(self.execute(&call))
+            }
+            _ => Ok(self.execute(&call)),
+        };
+        let result = if fault == Fault::LostReply {
+            Err(Reject {
+                message: "injected lost reply".into(),
+                certain: false,
+            })
+        } else {
+            result
+        };
+        if fault == Fault::UpgradeIndex {
+            self.upgrade_index();
+        }
+        let env = self.env(p(INDEX));
+        let reaction = self.index.on_reply(&env, call.id, result);
+        self.queue.extend(reaction.calls);
+    }
+
+    /// One round: the index's tick, then every call queued now.
+    fn round(&mut self, aim: Option<(usize, Fault)>) {
+        self.round += 1;
+        let env = self.env(p(INDEX));
+        let calls = self.index.tick(&env);
+        self.queue.extend(calls);
+        for _ in 0..self.queue.len() {
+            self.deliver(aim);
+        }
+    }
+
+    fn create(&mut self, name: &str, n: u8) -> InnerKey {
+        for _ in 0..50 {
+            let env = self.env(p(OWNER));
+            let req = CreateRequest {
+                outer_key: name.into(),
+                op_id: OpId::from(vec![n; 16]),
+                hard_cap: None,
+                owner: None,
+                readers: vec![],
+                writers: vec![],
+            };
+            match self.index.create_subdb(&env, req) {
+                Step::Done(Ok(inner)) => return inner,
+                Step::Done(Err(_)) => self.round(None),
+                Step::Await(call) => {
+                    let r = self.execute(&call);
+                    let env = self.env(p(INDEX));
+                    let out = self.index.on_reply(&env, call.id, Ok(r));
+                    self.queue.extend(out.calls);
+                }
+            }
+        }
+        panic!("could not create {name}");
+    }
+
+    fn route(&self, name: &str) -> InnerKey {
+        self.index.route(&[name.to_string()]).unwrap()[0].expect("routable")
+    }
+
+    /// A client write: follows `Moved`, refreshes on `UnknownSubDb`; `Err` when it must wait.
+    fn put(
+        &mut self,
+        cache: &mut InnerKey,
+        name: &str,
+        key: &[u8],
+        value: &[u8],
+        op: u64,
+    ) -> Result<(), PutError> {
+        for _ in 0..4 {
+            let args = PutArgs {
+                subdb: cache.subdb,
+                key: ByteBuf::from(key.to_vec()),
+                value: ByteBuf::from(value.to_vec()),
+                op_id: OpId::from([op.to_le_bytes(), [7; 8]].concat()),
+            };
+            let part = &mut self.parts.get_mut(&cache.partition).unwrap().1;
+            match part.put(p(OWNER), &args) {
+                Ok(_) => return Ok(()),
+                Err(PutError::Moved { to }) => *cache = to,
+                Err(PutError::UnknownSubDb) => *cache = self.route(name),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(PutError::UnknownSubDb)
+    }
+
+    fn get(&self, name: &str, key: &[u8]) -> Option<Vec<u8>> {
+        let mut at = self.route(name);
+        for _ in 0..3 {
+            let part = &self.parts[&at.partition].1;
+            let args = GetArgs {
+                subdb: at.subdb,
+                key: ByteBuf::from(key.to_vec()),
+            };
+            match part.get(p(OWNER), &args) {
+                Ok(v) => return v.map(|b| b.into_vec()),
+                Err(GetError::Moved { to }) => at = to,
+                Err(e) => panic!("read failed: {e:?}"),
+            }
+        }
+        panic!("read did not settle");
+    }
+}
+
+/// Runs a full move of SubDB "big" while a writer writes every round; returns the number of
+/// move calls made and checks the outcome.
+fn run(aim: Option<(usize, Fault)>) -> usize {
+    let mut net = Net::new(6_000_000);
+    // Provision the first partition.
+    for _ in 0..3 {
+        net.round(None);
+    }
+    let small = net.create("small", 1);
+    let big = net.create("big", 2);
+    assert_eq!(small.partition, big.partition);
+    let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    let mut cache = big;
+    let mut op = 0u64;
+    for i in 0..400u32 {
+        let (k, v) = (i.to_be_bytes().to_vec(), vec![i as u8; 20_000]);
+        net.put(&mut cache, "big", &k, &v, op).unwrap();
+        op += 1;
+        model.insert(k, v);
+    }
+    let mut small_cache = small;
+    net.put(&mut small_cache, "small", b"s", b"1", 9_999)
+        .unwrap();
+    // Run until the move is done, writing (overwrites, new keys) all along.
+    let mut paused_rounds = 0;
+    let mut saw_move = false;
+    for r in 0..400u32 {
+        net.round(aim);
+        let moving = !net.index.moves().is_empty();
+        saw_move |= moving;
+        let (k, v) = (
+            ((r * 7) % 450).to_be_bytes().to_vec(),
+            format!("r{r}").into_bytes(),
+        );
+        match net.put(&mut cache, "big", &k, &v, op) {
+            Ok(()) => {
+                model.insert(k, v);
+                op += 1;
+            }
+            // Paused for the cutover; or, when a fault hit the final import after the source
+            // was released, the new home is not live until the next tick re-sends it.
+            Err(PutError::WritesPaused | PutError::UnknownSubDb) => paused_rounds += 1,
+            Err(e) => panic!("write failed: {e:?} (aim {aim:?})"),
+        }
+        if saw_move && !moving && net.queue.is_empty() && r > 30 {
+            break;
+        }
+    }
+    assert!(saw_move, "no move happened (aim {aim:?})");
+    assert!(
+        net.index.moves().is_empty(),
+        "move unfinished (aim {aim:?})"
+    );
+    let home = net.route("big");
+    assert_ne!(
+        home.partition, big.partition,
+        "big did not move (aim {aim:?})"
+    );
+    for (k, v) in &model {
+        assert_eq!(
+            net.get("big", k).as_ref(),
+            Some(v),
+            "key {k:?} (aim {aim:?})"
+        );
+    }
+    let stats = net.parts[&home.partition]
+        .1
+        .store()
+        .stats(home.subdb)
+        .unwrap();
+    assert_eq!(stats.items, model.len() as u64, "aim {aim:?}");
+    // The source answers Moved, never a wrong SubDB.
+    let src = &net.parts[&big.partition].1;
+    let stale = GetArgs {
+        subdb: big.subdb,
+        key: ByteBuf::from(vec![0]),
+    };
+    assert_eq!(src.get(p(OWNER), &stale), Err(GetError::Moved { to: home }));
+    if aim.is_none() {
+        assert!(
+            paused_rounds <= 2,
+            "writes paused for {paused_rounds} rounds"
+        );
+        println!(
+            "fault-free move: {} move calls, writes paused {paused_rounds} round(s), {} items moved",
+            net.move_calls,
+            model.len()
+        );
+    }
+    net.move_calls
+}
+
+#[test]
+fn a_move_survives_a_fault_at_every_call() {
+    let calls = run(None);
+    assert!(
+        calls > 12,
+        "only {calls} move calls: the copy should take several chunks"
+    );
+    for fault in [
+        Fault::LostReply,
+        Fault::CleanReject,
+        Fault::UpgradeIndex,
+        Fault::UpgradeCallee,
+    ] {
+        for k in 0..calls {
+            run(Some((k, fault)));
+        }
+    }
+    println!("every one of {calls} move calls survived each of 4 faults");
+}
