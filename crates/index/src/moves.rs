@@ -9,10 +9,12 @@
 //!    while the source keeps serving reads and writes;
 //! 4. deltas: `export_delta` → `import_chunk` with the changes made meanwhile, acknowledged
 //!    one round later, until a round brings little;
-//! 5. cutover: `export_delta` with `freeze` (writes pause at the source) brings the last
-//!    changes; the directory flips to the target; then at once `import_chunk(finish)` makes the
-//!    target live and `release` turns the source into a `Moved { to }` tombstone and frees the
-//!    data. Writes pause from the freeze until the release: two message rounds.
+//! 5. cutover: `export_delta` with `freeze` (writes pause at the source, reads go on) brings
+//!    the last changes; `import_chunk(finish)` makes the target live (not yet routed, so nobody
+//!    writes there while the frozen source still serves reads); `release` turns the source into
+//!    a `Moved { to }` tombstone and frees its data; then the directory flips to the target.
+//!    Writes pause from the freeze to the release: three calls, whatever the SubDB's size.
+//!    Reads never fail: the source serves them until it answers `Moved` to a live target.
 //!
 //! The chunk between source and target is persisted here until the target applied it, so a
 //! lost call, a trap or an upgrade re-sends the same chunk (the target ignores a chunk number
@@ -26,7 +28,7 @@ use flotilla_types::index::{MoveInfo, PartitionState};
 use flotilla_types::limits::REPLY_BUDGET_BYTES;
 use flotilla_types::partition::{
     BeginExportArgs, BeginImportArgs, ExportArgs, ExportDeltaArgs, HousekeepingError,
-    ImportChunkArgs, PartitionStats, ReleaseArgs, ReleaseError,
+    ImportChunkArgs, PartitionStats, ReleaseArgs,
 };
 use flotilla_types::{InnerKey, OpId, SubDbId};
 use ic_stable_structures::Memory;
@@ -52,6 +54,7 @@ fn phase_name(p: MovePhase) -> &'static str {
         MovePhase::Delta => "delta",
         MovePhase::Cutover => "cutover",
         MovePhase::Finish => "finish",
+        MovePhase::Release => "release",
     }
 }
 
@@ -143,8 +146,6 @@ impl<M: Memory> Index<M> {
                 delta_rounds: 0,
                 bytes,
                 started_at: env.now,
-                import_done: false,
-                release_done: false,
             },
         );
         // Reserve the room on the target until its next stats.
@@ -244,23 +245,19 @@ impl<M: Memory> Index<M> {
                 }
             },
             MovePhase::Finish => {
-                let mut calls = vec![];
-                if !m.import_done {
-                    let chunk = pending.map(|p| p.chunk).unwrap_or_default();
-                    let req = import(chunk, true);
-                    calls.extend(self.move_call(&key, MoveStep::Import, m.target, req));
-                }
-                if !m.release_done {
-                    let req = Request::Release(ReleaseArgs {
-                        subdb: src.subdb,
-                        moved_to: InnerKey {
-                            partition: m.target,
-                            subdb: m.target_subdb.expect("import opened"),
-                        },
-                    });
-                    calls.extend(self.move_call(&key, MoveStep::Release, src.partition, req));
-                }
-                return calls;
+                let chunk = pending.map(|p| p.chunk).unwrap_or_default();
+                let req = import(chunk, true);
+                self.move_call(&key, MoveStep::Import, m.target, req)
+            }
+            MovePhase::Release => {
+                let req = Request::Release(ReleaseArgs {
+                    subdb: src.subdb,
+                    moved_to: InnerKey {
+                        partition: m.target,
+                        subdb: m.target_subdb.expect("import opened"),
+                    },
+                });
+                self.move_call(&key, MoveStep::Release, src.partition, req)
             }
         };
         call.into_iter().collect()
@@ -310,14 +307,14 @@ impl<M: Memory> Index<M> {
                     },
                 );
                 if last {
-                    self.flip(&key, &m);
                     m.phase = MovePhase::Finish;
                 }
             }
             (MoveStep::Import, Ok(Response::Imported(Ok(())))) => {
                 if m.phase == MovePhase::Finish {
-                    m.import_done = true;
                     self.move_chunks.remove(&key);
+                    m.seq += 1;
+                    m.phase = MovePhase::Release;
                 } else if let Some(p) = self.move_chunks.remove(&key) {
                     m.seq += 1;
                     match m.phase {
@@ -339,11 +336,12 @@ impl<M: Memory> Index<M> {
                     }
                 }
             }
-            (MoveStep::Release, Ok(Response::Released(r))) => match r {
-                Ok(()) => m.release_done = true,
-                Err(ReleaseError::ReleasedElsewhere { .. }) => m.release_done = true,
-                Err(_) => {}
-            },
+            (MoveStep::Release, Ok(Response::Released(Ok(()))))
+                if m.phase == MovePhase::Release =>
+            {
+                self.complete_move(&key, &m);
+                return vec![];
+            }
             (
                 MoveStep::BeginExport | MoveStep::Export,
                 Ok(
@@ -351,7 +349,11 @@ impl<M: Memory> Index<M> {
                     | Response::Exported(Err(HousekeepingError::UnknownSubDb))
                     | Response::DeltaExported(Err(HousekeepingError::UnknownSubDb)),
                 ),
-            ) if m.phase != MovePhase::Finish => {
+            ) if matches!(
+                m.phase,
+                MovePhase::BeginExport | MovePhase::Copy | MovePhase::Delta
+            ) =>
+            {
                 // The SubDB is gone from the source (deleted there): nothing to move.
                 self.moves.remove(&key);
                 self.move_chunks.remove(&key);
@@ -363,37 +365,33 @@ impl<M: Memory> Index<M> {
                 return vec![];
             }
         }
-        if m.phase == MovePhase::Finish && m.import_done && m.release_done {
-            self.moves.remove(&key);
-            self.move_chunks.remove(&key);
-            for (p, delta) in [(m.source.partition, -1i64), (m.target, 1)] {
-                if let Some(mut rec) = self.registry.get(&p) {
-                    rec.subdbs = rec.subdbs.saturating_add_signed(delta);
-                    if delta < 0 {
-                        rec.bytes = rec.bytes.saturating_sub(m.bytes);
-                    }
-                    self.registry.insert(p, rec);
-                }
-            }
-            return vec![];
-        }
         self.moves.insert(key.clone(), m);
         self.drive_move(&key)
     }
 
-    /// Points the directory at the target: from now on clients are routed there.
-    fn flip(&mut self, outer_key: &str, m: &MoveRecord) {
+    /// The source is released: point the directory at the target and settle the registry.
+    fn complete_move(&mut self, outer_key: &str, m: &MoveRecord) {
         let key = outer_key.to_string();
-        let Some(mut entry) = self.directory.get(&key) else {
-            return;
-        };
-        let to: SubDbId = m.target_subdb.expect("import opened");
-        self.reverse.remove(&reverse_key(&entry.inner()));
-        entry.partition = m.target;
-        entry.subdb = to;
-        self.reverse
-            .insert(reverse_key(&entry.inner()), key.clone());
-        self.directory.insert(key, entry);
-        self.update_cfg(|c| c.routing_version += 1);
+        self.moves.remove(&key);
+        self.move_chunks.remove(&key);
+        if let Some(mut entry) = self.directory.get(&key) {
+            let to: SubDbId = m.target_subdb.expect("import opened");
+            self.reverse.remove(&reverse_key(&entry.inner()));
+            entry.partition = m.target;
+            entry.subdb = to;
+            self.reverse
+                .insert(reverse_key(&entry.inner()), key.clone());
+            self.directory.insert(key, entry);
+            self.update_cfg(|c| c.routing_version += 1);
+        }
+        for (p, delta) in [(m.source.partition, -1i64), (m.target, 1)] {
+            if let Some(mut rec) = self.registry.get(&p) {
+                rec.subdbs = rec.subdbs.saturating_add_signed(delta);
+                if delta < 0 {
+                    rec.bytes = rec.bytes.saturating_sub(m.bytes);
+                }
+                self.registry.insert(p, rec);
+            }
+        }
     }
 }

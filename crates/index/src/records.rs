@@ -266,9 +266,12 @@ pub enum MovePhase {
     Delta,
     /// Freeze the source and ship the last changes.
     Cutover,
-    /// The directory points at the target: import the final chunk (making it live) and
-    /// release the source (tombstone, free data), both in flight at once.
+    /// Apply the final chunk on the target, making it live (still unrouted: the source is
+    /// frozen and serves reads with identical data).
     Finish,
+    /// Release the source (tombstone `Moved { to }`, free the data); on success the directory
+    /// flips to the target.
+    Release,
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -288,8 +291,6 @@ pub struct MoveRecord {
     /// Bytes of the SubDB when the move began (registry estimate).
     pub bytes: u64,
     pub started_at: u64,
-    pub import_done: bool,
-    pub release_done: bool,
 }
 
 /// A chunk fetched from the source and not yet applied by the target.
