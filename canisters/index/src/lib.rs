@@ -313,11 +313,7 @@ fn upload_partition_wasm_chunk(chunk: WasmChunk) -> Result<UploadProgress, Uploa
 /// Runs the background work now instead of at the next timer tick (admins only).
 #[ic_cdk::update]
 fn run_housekeeping() -> Result<u32, AdminError> {
-    let e = env();
-    if !with(|i| i.is_admin(&e.caller)) {
-        return Err(AdminError::NotAuthorized);
-    }
-    let calls = with(|i| i.tick(&self_env()));
+    let calls = with(|i| i.run_housekeeping(&env()))?;
     let n = calls.len() as u32;
     dispatch(calls);
     Ok(n)

@@ -880,6 +880,14 @@ impl<M: Memory> Index<M> {
 
     // ---- background work ----------------------------------------------------------------
 
+    /// `tick` on an admin's request (instead of waiting for the timer).
+    pub fn run_housekeeping(&mut self, env: &Env) -> Result<Vec<Call>, AdminError> {
+        if !self.is_admin(&env.caller) {
+            return Err(AdminError::NotAuthorized);
+        }
+        Ok(self.tick(env))
+    }
+
     /// Periodic work: keep the spare pool full, drive partition-creation jobs, re-drive
     /// creates and deletes whose outcome is unknown, refresh partition stats.
     pub fn tick(&mut self, env: &Env) -> Vec<Call> {

@@ -174,10 +174,13 @@ fn wasm_upload_in_pieces_with_checks() {
         sha256: sha.clone(),
     };
     let admin = env(p(ADMIN));
-    assert_eq!(
-        index.upload_partition_wasm(&env(p(ALICE)), chunk(0, 10)),
-        Err(UploadWasmError::NotAuthorized)
-    );
+    for caller in [Principal::anonymous(), p(ALICE)] {
+        assert_eq!(
+            index.upload_partition_wasm(&env(caller), chunk(0, 10)),
+            Err(UploadWasmError::NotAuthorized)
+        );
+    }
+    assert_eq!(index.stats().partition_wasm, None);
     assert!(matches!(
         index.upload_partition_wasm(&admin, chunk(0, MAX_WASM_UPLOAD_CHUNK_BYTES + 1)),
         Err(UploadWasmError::ChunkTooLarge { .. })
@@ -219,6 +222,22 @@ fn wasm_upload_in_pieces_with_checks() {
         Err(UploadWasmError::HashMismatch)
     );
     assert_eq!(index.active_wasm().unwrap(), wasm);
+}
+
+#[test]
+fn housekeeping_on_request_is_for_admins() {
+    let (_, mut index) = fresh();
+    upload(&mut index, WASM);
+    for caller in [Principal::anonymous(), p(ALICE)] {
+        let before = (index.stats(), index.cfg().next_call_id);
+        assert_eq!(
+            index.run_housekeeping(&env(caller)),
+            Err(AdminError::NotAuthorized)
+        );
+        assert_eq!((index.stats(), index.cfg().next_call_id), before);
+    }
+    let calls = index.run_housekeeping(&env(p(ADMIN))).unwrap();
+    assert!(matches!(calls[0].request, Request::CreateCanister { .. }));
 }
 
 #[test]
