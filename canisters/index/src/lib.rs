@@ -226,6 +226,12 @@ async fn perform(call: Call) -> CallResult {
             .map_err(reject)?
             .candid::<Result<(), ReleaseError>>()
             .map(Response::Released),
+        Request::AbortImport(subdb) => IcCall::unbounded_wait(target, "abort_import")
+            .with_arg(subdb)
+            .await
+            .map_err(reject)?
+            .candid::<Result<(), ImportError>>()
+            .map(Response::ImportAborted),
     };
     // A reply that does not decode was executed by the callee: its outcome is uncertain.
     res.map_err(|e| Reject {

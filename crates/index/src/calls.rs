@@ -70,6 +70,8 @@ pub enum Request {
     ImportChunk(ImportChunkArgs),
     /// Move, on the source: `release` (tombstone pointing at the new home, free the data).
     Release(ReleaseArgs),
+    /// Move called off, on the target: `abort_import` (reclaim what arrived).
+    AbortImport(SubDbId),
 }
 
 impl Request {
@@ -89,6 +91,7 @@ impl Request {
             Request::ExportDelta(_) => "export_delta",
             Request::ImportChunk(_) => "import_chunk",
             Request::Release(_) => "release",
+            Request::AbortImport(_) => "abort_import",
         }
     }
 }
@@ -108,6 +111,7 @@ pub enum Response {
     DeltaExported(Result<ExportDeltaReply, HousekeepingError>),
     Imported(Result<(), ImportError>),
     Released(Result<(), ReleaseError>),
+    ImportAborted(Result<(), ImportError>),
 }
 
 /// The call failed: rejected by the system or the callee, trapped, or its reply was lost.

@@ -625,7 +625,9 @@ impl<M: Memory> Index<M> {
                 let mut calls = vec![];
                 if let Ok(Response::Stats(Ok(stats))) = result {
                     if let Some(mut rec) = self.registry.get(&partition) {
-                        rec.bytes = stats.bytes;
+                        // Bytes of deleted or moved-away SubDBs still being reclaimed do
+                        // not count: they are on their way out.
+                        rec.bytes = stats.bytes.saturating_sub(stats.purging_bytes);
                         rec.items = stats.items;
                         rec.subdbs = stats.live_subdbs;
                         rec.stable_memory_bytes = stats.stable_memory_bytes;

@@ -30,7 +30,7 @@ use flotilla_types::partition::{
     BeginExportArgs, BeginImportArgs, ExportArgs, ExportDeltaArgs, HousekeepingError,
     ImportChunkArgs, PartitionStats, ReleaseArgs,
 };
-use flotilla_types::{InnerKey, OpId, SubDbId};
+use flotilla_types::{ImportError, InnerKey, OpId, SubDbId};
 use ic_stable_structures::Memory;
 use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
@@ -55,6 +55,7 @@ fn phase_name(p: MovePhase) -> &'static str {
         MovePhase::Cutover => "cutover",
         MovePhase::Finish => "finish",
         MovePhase::Release => "release",
+        MovePhase::Abort => "abort",
     }
 }
 
@@ -91,7 +92,8 @@ impl<M: Memory> Index<M> {
         stats: &PartitionStats,
     ) -> Vec<Call> {
         let cap = self.cfg().move_cap_bytes;
-        if stats.bytes <= cap || stats.live_subdbs < 2 {
+        let live = stats.bytes.saturating_sub(stats.purging_bytes);
+        if live <= cap || stats.live_subdbs < 2 {
             return vec![];
         }
         if self
@@ -249,6 +251,16 @@ impl<M: Memory> Index<M> {
                 let req = import(chunk, true);
                 self.move_call(&key, MoveStep::Import, m.target, req)
             }
+            MovePhase::Abort => match m.target_subdb {
+                Some(t) => {
+                    let req = Request::AbortImport(t);
+                    self.move_call(&key, MoveStep::Abort, m.target, req)
+                }
+                None => {
+                    self.forget_move(&key, &m);
+                    None
+                }
+            },
             MovePhase::Release => {
                 let req = Request::Release(ReleaseArgs {
                     subdb: src.subdb,
@@ -351,12 +363,19 @@ impl<M: Memory> Index<M> {
                 ),
             ) if matches!(
                 m.phase,
-                MovePhase::BeginExport | MovePhase::Copy | MovePhase::Delta
+                MovePhase::BeginExport | MovePhase::Copy | MovePhase::Delta | MovePhase::Cutover
             ) =>
             {
-                // The SubDB is gone from the source (deleted there): nothing to move.
-                self.moves.remove(&key);
+                // The SubDB is gone from the source (deleted there before the freeze landed;
+                // once frozen it refuses deletes): nothing to move. Reclaim the target's part.
                 self.move_chunks.remove(&key);
+                m.phase = MovePhase::Abort;
+            }
+            (
+                MoveStep::Abort,
+                Ok(Response::ImportAborted(Ok(()) | Err(ImportError::UnknownImport))),
+            ) => {
+                self.forget_move(&key, &m);
                 return vec![];
             }
             // Anything else failed: the same step is retried (by the next tick).
@@ -367,6 +386,17 @@ impl<M: Memory> Index<M> {
         }
         self.moves.insert(key.clone(), m);
         self.drive_move(&key)
+    }
+
+    /// Forgets a called-off move and the room it reserved on the target.
+    fn forget_move(&mut self, outer_key: &str, m: &MoveRecord) {
+        let key = outer_key.to_string();
+        self.moves.remove(&key);
+        self.move_chunks.remove(&key);
+        if let Some(mut rec) = self.registry.get(&m.target) {
+            rec.bytes = rec.bytes.saturating_sub(m.bytes);
+            self.registry.insert(m.target, rec);
+        }
     }
 
     /// The source is released: point the directory at the target and settle the registry.

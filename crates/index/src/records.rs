@@ -250,6 +250,7 @@ pub enum MoveStep {
     Export,
     Import,
     Release,
+    Abort,
 }
 
 /// Where a move is. Each phase is re-entered safely after any failure or upgrade: every call
@@ -272,6 +273,9 @@ pub enum MovePhase {
     /// Release the source (tombstone `Moved { to }`, free the data); on success the directory
     /// flips to the target.
     Release,
+    /// Called off (the SubDB vanished from the source before the cutover): reclaim the
+    /// target's partial import, then forget the move.
+    Abort,
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use flotilla_index::{Env, Index, Step};
 use flotilla_partition::Partition;
 use flotilla_store::Config;
 use flotilla_types::index::{CreateRequest, IndexInit, WasmChunk};
-use flotilla_types::partition::{GetArgs, PartitionInit, PutArgs};
+use flotilla_types::partition::{DeleteSubDbArgs, GetArgs, PartitionInit, PutArgs, SetAccessArgs};
 use flotilla_types::{GetError, InnerKey, OpId, PutError};
 use ic_stable_structures::memory_manager::{MemoryManager, VirtualMemory};
 use ic_stable_structures::VectorMemory;
@@ -61,6 +61,7 @@ fn is_move_call(r: &Request) -> bool {
             | Request::ExportDelta(_)
             | Request::ImportChunk(_)
             | Request::Release(_)
+            | Request::AbortImport(_)
     )
 }
 
@@ -155,6 +156,7 @@ impl Net {
             Request::ExportDelta(a) => Response::DeltaExported(part.export_delta(me, a)),
             Request::ImportChunk(a) => Response::Imported(part.import_chunk(me, a)),
             Request::Release(a) => Response::Released(part.release(me, a)),
+            Request::AbortImport(t) => Response::ImportAborted(part.abort_import(me, *t)),
             other => panic!("unexpected partition call {other:?}"),
         }
     }
@@ -503,4 +505,80 @@ fn a_200_mib_subdb_moves_in_full_chunks_with_a_short_pause() {
     assert!(max_msg < flotilla_types::limits::MAX_MESSAGE_BYTES);
     assert!(paused <= 3, "writes paused {paused} rounds");
     assert_eq!(failed_reads, 0);
+}
+
+/// A net with SubDBs "small" and "big" (400 × 20 KB) on one partition, over its 6 MB cap.
+fn loaded() -> (Net, InnerKey) {
+    let mut net = Net::new(6_000_000);
+    for _ in 0..3 {
+        net.round(None);
+    }
+    net.create("small", 1);
+    let big = net.create("big", 2);
+    let mut cache = big;
+    for i in 0..400u32 {
+        let (k, v) = (i.to_be_bytes().to_vec(), vec![i as u8; 20_000]);
+        net.put(&mut cache, "big", &k, &v, i as u64).unwrap();
+    }
+    (net, big)
+}
+
+/// Runs rounds until the move has ended, calling `at_phase` once when it is in `phase`
+/// (after its second chunk, for "copy").
+fn run_move_with(net: &mut Net, phase: &str, mut at_phase: impl FnMut(&mut Net)) -> Principal {
+    let (mut done, mut saw, mut target) = (false, false, None);
+    for _ in 0..300u32 {
+        net.round(None);
+        let m = net.index.moves().first().cloned();
+        saw |= m.is_some();
+        if let Some(m) = m {
+            target = Some(m.target);
+            if !done && m.phase == phase && (phase != "copy" || m.chunks >= 2) {
+                at_phase(net);
+                done = true;
+            }
+        } else if saw && net.queue.is_empty() {
+            break;
+        }
+    }
+    assert!(done, "the move never reached {phase}");
+    assert!(net.index.moves().is_empty(), "the move did not end");
+    target.unwrap()
+}
+
+#[test]
+fn a_subdb_deleted_at_the_source_mid_move_calls_the_move_off_cleanly() {
+    for phase in ["copy", "cutover"] {
+        let (mut net, big) = loaded();
+        let target = run_move_with(&mut net, phase, |net| {
+            let part = &mut net.parts.get_mut(&big.partition).unwrap().1;
+            let args = DeleteSubDbArgs {
+                subdb: big.subdb,
+                op_id: OpId::from(vec![77; 16]),
+            };
+            part.delete_subdb(p(OWNER), &args).unwrap();
+        });
+        // The target's partial import is reclaimed.
+        let t = &mut net.parts.get_mut(&target).unwrap().1;
+        while t.housekeep(1_000) > 0 {}
+        assert_eq!(t.store().totals().bytes, 0, "{phase}");
+    }
+}
+
+#[test]
+fn access_changed_during_the_copy_moves_with_the_subdb() {
+    let (mut net, big) = loaded();
+    run_move_with(&mut net, "copy", |net| {
+        let part = &mut net.parts.get_mut(&big.partition).unwrap().1;
+        let args = SetAccessArgs {
+            subdb: big.subdb,
+            readers: vec![p(55)],
+            writers: vec![],
+        };
+        part.set_access(p(OWNER), &args).unwrap();
+    });
+    let home = net.route("big");
+    assert_ne!(home.partition, big.partition);
+    let access = net.parts[&home.partition].1.access(home.subdb).unwrap();
+    assert_eq!(access.readers, vec![p(55)]);
 }

@@ -1,6 +1,6 @@
 //! Persisted formats of the store's fixed-size records.
 //!
-//! Header (`STORE_HEADER`, 24 bytes inside a `StableCell`):
+//! Header (`STORE_HEADER`, 32 bytes inside a `StableCell`):
 //! ```text
 //! 0..4   magic  b"FLST"
 //! 4..6   layout version, u16 LE (currently 1)
@@ -8,6 +8,8 @@
 //! 7      reserved, 0
 //! 8..16  op-log window: records per generation, u64 LE
 //! 16..24 last change version handed out by export tracking, u64 LE
+//! 24..32 records this node wrote into the current op-log generation, u64 LE (imported ones
+//!        do not count: they never hasten a rotation)
 //! ```
 //! Slot (`SUBDB_SLOTS`, 40 bytes each, index = local SubDB id):
 //! ```text
@@ -41,6 +43,7 @@ pub struct Header {
     pub op_gen: u8,
     pub op_window: u64,
     pub dirty_version: u64,
+    pub op_local: u64,
 }
 
 impl Header {
@@ -51,6 +54,7 @@ impl Header {
             op_gen: 0,
             op_window,
             dirty_version: 0,
+            op_local: 0,
         }
     }
 }
@@ -68,6 +72,7 @@ impl Storable for Header {
         b.push(0);
         b.extend_from_slice(&self.op_window.to_le_bytes());
         b.extend_from_slice(&self.dirty_version.to_le_bytes());
+        b.extend_from_slice(&self.op_local.to_le_bytes());
         b
     }
 
@@ -83,6 +88,7 @@ impl Storable for Header {
             op_gen: b[6],
             op_window: u64::from_le_bytes(b[8..16].try_into().unwrap()),
             dirty_version: u64::from_le_bytes(b[16..24].try_into().unwrap()),
+            op_local: u64::from_le_bytes(b[24..32].try_into().unwrap()),
         }
     }
 
@@ -92,7 +98,7 @@ impl Storable for Header {
     };
 }
 
-const HEADER_BYTES: usize = 24;
+const HEADER_BYTES: usize = 32;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlotState {

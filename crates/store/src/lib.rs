@@ -19,7 +19,7 @@ pub mod oplog;
 
 use flotilla_types::limits::{
     DEFAULT_SCAN_ITEMS, ITEM_OVERHEAD_BYTES, MAX_KEY_BYTES, MAX_SCAN_ITEMS, MAX_SUBDB_META_BYTES,
-    MAX_VALUE_BYTES, OP_ID_MAX_BYTES, REPLY_BUDGET_BYTES,
+    MAX_VALUE_BYTES, OP_ID_MAX_BYTES, OP_ID_MIN_BYTES, REPLY_BUDGET_BYTES,
 };
 use flotilla_types::{
     Chunk, ChunkHeader, CreateSubDbError, DeleteError, DeleteSubDbError, Entry, ExportError,
@@ -40,6 +40,9 @@ pub use oplog::OpCtx;
 pub const DEFAULT_OP_WINDOW: u64 = 100_000;
 /// Items a SubDB deletion reclaims at once; the rest is reclaimed by [`Store::purge_step`].
 pub const PURGE_BATCH: usize = 1_000;
+/// Logged changes one delta chunk examines at most (changes that ship as nothing, like op
+/// records forgotten meanwhile, cost no budget), so a delta's work stays bounded.
+pub const DELTA_SCAN_PER_CHUNK: usize = 20_000;
 /// Op-log records one export chunk examines at most while looking for a SubDB's records, so
 /// a chunk's work stays bounded whatever the log's size.
 pub const OPS_SCAN_PER_CHUNK: usize = 20_000;
@@ -336,8 +339,9 @@ impl<M: Memory> Store<M> {
         slot.state = SlotState::Purging;
         slot.frozen = false;
         if slot.exporting {
+            // The frontier goes now; logged changes are reclaimed with the items.
             slot.exporting = false;
-            self.clear_export_state(id);
+            self.frontiers.remove(&id);
         }
         self.totals.purging_items += slot.items;
         self.totals.purging_bytes += slot.bytes;
@@ -351,6 +355,7 @@ impl<M: Memory> Store<M> {
         let Some(mut slot) = self.slot(id).filter(|s| s.state == SlotState::Purging) else {
             return true;
         };
+        let max_items = max_items.saturating_sub(self.drop_changes(id, max_items));
         let (lo, hi) = subdb_bounds(id);
         let keys: Vec<Vec<u8>> = self.data.keys_range((lo, hi)).take(max_items).collect();
         for k in keys {
@@ -364,7 +369,7 @@ impl<M: Memory> Store<M> {
                 self.totals.purging_bytes -= b;
             }
         }
-        let done = slot.items == 0;
+        let done = slot.items == 0 && self.pending_changes_any(id);
         if done {
             slot.state = SlotState::Gone;
         }
@@ -806,18 +811,30 @@ impl<M: Memory> Store<M> {
 
     fn clear_export_state(&mut self, id: SubDbId) {
         self.frontiers.remove(&id);
-        let (lo, hi) = subdb_bounds(id);
-        let keys: Vec<Vec<u8>> = self.dirty_keys.keys_range((lo, hi)).collect();
-        for k in keys {
-            self.dirty_keys.remove(&k);
-        }
-        let logged: Vec<Vec<u8>> = self
+        while self.drop_changes(id, usize::MAX) > 0 {}
+    }
+
+    /// Forgets up to `max` logged changes of `id`; returns how many it forgot.
+    fn drop_changes(&mut self, id: SubDbId, max: usize) -> usize {
+        let logged: Vec<(Vec<u8>, Vec<u8>)> = self
             .dirty_log
-            .keys_range(log_key(id, 0)..=log_key(id, u64::MAX))
+            .range(log_key(id, 0)..=log_key(id, u64::MAX))
+            .take(max)
+            .map(|e| e.into_pair())
             .collect();
-        for k in logged {
-            self.dirty_log.remove(&k);
+        for (lk, tagged) in &logged {
+            self.dirty_log.remove(lk);
+            self.dirty_keys.remove(&scoped_key(id, tagged));
         }
+        logged.len()
+    }
+
+    /// True when no change of `id` is logged any more.
+    fn pending_changes_any(&self, id: SubDbId) -> bool {
+        self.dirty_log
+            .keys_range(log_key(id, 0)..=log_key(id, u64::MAX))
+            .next()
+            .is_none()
     }
 
     /// Records that the copy has exported items up to `last` (`None`: all of them).
@@ -900,13 +917,28 @@ impl<M: Memory> Store<M> {
             seq,
             ..Chunk::default()
         };
+        if freeze {
+            // The last word on the SubDB's own settings too: its metadata (access lists) may
+            // have changed since chunk 0 carried it, and nothing changes it once frozen.
+            chunk.header = Some(ChunkHeader {
+                hard_cap: slot.hard_cap(),
+                meta: ByteBuf::from(self.meta(id).unwrap_or_default()),
+                items: slot.items,
+                bytes: slot.bytes,
+            });
+        }
         let mut version = ack;
-        let mut used = 0;
+        let mut used = chunk.budget_bytes();
         let mut more = false;
-        for e in self
+        for (examined, e) in self
             .dirty_log
             .range(log_key(id, ack.saturating_add(1))..=log_key(id, u64::MAX))
+            .enumerate()
         {
+            if examined == DELTA_SCAN_PER_CHUNK {
+                more = true;
+                break;
+            }
             let tagged = e.value();
             let (tag, key) = (tagged[0], &tagged[1..]);
             let change = if tag == DIRTY_OP {
@@ -927,7 +959,7 @@ impl<M: Memory> Store<M> {
                 })
             };
             let cost = change.as_ref().map_or(0, Change::cost);
-            if used > 0 && used + cost > budget {
+            if version > ack && used + cost > budget {
                 more = true;
                 break;
             }
@@ -985,7 +1017,7 @@ impl<M: Memory> Store<M> {
             self.raw_delete(id, &mut slot, k);
         }
         for o in &chunk.ops {
-            self.ops.import(&mut self.header, id, &o.op_id, &o.record);
+            self.ops.import(&self.header, id, &o.op_id, &o.record);
         }
         slot.import_seq += 1;
         self.slots.set(id as u64, &slot);
@@ -1041,6 +1073,12 @@ fn validate_chunk(chunk: &Chunk) -> Result<(), ImportError> {
     }
     for k in chunk.puts.iter().map(|e| &e.key).chain(&chunk.deletes) {
         check_key(k, |len, max| ImportError::KeyTooLarge { len, max })?;
+    }
+    for o in &chunk.ops {
+        let ok_id = (OP_ID_MIN_BYTES..=OP_ID_MAX_BYTES).contains(&o.op_id.len());
+        if !ok_id || !oplog::OpRecord::is_well_formed(&o.record) {
+            return Err(ImportError::MalformedOpRecord);
+        }
     }
     if let Some(e) = chunk.puts.iter().find(|e| e.value.len() > MAX_VALUE_BYTES) {
         return Err(ImportError::ValueTooLarge {

@@ -6,10 +6,10 @@
 //! other arguments is refused. Failed calls change nothing and are not recorded.
 //!
 //! Bounded memory: records live in two generations (two `StableBTreeMap`s). New records go into
-//! the current one; when it holds `window` records, the other generation is cleared in O(1)
-//! (its pages are reused) and becomes current. So every record is remembered for at least
-//! `window` later records, at most `2 × window` records are held, and recording costs one map
-//! insert with no per-record eviction work.
+//! the current one; after `window` local records, the other generation is cleared in O(1) (its
+//! pages are reused) and becomes current. So every record is remembered for at least `window`
+//! later local records, at most `2 × window` local records (plus those imported with moved
+//! SubDBs meanwhile) are held, and recording costs one map insert with no eviction work.
 //!
 //! Each record names the SubDB it touched, so a SubDB's records move with it: a retry that
 //! reaches the new home after a move still finds its first result. The key is the op id
@@ -260,16 +260,21 @@ impl<M: Memory> OpLog<M> {
         );
     }
 
+    /// Records a local operation. The current generation rotates after `window` local
+    /// records, so every record — local or imported — is remembered for at least `window`
+    /// later local records.
     fn insert(&mut self, header: &mut Cell<Header, M>, key: OpKey, rec: OpRecord) {
         let mut h = *header.get();
         let mut cur = h.op_gen as usize & 1;
-        if self.gens[cur].len() >= h.op_window {
+        if h.op_local >= h.op_window {
             cur ^= 1;
             self.gens[cur].clear_new();
             self.seen[cur].clear();
             h.op_gen = cur as u8;
-            header.set(h);
+            h.op_local = 0;
         }
+        h.op_local += 1;
+        header.set(h);
         self.seen[cur].insert(fingerprint(&key.0));
         self.gens[cur].insert(key, rec);
     }
@@ -323,19 +328,28 @@ impl<M: Memory> OpLog<M> {
             .map(|r| r.0)
     }
 
-    /// Stores a record received with a moved SubDB under its new scope.
-    pub fn import(&mut self, header: &mut Cell<Header, M>, scope: u32, op_id: &[u8], rec: &[u8]) {
+    /// Stores a record received with a moved SubDB under its new scope, in the current
+    /// generation without counting toward its rotation. A record of the same id for another
+    /// SubDB is kept (ids are random; a collision must not erase that SubDB's record).
+    pub fn import(&mut self, header: &Cell<Header, M>, scope: u32, op_id: &[u8], rec: &[u8]) {
         let rec = OpRecord(rec.to_vec()).rescoped(scope);
         let key = OpKey(op_id.to_vec());
-        // `record` only sees ids absent from both generations; an imported id may not be, and
-        // a copy left in the other generation would shadow this one on lookup.
-        let fp = fingerprint(&key.0);
+        let fp = fingerprint(op_id);
         for (g, seen) in self.gens.iter_mut().zip(&self.seen) {
             if seen.contains(&fp) {
-                g.remove(&key);
+                match g.get(&key) {
+                    Some(old) if old.scope() != Some(scope) => return,
+                    // A copy left in the other generation would shadow the new one.
+                    Some(_) => {
+                        g.remove(&key);
+                    }
+                    None => {}
+                }
             }
         }
-        self.insert(header, key, rec);
+        let cur = header.get().op_gen as usize & 1;
+        self.seen[cur].insert(fp);
+        self.gens[cur].insert(key, rec);
     }
 
     pub fn record_count(&self) -> u64 {

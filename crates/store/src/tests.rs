@@ -854,3 +854,147 @@ fn untracked_subdbs_pay_nothing() {
     assert_eq!(s.pending_changes(id), 0);
     assert_eq!(s.header.get().dirty_version, 0);
 }
+
+/// Copies `id` of `src` into a new import of `dst` in one pass (no writes in between).
+fn copy_all(src: &mut Store<Mem>, dst: &mut Store<Mem>, id: SubDbId) -> (SubDbId, u64) {
+    src.begin_export(id).unwrap();
+    let t = dst.begin_import();
+    let (mut seq, mut token) = (0, None);
+    loop {
+        let (c, next) = src
+            .export_chunk(id, seq, token.as_deref(), 100_000)
+            .unwrap();
+        dst.import_chunk(t, &c).unwrap();
+        seq += 1;
+        match next {
+            Some(n) => token = Some(n),
+            None => return (t, seq),
+        }
+    }
+}
+
+#[test]
+fn metadata_changed_during_a_move_arrives_with_the_cutover() {
+    let (mut s, mut d) = (store(), store());
+    let id = s.create_subdb(None, Some(5), b"old-acl").unwrap();
+    s.put(None, id, b"a", b"1").unwrap();
+    let (t, seq) = copy_all(&mut s, &mut d, id);
+    s.set_meta(id, b"new-acl").unwrap();
+    let last = s.export_delta(id, seq, 0, 100_000, true).unwrap();
+    assert!(last.chunk.header.is_some());
+    d.import_chunk(t, &last.chunk).unwrap();
+    d.finish_import(t).unwrap();
+    assert_eq!(d.meta(t).unwrap(), b"new-acl");
+    assert_eq!(d.stats(t).unwrap().hard_cap, Some(5));
+}
+
+#[test]
+fn importing_op_records_keeps_another_subdbs_record_of_the_same_id() {
+    let (mut s, mut d) = (store(), store());
+    let c = d.create_subdb(None, None, b"").unwrap();
+    let (x, y) = (op(1), op(2));
+    let alice = |o| {
+        Some(OpCtx {
+            op_id: o,
+            salt: b"alice",
+        })
+    };
+    d.put(alice(&x), c, b"k", b"v1").unwrap();
+    d.put(alice(&y), c, b"k", b"v2").unwrap();
+    // Another caller used the same op id on the SubDB that moves in.
+    let id = s.create_subdb(None, None, b"").unwrap();
+    let bob = Some(OpCtx {
+        op_id: &x,
+        salt: b"bob",
+    });
+    s.put(bob, id, b"z", b"1").unwrap();
+    let (t, seq) = copy_all(&mut s, &mut d, id);
+    let last = s.export_delta(id, seq, 0, 100_000, true).unwrap();
+    d.import_chunk(t, &last.chunk).unwrap();
+    d.finish_import(t).unwrap();
+    // alice's retry still replays: v2 is not overwritten.
+    assert!(!d.put(alice(&x), c, b"k", b"v1").unwrap().replaced);
+    assert_eq!(d.get(c, b"k").unwrap().unwrap(), b"v2");
+}
+
+#[test]
+fn imported_op_records_outlive_window_later_local_records() {
+    let w = 10;
+    let mut s = open(&VectorMemory::default(), Config { op_window: w }).unwrap();
+    let mut d = open(&VectorMemory::default(), Config { op_window: w }).unwrap();
+    let id = s.create_subdb(None, None, b"").unwrap();
+    let mut n = 0u8;
+    let mut put = |s: &mut Store<Mem>, k: &[u8], v: &[u8]| {
+        n += 1;
+        let o = op(n);
+        s.put(ctx(&o), id, k, v).unwrap();
+        o
+    };
+    for i in 0..20u8 {
+        put(&mut s, &[i], b"old");
+    }
+    let newest: Vec<OpId> = (0..3u8).map(|i| put(&mut s, b"k", &[b'n', i])).collect();
+    let (t, seq) = copy_all(&mut s, &mut d, id);
+    for i in 0..7u8 {
+        put(&mut s, &[100 + i], b"during");
+    }
+    put(&mut s, b"k", b"latest");
+    let last = s.export_delta(id, seq, 0, 100_000, true).unwrap();
+    d.import_chunk(t, &last.chunk).unwrap();
+    d.finish_import(t).unwrap();
+    // The retry of the newest pre-move op replays at the new home, as at the old one.
+    let r = d.put(ctx(&newest[2]), t, b"k", &[b'n', 2]).unwrap();
+    assert!(r.replaced);
+    assert_eq!(d.get(t, b"k").unwrap().unwrap(), b"latest");
+    // Every imported record survives `w` later local records of the target.
+    let local = d.create_subdb(None, None, b"").unwrap();
+    for i in 0..w as u8 {
+        d.put(ctx(&OpId::from(vec![200 - i; 20])), local, &[i], b"x")
+            .unwrap();
+    }
+    assert_eq!(
+        d.put(ctx(&newest[2]), t, b"k", b"other"),
+        Err(PutError::OpIdConflict)
+    );
+}
+
+#[test]
+fn malformed_op_records_in_a_chunk_are_refused() {
+    let mut s = store();
+    let t = s.begin_import();
+    for (op_id, record) in [
+        (vec![1; 16], vec![0; 3]),
+        (vec![1; 40], vec![0; 24]),
+        (vec![1; 16], vec![9; 24]),
+    ] {
+        let c = Chunk {
+            ops: vec![OpEntry {
+                op_id: ByteBuf::from(op_id),
+                record: ByteBuf::from(record),
+            }],
+            ..Default::default()
+        };
+        assert_eq!(s.import_chunk(t, &c), Err(ImportError::MalformedOpRecord));
+    }
+}
+
+#[test]
+fn releasing_reclaims_logged_changes_in_bounded_steps() {
+    let mut s = store();
+    let id = s.create_subdb(None, None, b"").unwrap();
+    fill(&mut s, id, 10, 1);
+    s.begin_export(id).unwrap();
+    s.export_chunk(id, 0, None, 1 << 20).unwrap();
+    let n = 3 * PURGE_BATCH as u32;
+    for i in 0..n {
+        s.put(None, id, &(100 + i).to_be_bytes(), b"v").unwrap();
+    }
+    assert_eq!(s.pending_changes(id), n as u64);
+    s.set_frozen(id, true);
+    assert!(s.release(id));
+    // The release itself did at most one batch of work; the timer reclaims the rest.
+    assert!(s.pending_changes(id) >= n as u64 - PURGE_BATCH as u64);
+    while s.purge_step(PURGE_BATCH) > 0 || s.pending_changes(id) > 0 {}
+    assert_eq!(s.pending_changes(id), 0);
+    assert_eq!(s.totals().items, 0);
+}

@@ -156,6 +156,8 @@ pub enum ImportError {
     MetaTooLarge { len: u64, max: u64 },
     #[error("the import already finished")]
     AlreadyFinished,
+    #[error("a chunk's op-log record is malformed")]
+    MalformedOpRecord,
     #[error("only the index may call this")]
     NotAuthorized,
 }
