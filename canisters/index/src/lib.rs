@@ -83,6 +83,7 @@ fn start_timer() {
 fn mode(m: InstallMode) -> CanisterInstallMode {
     match m {
         InstallMode::Install => CanisterInstallMode::Install,
+        InstallMode::Reinstall => CanisterInstallMode::Reinstall,
         InstallMode::Upgrade => CanisterInstallMode::Upgrade(None),
     }
 }

@@ -28,6 +28,9 @@ pub struct Call {
 #[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InstallMode {
     Install,
+    /// Install over whatever is there: how a creation job retries an install whose outcome it
+    /// lost (the canister is its own, fresh, and holds nothing yet).
+    Reinstall,
     Upgrade,
 }
 

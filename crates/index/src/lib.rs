@@ -219,6 +219,10 @@ impl<M: Memory> Index<M> {
         }
         let jobs: Vec<(u64, JobRecord)> = self.jobs.iter().map(|e| e.into_pair()).collect();
         for (id, mut j) in jobs {
+            if j.call.is_some() && matches!(j.job, Job::Install { .. } | Job::InstallChunked { .. })
+            {
+                j.mode = InstallMode::Reinstall;
+            }
             j.call = None;
             self.jobs.insert(id, j);
         }
@@ -378,10 +382,11 @@ impl<M: Memory> Index<M> {
     }
 
     fn read_wasm(&self, slot: u8) -> Vec<u8> {
-        self.wasm[slot as usize]
-            .iter()
-            .flat_map(|e| e.value())
-            .collect()
+        let mut out = vec![];
+        for e in self.wasm[slot as usize].iter() {
+            out.extend_from_slice(&e.value());
+        }
+        out
     }
 
     fn active_wasm(&self) -> Option<Vec<u8>> {
@@ -685,14 +690,11 @@ impl<M: Memory> Index<M> {
             Ok(other) => Err(CreateError::PartitionUnavailable {
                 reason: format!("unexpected reply {other:?}"),
             }),
-            Err(Reject { message, certain }) => {
-                if certain {
-                    // Certainly not executed: release the name.
-                    self.directory.remove(&key);
-                    self.pending.remove(&key);
-                    self.forget_op(&entry.op_id);
-                }
-                // Otherwise the entry stays reserved; a retry or `tick` re-drives it.
+            Err(Reject { message, .. }) => {
+                // Even a clean reject of this attempt says nothing of earlier ones with the same
+                // op id (a lost reply, a call forgotten across an upgrade): the name stays
+                // reserved and a retry or `tick` re-drives the identical call until the
+                // partition answers. Only the partition's own refusal releases the name.
                 Err(CreateError::PartitionUnavailable { reason: message })
             }
         }
@@ -1080,9 +1082,13 @@ impl<M: Memory> Index<M> {
                     hashes,
                 })
             }
-            // A failed step is retried by the next tick. A lost `create_canister` reply may
-            // leave an orphan canister behind: the management canister offers no way to
-            // deduplicate creations.
+            // A failed step is retried by the next tick. An install may have run although its
+            // reply was lost: retry it as a reinstall. A lost `create_canister` reply may leave
+            // an orphan canister behind: the management canister cannot deduplicate creations.
+            (Job::Install { .. } | Job::InstallChunked { .. }, _) => {
+                rec.mode = InstallMode::Reinstall;
+                None
+            }
             _ => None,
         };
         if let Some(job) = next {

@@ -333,6 +333,31 @@ fn large_wasm_installs_through_the_chunk_store() {
 }
 
 #[test]
+fn an_install_whose_outcome_was_lost_is_retried_as_a_reinstall() {
+    let (_, mut index) = fresh();
+    upload(&mut index, WASM);
+    let c = index.tick(&env(p(ADMIN)));
+    let r = index.on_reply(
+        &env(p(ADMIN)),
+        c[0].id,
+        Ok(Response::CanisterCreated(p(101))),
+    );
+    let lost = Reject {
+        message: "lost".into(),
+        certain: false,
+    };
+    index.on_reply(&env(p(ADMIN)), r.calls[0].id, Err(lost));
+    let again = index.tick(&env(p(ADMIN)));
+    assert!(matches!(
+        again[0].request,
+        Request::InstallCode {
+            mode: InstallMode::Reinstall,
+            ..
+        }
+    ));
+}
+
+#[test]
 fn failed_creation_steps_are_retried_by_tick() {
     let (_, mut index) = fresh();
     upload(&mut index, WASM);
@@ -438,7 +463,7 @@ fn create_argument_errors_change_nothing() {
 }
 
 #[test]
-fn pending_create_waits_retries_and_releases() {
+fn pending_create_waits_retries_and_releases_only_on_refusal() {
     let (_, mut index) = fresh();
     upload(&mut index, WASM);
     provision(&mut index, &mut 0);
@@ -480,13 +505,21 @@ fn pending_create_waits_retries_and_releases() {
         ))))
     );
     let fresh_try = awaited(index.create_subdb(&a, create_req("k", 1)));
-    // A certain reject releases the name too.
+    // A clean reject of this attempt cannot speak for earlier ones with the same op id: the
+    // name stays reserved and `tick` re-drives the identical call.
     let certain = Reject {
         message: "stopped".into(),
         certain: true,
     };
     index.on_reply(&a, fresh_try.id, Err(certain));
-    assert_eq!(index.stats().subdbs, 0);
+    assert_eq!(index.stats().subdbs, 1);
+    assert_eq!(index.route(&["k".into()]).unwrap(), vec![None]);
+    let redo = index
+        .tick(&a)
+        .into_iter()
+        .find(|c| matches!(c.request, Request::CreateSubDb(_)))
+        .unwrap();
+    assert_eq!(redo.request, fresh_try.request);
 }
 
 #[test]

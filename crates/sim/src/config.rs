@@ -1,0 +1,285 @@
+//! The knobs of one run. [`SimConfig::from_seed`] draws them from the seed; every field can
+//! be overridden afterwards (the CLI demo and tests do), and the run header prints them all.
+
+use crate::faults::Faults;
+use crate::rng::SimRng;
+use std::fmt;
+use std::str::FromStr;
+
+/// Bugs the simulator can plant in its own world (never in production code) to prove the
+/// checkers catch them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlantedBugs {
+    /// Clients retry mutations with a NEW op id, so a retry after a lost reply applies twice
+    /// (caught by the exactly-once checker).
+    pub fresh_op_id_on_retry: bool,
+    /// The world deletes the `puts` of every `export_delta` reply in transit, so writes made
+    /// during a move's copy are lost at the new home (caught by the content checker).
+    pub drop_delta_puts: bool,
+}
+
+/// A planted bug by name (CLI `--plant`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bug {
+    FreshOpIdOnRetry,
+    DropDeltaPuts,
+}
+
+impl Bug {
+    pub const ALL: [Bug; 2] = [Bug::FreshOpIdOnRetry, Bug::DropDeltaPuts];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::FreshOpIdOnRetry => "fresh-op-id-on-retry",
+            Bug::DropDeltaPuts => "drop-delta-puts",
+        }
+    }
+
+    pub fn plant(self, bugs: &mut PlantedBugs) {
+        match self {
+            Bug::FreshOpIdOnRetry => bugs.fresh_op_id_on_retry = true,
+            Bug::DropDeltaPuts => bugs.drop_delta_puts = true,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown bug {0:?}; known: fresh-op-id-on-retry, drop-delta-puts")]
+pub struct UnknownBug(pub String);
+
+impl FromStr for Bug {
+    type Err = UnknownBug;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Bug::ALL
+            .into_iter()
+            .find(|b| b.name() == s)
+            .ok_or_else(|| UnknownBug(s.to_string()))
+    }
+}
+
+impl fmt::Display for Bug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Relative weights of the operations a client picks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpMix {
+    pub create_subdb: u64,
+    pub delete_subdb: u64,
+    pub put: u64,
+    pub delete: u64,
+    pub get: u64,
+    pub scan: u64,
+}
+
+impl Default for OpMix {
+    fn default() -> Self {
+        OpMix {
+            create_subdb: 4,
+            delete_subdb: 1,
+            put: 45,
+            delete: 8,
+            get: 25,
+            scan: 12,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimConfig {
+    pub seed: u64,
+    /// Client operations to complete before the end phase (drain, quiescence, final checks).
+    pub ops: u64,
+    pub clients: usize,
+    /// Inter-canister calls and their replies each take `1..=latency_max` rounds.
+    pub latency_max: u64,
+    /// Ingress messages, queries and their answers each take `1..=ingress_latency_max` rounds.
+    pub ingress_latency_max: u64,
+    /// The index's timer (`tick`) runs every this many rounds (1 round = 1 s).
+    pub tick_every: u64,
+    /// Each partition's purge timer (`housekeep`) runs every this many rounds.
+    pub housekeep_every: u64,
+    pub spare_pool_target: u32,
+    /// `IndexInit.move_cap_bytes`: small, so partitions fill and moves happen.
+    pub move_cap_bytes: u64,
+    /// Values are `0..=max_value_bytes` long.
+    pub max_value_bytes: usize,
+    /// Keys are 1..=`key_max_len` letters from the first `key_letters` of `a..z`, so
+    /// overwrites and deletes of existing keys are common.
+    pub key_letters: u8,
+    pub key_max_len: usize,
+    /// Size of the (fake) partition module uploaded to the index; above 1.9 MB the index
+    /// installs through the chunk store.
+    pub wasm_bytes: usize,
+    pub op_mix: OpMix,
+    /// Scans ask for `1..=scan_limit_max` items per page (or the default, 100).
+    pub scan_limit_max: u32,
+    /// Full-content checks run every this many rounds (and at the end).
+    pub full_check_every: u64,
+    /// A read gives up (and counts as failed) after this many attempts.
+    pub max_read_attempts: u32,
+    /// A write still unacknowledged after this many attempts is a violation (stuck).
+    pub max_write_attempts: u32,
+    /// Largest backoff between retries, in rounds.
+    pub max_backoff: u64,
+    /// The running phase ends after `ops × max_rounds_per_op + 2,000` rounds even if not all
+    /// operations completed (a `NoQuiescence` violation): a wedged world stops early.
+    pub max_rounds_per_op: u64,
+    /// Rounds without any index work but stats (and no purging) that count as quiescent.
+    pub quiet_rounds: u64,
+    /// Rounds the end phase may take before the run reports that it never quiesced.
+    pub end_phase_max_rounds: u64,
+    /// The run stops (without its final checks) once this many violations are recorded: a
+    /// broken world only repeats itself.
+    pub halt_after_violations: usize,
+    /// The index's starting cycles balance.
+    pub index_cycles: u128,
+    pub faults: Faults,
+    pub bugs: PlantedBugs,
+}
+
+impl SimConfig {
+    /// Knobs drawn from the seed (from a stream of their own, so overriding a knob does not
+    /// change the rest of the run's decisions).
+    pub fn from_seed(seed: u64, ops: u64) -> SimConfig {
+        let mut r = SimRng::new(seed ^ 0x6b6e_6f62_735f_7631); // "knobs_v1"
+        let clients = r.range(2, 6) as usize;
+        let latency_max = r.range(1, 3);
+        let ingress_latency_max = r.range(1, 2);
+        let tick_every = r.range(2, 5);
+        let spare_pool_target = r.range(1, 2) as u32;
+        // Log-uniform 16 KB ..= 96 KB: small, so partitions pass it within a short run.
+        let move_cap_bytes = (16_000.0 * 6f64.powf(r.unit())) as u64;
+        let max_value_bytes = r.range(1_000, 3_000) as usize;
+        let key_letters = r.range(3, 6) as u8;
+        let key_max_len = r.range(1, 3) as usize;
+        let wasm_bytes = if r.chance(0.2) {
+            r.range(1_900_001, 2_300_000) as usize
+        } else {
+            r.range(1_000, 300_000) as usize
+        };
+        let faults = Faults::random(&mut r);
+        SimConfig {
+            seed,
+            ops,
+            clients,
+            latency_max,
+            ingress_latency_max,
+            tick_every,
+            housekeep_every: 5,
+            spare_pool_target,
+            move_cap_bytes,
+            max_value_bytes,
+            key_letters,
+            key_max_len,
+            wasm_bytes,
+            op_mix: OpMix::default(),
+            scan_limit_max: 8,
+            full_check_every: 25,
+            max_read_attempts: 60,
+            max_write_attempts: 200,
+            max_backoff: 8,
+            max_rounds_per_op: 10,
+            quiet_rounds: 40,
+            end_phase_max_rounds: 1_500,
+            halt_after_violations: 25,
+            index_cycles: 100_000_000_000_000_000,
+            faults,
+            bugs: PlantedBugs::default(),
+        }
+    }
+
+    pub fn with_bugs(mut self, bugs: PlantedBugs) -> Self {
+        self.bugs = bugs;
+        self
+    }
+
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// How to rerun this seed from the command line.
+    pub fn rerun_command(&self) -> String {
+        let mut s = format!(
+            "cargo run -p flotilla-sim --release -- --seeds {}..{} --ops {}",
+            self.seed,
+            self.seed + 1,
+            self.ops
+        );
+        if self.bugs.fresh_op_id_on_retry {
+            s.push_str(" --plant fresh-op-id-on-retry");
+        }
+        if self.bugs.drop_delta_puts {
+            s.push_str(" --plant drop-delta-puts");
+        }
+        if *self != SimConfig::from_seed(self.seed, self.ops).with_bugs(self.bugs) {
+            s = format!(
+                "run the same SimConfig again (its knobs differ from the seed's defaults, so \
+                 `{s}` alone does not reproduce it)"
+            );
+        }
+        s
+    }
+}
+
+impl fmt::Display for SimConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "seed={} ops={} clients={} latency_max={} ingress_latency_max={} tick_every={} \
+             spare_pool_target={} move_cap_bytes={} max_value_bytes={} keys={}x{} wasm_bytes={}",
+            self.seed,
+            self.ops,
+            self.clients,
+            self.latency_max,
+            self.ingress_latency_max,
+            self.tick_every,
+            self.spare_pool_target,
+            self.move_cap_bytes,
+            self.max_value_bytes,
+            self.key_letters,
+            self.key_max_len,
+            self.wasm_bytes
+        )?;
+        write!(f, "  faults: {}", self.faults)?;
+        if self.bugs != PlantedBugs::default() {
+            write!(f, "\n  planted bugs: {:?}", self.bugs)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knobs_are_per_seed() {
+        assert_eq!(SimConfig::from_seed(5, 100), SimConfig::from_seed(5, 100));
+        assert_ne!(SimConfig::from_seed(5, 100), SimConfig::from_seed(6, 100));
+        for s in 0..100 {
+            let c = SimConfig::from_seed(s, 10);
+            assert!(c.latency_max >= 1 && c.ingress_latency_max >= 1);
+            assert!((16_000..=96_000).contains(&c.move_cap_bytes));
+            assert!(c.spare_pool_target >= 1);
+        }
+    }
+
+    #[test]
+    fn bugs_parse_by_name() {
+        for b in Bug::ALL {
+            assert_eq!(b.name().parse::<Bug>(), Ok(b));
+        }
+        assert!("nope".parse::<Bug>().is_err());
+        let c = SimConfig::from_seed(3, 50).with_bugs(PlantedBugs {
+            drop_delta_puts: true,
+            ..Default::default()
+        });
+        assert!(c
+            .rerun_command()
+            .contains("--seeds 3..4 --ops 50 --plant drop-delta-puts"));
+    }
+}
