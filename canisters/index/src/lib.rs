@@ -3,18 +3,14 @@
 //! Endpoints decode, call the logic, perform the calls it asks for with ic-cdk and feed each
 //! result back as a message to the same state machine. Nothing else lives here.
 
-use candid::Principal;
+use candid::{CandidType, Deserialize, Principal};
 use flotilla_index::calls::{Call, CallResult, InstallMode, Reject, Request, Response};
 use flotilla_index::{Env, Finished, Index, Step};
 use flotilla_types::index::{
     AdminError, CreateError, CreateRequest, DeleteRequest, DeleteSubDbRequestError, IndexInit,
     IndexStats, RouteError, RoutesPage, RoutesRequest, UploadProgress, UploadWasmError, WasmChunk,
 };
-use flotilla_types::partition::{
-    BeginImportError, ExportDeltaReply, ExportReply, HousekeepingError, PartitionStats,
-    ReleaseError, StatsError,
-};
-use flotilla_types::{CreateSubDbError, DeleteSubDbError, ImportError, InnerKey, SubDbId};
+use flotilla_types::InnerKey;
 use ic_cdk::call::{Call as IcCall, CallErrorExt};
 use ic_management_canister_types::{
     CanisterIdRecord, CanisterInstallMode, CanisterSettings, ChunkHash, CreateCanisterArgs,
@@ -95,25 +91,40 @@ fn reject(e: impl CallErrorExt + std::fmt::Display) -> Reject {
     }
 }
 
+/// One call: Candid in, Candid out. A reply that does not decode was executed by the callee,
+/// so its outcome is uncertain.
+async fn call<A, R>(target: Principal, method: &str, arg: A, cycles: u128) -> Result<R, Reject>
+where
+    A: CandidType,
+    R: CandidType + for<'de> Deserialize<'de>,
+{
+    let reply = IcCall::unbounded_wait(target, method)
+        .with_arg(arg)
+        .with_cycles(cycles)
+        .await
+        .map_err(reject)?;
+    reply.candid::<R>().map_err(|e| Reject {
+        message: format!("undecodable reply: {e}"),
+        certain: false,
+    })
+}
+
 /// Performs one call the logic asked for and decodes its reply.
-async fn perform(call: Call) -> CallResult {
-    let target = call.target;
-    let res = match call.request {
+async fn perform(c: Call) -> CallResult {
+    let (t, method) = (c.target, c.request.method());
+    let me = ic_cdk::api::canister_self;
+    let version = || Some(ic_cdk::api::canister_version());
+    match c.request {
         Request::CreateCanister { cycles } => {
             let args = CreateCanisterArgs {
                 settings: Some(CanisterSettings {
-                    controllers: Some(vec![ic_cdk::api::canister_self()]),
+                    controllers: Some(vec![me()]),
                     ..Default::default()
                 }),
-                sender_canister_version: Some(ic_cdk::api::canister_version()),
+                sender_canister_version: version(),
             };
-            IcCall::unbounded_wait(target, "create_canister")
-                .with_arg(args)
-                .with_cycles(cycles)
-                .await
-                .map_err(reject)?
-                .candid::<CanisterIdRecord>()
-                .map(|r| Response::CanisterCreated(r.canister_id))
+            let r: CanisterIdRecord = call(t, method, args, cycles).await?;
+            Ok(Response::CanisterCreated(r.canister_id))
         }
         Request::InstallCode {
             canister,
@@ -126,12 +137,9 @@ async fn perform(call: Call) -> CallResult {
                 canister_id: canister,
                 wasm_module: wasm.into_vec(),
                 arg: arg.into_vec(),
-                sender_canister_version: Some(ic_cdk::api::canister_version()),
+                sender_canister_version: version(),
             };
-            IcCall::unbounded_wait(target, "install_code")
-                .with_arg(args)
-                .await
-                .map_err(reject)?;
+            call::<_, ()>(t, method, args, 0).await?;
             Ok(Response::Installed)
         }
         Request::UploadChunk { canister, chunk } => {
@@ -139,14 +147,10 @@ async fn perform(call: Call) -> CallResult {
                 canister_id: canister,
                 chunk: chunk.into_vec(),
             };
-            IcCall::unbounded_wait(target, "upload_chunk")
-                .with_arg(args)
-                .await
-                .map_err(reject)?
-                .candid::<ChunkHash>()
-                .map(|h| Response::ChunkUploaded {
-                    hash: ByteBuf::from(h.hash),
-                })
+            let h: ChunkHash = call(t, method, args, 0).await?;
+            Ok(Response::ChunkUploaded {
+                hash: ByteBuf::from(h.hash),
+            })
         }
         Request::InstallChunkedCode {
             canister,
@@ -165,80 +169,22 @@ async fn perform(call: Call) -> CallResult {
                     .collect(),
                 wasm_module_hash: wasm_sha256.into_vec(),
                 arg: arg.into_vec(),
-                sender_canister_version: Some(ic_cdk::api::canister_version()),
+                sender_canister_version: version(),
             };
-            IcCall::unbounded_wait(target, "install_chunked_code")
-                .with_arg(args)
-                .await
-                .map_err(reject)?;
+            call::<_, ()>(t, method, args, 0).await?;
             Ok(Response::Installed)
         }
-        Request::CreateSubDb(args) => IcCall::unbounded_wait(target, "create_subdb_local")
-            .with_arg(args)
-            .await
-            .map_err(reject)?
-            .candid::<Result<SubDbId, CreateSubDbError>>()
-            .map(Response::SubDbCreated),
-        Request::DeleteSubDb(args) => IcCall::unbounded_wait(target, "delete_subdb")
-            .with_arg(args)
-            .await
-            .map_err(reject)?
-            .candid::<Result<(), DeleteSubDbError>>()
-            .map(Response::SubDbDeleted),
-        Request::Stats(args) => IcCall::unbounded_wait(target, "stats")
-            .with_arg(args)
-            .await
-            .map_err(reject)?
-            .candid::<Result<PartitionStats, StatsError>>()
-            .map(Response::Stats),
-        Request::BeginImport(args) => IcCall::unbounded_wait(target, "begin_import")
-            .with_arg(args)
-            .await
-            .map_err(reject)?
-            .candid::<Result<SubDbId, BeginImportError>>()
-            .map(Response::ImportBegun),
-        Request::BeginExport(args) => IcCall::unbounded_wait(target, "begin_export")
-            .with_arg(args)
-            .await
-            .map_err(reject)?
-            .candid::<Result<(), HousekeepingError>>()
-            .map(Response::ExportBegun),
-        Request::ExportChunk(args) => IcCall::unbounded_wait(target, "export_chunk")
-            .with_arg(args)
-            .await
-            .map_err(reject)?
-            .candid::<Result<ExportReply, HousekeepingError>>()
-            .map(Response::Exported),
-        Request::ExportDelta(args) => IcCall::unbounded_wait(target, "export_delta")
-            .with_arg(args)
-            .await
-            .map_err(reject)?
-            .candid::<Result<ExportDeltaReply, HousekeepingError>>()
-            .map(Response::DeltaExported),
-        Request::ImportChunk(args) => IcCall::unbounded_wait(target, "import_chunk")
-            .with_arg(args)
-            .await
-            .map_err(reject)?
-            .candid::<Result<(), ImportError>>()
-            .map(Response::Imported),
-        Request::Release(args) => IcCall::unbounded_wait(target, "release")
-            .with_arg(args)
-            .await
-            .map_err(reject)?
-            .candid::<Result<(), ReleaseError>>()
-            .map(Response::Released),
-        Request::AbortImport(subdb) => IcCall::unbounded_wait(target, "abort_import")
-            .with_arg(subdb)
-            .await
-            .map_err(reject)?
-            .candid::<Result<(), ImportError>>()
-            .map(Response::ImportAborted),
-    };
-    // A reply that does not decode was executed by the callee: its outcome is uncertain.
-    res.map_err(|e| Reject {
-        message: format!("undecodable reply: {e}"),
-        certain: false,
-    })
+        Request::CreateSubDb(a) => call(t, method, a, 0).await.map(Response::SubDbCreated),
+        Request::DeleteSubDb(a) => call(t, method, a, 0).await.map(Response::SubDbDeleted),
+        Request::Stats(a) => call(t, method, a, 0).await.map(Response::Stats),
+        Request::BeginImport(a) => call(t, method, a, 0).await.map(Response::ImportBegun),
+        Request::BeginExport(a) => call(t, method, a, 0).await.map(Response::ExportBegun),
+        Request::ExportChunk(a) => call(t, method, a, 0).await.map(Response::Exported),
+        Request::ExportDelta(a) => call(t, method, a, 0).await.map(Response::DeltaExported),
+        Request::ImportChunk(a) => call(t, method, a, 0).await.map(Response::Imported),
+        Request::Release(a) => call(t, method, a, 0).await.map(Response::Released),
+        Request::AbortImport(a) => call(t, method, a, 0).await.map(Response::ImportAborted),
+    }
 }
 
 /// Performs background calls; each reply is fed back and its follow-ups dispatched in turn.

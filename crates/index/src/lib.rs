@@ -158,17 +158,10 @@ impl<M: Memory> Index<M> {
             spare_pool_target: init.spare_pool_target.unwrap_or(DEFAULT_SPARE_POOL_TARGET),
             move_cap_bytes: init.move_cap_bytes.unwrap_or(DEFAULT_MOVE_CAP_BYTES),
             partition_cycles: init.partition_cycles.unwrap_or(DEFAULT_PARTITION_CYCLES),
-            placement: Placement::LastWithRoom,
             inline_install_limit: DEFAULT_INLINE_INSTALL_LIMIT,
             op_window: DEFAULT_OP_WINDOW,
             stats_period_ns: DEFAULT_STATS_PERIOD_NS,
-            routing_version: 0,
-            next_call_id: 0,
-            next_job_id: 0,
-            next_op_seq: 0,
-            next_partition_seq: 0,
-            wasm: None,
-            upload: None,
+            ..Config::default()
         };
         let mut index = Self::with_memories(mem, config.clone());
         index.config.set(config);
@@ -178,25 +171,8 @@ impl<M: Memory> Index<M> {
     /// Re-opens the index from its memories (canister `post_upgrade`). Calls that were in
     /// flight are forgotten; `tick` re-drives their work idempotently.
     pub fn open(mem: impl FnMut(MemoryId) -> M) -> Result<Self, OpenError> {
-        let placeholder = Config {
-            magic: ByteBuf::new(),
-            version: 0,
-            admins: vec![],
-            spare_pool_target: 0,
-            move_cap_bytes: 0,
-            partition_cycles: 0,
-            placement: Placement::LastWithRoom,
-            inline_install_limit: 0,
-            op_window: 0,
-            stats_period_ns: 0,
-            routing_version: 0,
-            next_call_id: 0,
-            next_job_id: 0,
-            next_op_seq: 0,
-            next_partition_seq: 0,
-            wasm: None,
-            upload: None,
-        };
+        // Read back from memory; this value is only written to an empty memory (and refused).
+        let placeholder = Config::default();
         let mut index = Self::with_memories(mem, placeholder);
         let c = index.config.get();
         if c.magic.as_slice() != MAGIC {
@@ -850,27 +826,35 @@ impl<M: Memory> Index<M> {
     /// Where a new SubDB goes, per the placement policy; promotes a spare when needed.
     fn place(&mut self, env: &Env) -> Option<Principal> {
         match self.cfg().placement {
-            Placement::LastWithRoom => {
-                let cap = self.cfg().move_cap_bytes;
-                let parts = self.partitions_in_order();
-                if let Some((id, _)) = parts
-                    .iter()
-                    .rev()
-                    .find(|(_, r)| r.state == PartitionState::Active && r.bytes < cap)
-                {
-                    return Some(*id);
-                }
-                let (id, mut rec) = parts
-                    .into_iter()
-                    .find(|(_, r)| r.state == PartitionState::Spare)?;
-                rec.state = PartitionState::Active;
-                // Newest active partition from now on.
-                rec.seq = self.bump_partition_seq();
-                rec.stats_at = rec.stats_at.min(env.now);
-                self.registry.insert(id, rec);
-                Some(id)
-            }
+            Placement::LastWithRoom => self.newest_with_room(env, None, 1),
         }
+    }
+
+    /// The newest active partition (other than `exclude`) with room for `need` more bytes
+    /// under the move cap, else the oldest spare, promoted to active and newest.
+    pub(crate) fn newest_with_room(
+        &mut self,
+        env: &Env,
+        exclude: Option<Principal>,
+        need: u64,
+    ) -> Option<Principal> {
+        let cap = self.cfg().move_cap_bytes;
+        let parts = self.partitions_in_order();
+        if let Some((id, _)) = parts.iter().rev().find(|(id, r)| {
+            Some(*id) != exclude
+                && r.state == PartitionState::Active
+                && r.bytes.saturating_add(need) <= cap
+        }) {
+            return Some(*id);
+        }
+        let (id, mut rec) = parts
+            .into_iter()
+            .find(|(_, r)| r.state == PartitionState::Spare)?;
+        rec.state = PartitionState::Active;
+        rec.seq = self.bump_partition_seq();
+        rec.stats_at = rec.stats_at.min(env.now);
+        self.registry.insert(id, rec);
+        Some(id)
     }
 
     fn bump_partition_seq(&mut self) -> u64 {

@@ -24,7 +24,7 @@ use crate::calls::{Call, CallResult, Request, Response};
 use crate::records::*;
 use crate::{Env, Index};
 use candid::Principal;
-use flotilla_types::index::{MoveInfo, PartitionState};
+use flotilla_types::index::MoveInfo;
 use flotilla_types::limits::REPLY_BUDGET_BYTES;
 use flotilla_types::partition::{
     BeginExportArgs, BeginImportArgs, ExportArgs, ExportDeltaArgs, HousekeepingError,
@@ -122,7 +122,7 @@ impl<M: Memory> Index<M> {
         let Some((bytes, outer_key, source)) = candidate else {
             return vec![];
         };
-        let Some(target) = self.move_target(env, partition, bytes) else {
+        let Some(target) = self.newest_with_room(env, Some(partition), bytes) else {
             // No room anywhere: make sure a partition is on its way.
             if self.jobs.is_empty() && self.cfg().wasm.is_some() {
                 self.new_job();
@@ -156,25 +156,6 @@ impl<M: Memory> Index<M> {
             self.registry.insert(target, rec);
         }
         self.drive_move(&outer_key)
-    }
-
-    /// The newest active partition other than `source` with room for `bytes`, else a spare.
-    fn move_target(&mut self, env: &Env, source: Principal, bytes: u64) -> Option<Principal> {
-        let cap = self.cfg().move_cap_bytes;
-        let parts = self.partitions_in_order();
-        if let Some((id, _)) = parts.iter().rev().find(|(id, r)| {
-            *id != source && r.state == PartitionState::Active && r.bytes + bytes <= cap
-        }) {
-            return Some(*id);
-        }
-        let (id, mut rec) = parts
-            .into_iter()
-            .find(|(_, r)| r.state == PartitionState::Spare)?;
-        rec.state = PartitionState::Active;
-        rec.seq = self.bump_partition_seq();
-        rec.stats_at = rec.stats_at.min(env.now);
-        self.registry.insert(id, rec);
-        Some(id)
     }
 
     fn move_call(

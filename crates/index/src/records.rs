@@ -68,7 +68,7 @@ pub struct Upload {
     pub received: u64,
 }
 
-#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct Config {
     pub magic: ByteBuf,
     pub version: u16,
