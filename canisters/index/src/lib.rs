@@ -3,8 +3,8 @@
 //! Endpoints decode, call the logic, perform the calls it asks for with ic-cdk and feed each
 //! result back as a message to the same state machine. Nothing else lives here.
 
-use candid::{CandidType, Deserialize, Principal};
-use flotilla_index::calls::{Call, CallResult, InstallMode, Reject, Request, Response};
+use candid::Principal;
+use flotilla_index::calls::{Call, CallResult, Reject, Sender};
 use flotilla_index::{Env, Finished, Index, Step};
 use flotilla_types::index::{
     AdminError, CreateError, CreateRequest, DeleteRequest, DeleteSubDbRequestError, IndexInit,
@@ -12,13 +12,8 @@ use flotilla_types::index::{
 };
 use flotilla_types::InnerKey;
 use ic_cdk::call::{Call as IcCall, CallErrorExt};
-use ic_management_canister_types::{
-    CanisterIdRecord, CanisterInstallMode, CanisterSettings, ChunkHash, CreateCanisterArgs,
-    InstallChunkedCodeArgs, InstallCodeArgs, UploadChunkArgs,
-};
 use ic_stable_structures::memory_manager::{MemoryManager, VirtualMemory};
 use ic_stable_structures::DefaultMemoryImpl;
-use serde_bytes::ByteBuf;
 use std::cell::RefCell;
 use std::time::Duration;
 
@@ -76,14 +71,6 @@ fn start_timer() {
     });
 }
 
-fn mode(m: InstallMode) -> CanisterInstallMode {
-    match m {
-        InstallMode::Install => CanisterInstallMode::Install,
-        InstallMode::Reinstall => CanisterInstallMode::Reinstall,
-        InstallMode::Upgrade => CanisterInstallMode::Upgrade(None),
-    }
-}
-
 fn reject(e: impl CallErrorExt + std::fmt::Display) -> Reject {
     Reject {
         message: e.to_string(),
@@ -91,100 +78,24 @@ fn reject(e: impl CallErrorExt + std::fmt::Display) -> Reject {
     }
 }
 
-/// One call: Candid in, Candid out. A reply that does not decode was executed by the callee,
-/// so its outcome is uncertain.
-async fn call<A, R>(target: Principal, method: &str, arg: A, cycles: u128) -> Result<R, Reject>
-where
-    A: CandidType,
-    R: CandidType + for<'de> Deserialize<'de>,
-{
-    let reply = IcCall::unbounded_wait(target, method)
-        .with_arg(arg)
-        .with_cycles(cycles)
+/// Performs one call the logic asked for: its wire form and the decoding of the reply are
+/// the logic's own ([`Request::encode`], [`Request::decode_reply`]). A reply that does not
+/// decode was executed by the callee, so its outcome is uncertain.
+async fn perform(c: Call) -> CallResult {
+    let sender = Sender {
+        id: ic_cdk::api::canister_self(),
+        canister_version: Some(ic_cdk::api::canister_version()),
+    };
+    let arg = c.request.encode(sender);
+    let reply = IcCall::unbounded_wait(c.target, c.request.method())
+        .with_raw_args(&arg)
+        .with_cycles(c.request.cycles())
         .await
         .map_err(reject)?;
-    reply.candid::<R>().map_err(|e| Reject {
-        message: format!("undecodable reply: {e}"),
+    c.request.decode_reply(&reply).map_err(|message| Reject {
+        message,
         certain: false,
     })
-}
-
-/// Performs one call the logic asked for and decodes its reply.
-async fn perform(c: Call) -> CallResult {
-    let (t, method) = (c.target, c.request.method());
-    let me = ic_cdk::api::canister_self;
-    let version = || Some(ic_cdk::api::canister_version());
-    match c.request {
-        Request::CreateCanister { cycles } => {
-            let args = CreateCanisterArgs {
-                settings: Some(CanisterSettings {
-                    controllers: Some(vec![me()]),
-                    ..Default::default()
-                }),
-                sender_canister_version: version(),
-            };
-            let r: CanisterIdRecord = call(t, method, args, cycles).await?;
-            Ok(Response::CanisterCreated(r.canister_id))
-        }
-        Request::InstallCode {
-            canister,
-            mode: m,
-            wasm,
-            arg,
-        } => {
-            let args = InstallCodeArgs {
-                mode: mode(m),
-                canister_id: canister,
-                wasm_module: wasm.into_vec(),
-                arg: arg.into_vec(),
-                sender_canister_version: version(),
-            };
-            call::<_, ()>(t, method, args, 0).await?;
-            Ok(Response::Installed)
-        }
-        Request::UploadChunk { canister, chunk } => {
-            let args = UploadChunkArgs {
-                canister_id: canister,
-                chunk: chunk.into_vec(),
-            };
-            let h: ChunkHash = call(t, method, args, 0).await?;
-            Ok(Response::ChunkUploaded {
-                hash: ByteBuf::from(h.hash),
-            })
-        }
-        Request::InstallChunkedCode {
-            canister,
-            mode: m,
-            chunk_hashes,
-            wasm_sha256,
-            arg,
-        } => {
-            let args = InstallChunkedCodeArgs {
-                mode: mode(m),
-                target_canister: canister,
-                store_canister: None,
-                chunk_hashes_list: chunk_hashes
-                    .into_iter()
-                    .map(|h| ChunkHash { hash: h.into_vec() })
-                    .collect(),
-                wasm_module_hash: wasm_sha256.into_vec(),
-                arg: arg.into_vec(),
-                sender_canister_version: version(),
-            };
-            call::<_, ()>(t, method, args, 0).await?;
-            Ok(Response::Installed)
-        }
-        Request::CreateSubDb(a) => call(t, method, a, 0).await.map(Response::SubDbCreated),
-        Request::DeleteSubDb(a) => call(t, method, a, 0).await.map(Response::SubDbDeleted),
-        Request::Stats(a) => call(t, method, a, 0).await.map(Response::Stats),
-        Request::BeginImport(a) => call(t, method, a, 0).await.map(Response::ImportBegun),
-        Request::BeginExport(a) => call(t, method, a, 0).await.map(Response::ExportBegun),
-        Request::ExportChunk(a) => call(t, method, a, 0).await.map(Response::Exported),
-        Request::ExportDelta(a) => call(t, method, a, 0).await.map(Response::DeltaExported),
-        Request::ImportChunk(a) => call(t, method, a, 0).await.map(Response::Imported),
-        Request::Release(a) => call(t, method, a, 0).await.map(Response::Released),
-        Request::AbortImport(a) => call(t, method, a, 0).await.map(Response::ImportAborted),
-    }
 }
 
 /// Performs background calls; each reply is fed back and its follow-ups dispatched in turn.
@@ -292,5 +203,20 @@ mod tests {
         if let Err(e) = service_equal(CandidSource::Text(&committed), CandidSource::Text(&code)) {
             panic!("{path} is out of date ({e}). The code's interface:\n{code}");
         }
+    }
+
+    /// The dispatcher the simulator, the demo endpoint and the tests call this canister
+    /// through has exactly the committed interface: the same methods, kinds and types.
+    #[test]
+    fn dispatcher_matches_the_committed_did() {
+        let committed = include_str!("../index.did");
+        let (_, (env, service)) =
+            candid_parser::utils::instantiate_candid(CandidSource::Text(committed)).unwrap();
+        flotilla_types::dispatch::check_against_did(
+            env,
+            &service,
+            &flotilla_index::dispatch::methods(),
+        )
+        .unwrap_or_else(|e| panic!("flotilla_index::dispatch differs from index.did: {e}"));
     }
 }

@@ -220,4 +220,19 @@ mod tests {
             )
         });
     }
+
+    /// The dispatcher the simulator, the demo endpoint and the tests call this canister
+    /// through has exactly the committed interface: the same methods, kinds and types.
+    #[test]
+    fn dispatcher_matches_the_committed_did() {
+        let committed = include_str!("../partition.did");
+        let (_, (env, service)) =
+            candid_parser::utils::instantiate_candid(CandidSource::Text(committed)).unwrap();
+        flotilla_types::dispatch::check_against_did(
+            env,
+            &service,
+            &flotilla_partition::dispatch::methods(),
+        )
+        .unwrap_or_else(|e| panic!("flotilla_partition::dispatch differs from partition.did: {e}"));
+    }
 }

@@ -4,14 +4,24 @@
 //! simulator performs them and hands each result back through `Index::on_reply` with the
 //! call's id. The [`Request`] enum is the whole boundary: each variant maps to one
 //! management-canister or partition method.
+//!
+//! The wire form lives here too, once: [`Request::encode`] gives the method's Candid argument
+//! and [`Request::decode_reply`] turns the callee's Candid reply into a [`Response`]. The
+//! canister glue sends exactly these bytes; the simulator and the tests deliver them to the
+//! partition's dispatcher (`flotilla_partition::dispatch`) and to their management canister.
 
 use candid::{CandidType, Principal};
+use flotilla_types::dispatch::{decode_args, encode_args};
 use flotilla_types::partition::{
     BeginExportArgs, BeginImportArgs, BeginImportError, CreateLocalArgs, DeleteSubDbArgs,
     ExportArgs, ExportDeltaArgs, ExportDeltaReply, ExportReply, HousekeepingError, ImportChunkArgs,
     PartitionStats, ReleaseArgs, ReleaseError, StatsArgs, StatsError,
 };
 use flotilla_types::{CreateSubDbError, DeleteSubDbError, ImportError, SubDbId};
+use ic_management_canister_types::{
+    CanisterIdRecord, CanisterInstallMode, CanisterSettings, ChunkHash, CreateCanisterArgs,
+    InstallChunkedCodeArgs, InstallCodeArgs, UploadChunkArgs,
+};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
@@ -96,6 +106,128 @@ impl Request {
             Request::Release(_) => "release",
             Request::AbortImport(_) => "abort_import",
         }
+    }
+}
+
+/// What the caller adds to a request's wire form: its own id (the controller of the canisters
+/// it creates) and its canister version (`sender_canister_version` of management calls).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sender {
+    pub id: Principal,
+    pub canister_version: Option<u64>,
+}
+
+impl From<InstallMode> for CanisterInstallMode {
+    fn from(m: InstallMode) -> Self {
+        match m {
+            InstallMode::Install => CanisterInstallMode::Install,
+            InstallMode::Reinstall => CanisterInstallMode::Reinstall,
+            InstallMode::Upgrade => CanisterInstallMode::Upgrade(None),
+        }
+    }
+}
+
+impl Request {
+    /// Cycles attached to the call.
+    pub fn cycles(&self) -> u128 {
+        match self {
+            Request::CreateCanister { cycles } => *cycles,
+            _ => 0,
+        }
+    }
+
+    /// The Candid argument of the callee's method.
+    pub fn encode(&self, sender: Sender) -> Vec<u8> {
+        let version = sender.canister_version;
+        match self {
+            Request::CreateCanister { .. } => encode_args((CreateCanisterArgs {
+                settings: Some(CanisterSettings {
+                    controllers: Some(vec![sender.id]),
+                    ..Default::default()
+                }),
+                sender_canister_version: version,
+            },)),
+            Request::InstallCode {
+                canister,
+                mode,
+                wasm,
+                arg,
+            } => encode_args((InstallCodeArgs {
+                mode: (*mode).into(),
+                canister_id: *canister,
+                wasm_module: wasm.to_vec(),
+                arg: arg.to_vec(),
+                sender_canister_version: version,
+            },)),
+            Request::UploadChunk { canister, chunk } => encode_args((UploadChunkArgs {
+                canister_id: *canister,
+                chunk: chunk.to_vec(),
+            },)),
+            Request::InstallChunkedCode {
+                canister,
+                mode,
+                chunk_hashes,
+                wasm_sha256,
+                arg,
+            } => encode_args((InstallChunkedCodeArgs {
+                mode: (*mode).into(),
+                target_canister: *canister,
+                store_canister: None,
+                chunk_hashes_list: chunk_hashes
+                    .iter()
+                    .map(|h| ChunkHash { hash: h.to_vec() })
+                    .collect(),
+                wasm_module_hash: wasm_sha256.to_vec(),
+                arg: arg.to_vec(),
+                sender_canister_version: version,
+            },)),
+            Request::CreateSubDb(a) => encode_args((a,)),
+            Request::DeleteSubDb(a) => encode_args((a,)),
+            Request::Stats(a) => encode_args((a,)),
+            Request::BeginImport(a) => encode_args((a,)),
+            Request::BeginExport(a) => encode_args((a,)),
+            Request::ExportChunk(a) => encode_args((a,)),
+            Request::ExportDelta(a) => encode_args((a,)),
+            Request::ImportChunk(a) => encode_args((a,)),
+            Request::Release(a) => encode_args((a,)),
+            Request::AbortImport(a) => encode_args((a,)),
+        }
+    }
+
+    /// Decodes the callee's reply to this request. A reply that does not decode came from a
+    /// callee that executed the call, so the caller must treat the outcome as uncertain.
+    pub fn decode_reply(&self, bytes: &[u8]) -> Result<Response, String> {
+        fn one<T: CandidType + for<'de> Deserialize<'de>>(
+            method: &str,
+            bytes: &[u8],
+        ) -> Result<T, String> {
+            decode_args::<(T,)>(method, bytes)
+                .map(|(t,)| t)
+                .map_err(|e| format!("undecodable reply: {e}"))
+        }
+        let m = self.method();
+        Ok(match self {
+            Request::CreateCanister { .. } => {
+                Response::CanisterCreated(one::<CanisterIdRecord>(m, bytes)?.canister_id)
+            }
+            Request::InstallCode { .. } | Request::InstallChunkedCode { .. } => {
+                decode_args::<()>(m, bytes).map_err(|e| format!("undecodable reply: {e}"))?;
+                Response::Installed
+            }
+            Request::UploadChunk { .. } => Response::ChunkUploaded {
+                hash: ByteBuf::from(one::<ChunkHash>(m, bytes)?.hash),
+            },
+            Request::CreateSubDb(_) => Response::SubDbCreated(one(m, bytes)?),
+            Request::DeleteSubDb(_) => Response::SubDbDeleted(one(m, bytes)?),
+            Request::Stats(_) => Response::Stats(one(m, bytes)?),
+            Request::BeginImport(_) => Response::ImportBegun(one(m, bytes)?),
+            Request::BeginExport(_) => Response::ExportBegun(one(m, bytes)?),
+            Request::ExportChunk(_) => Response::Exported(one(m, bytes)?),
+            Request::ExportDelta(_) => Response::DeltaExported(one(m, bytes)?),
+            Request::ImportChunk(_) => Response::Imported(one(m, bytes)?),
+            Request::Release(_) => Response::Released(one(m, bytes)?),
+            Request::AbortImport(_) => Response::ImportAborted(one(m, bytes)?),
+        })
     }
 }
 

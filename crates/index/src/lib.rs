@@ -15,6 +15,7 @@
 //! plain values: they cannot ask for a call.
 
 pub mod calls;
+pub mod dispatch;
 pub mod memory;
 pub mod moves;
 pub mod records;

@@ -5,8 +5,9 @@
 //! the source answering `Moved`, and the index idle.
 
 use candid::Principal;
-use flotilla_index::calls::{Call, CallResult, Reject, Request, Response};
+use flotilla_index::calls::{Call, CallResult, Reject, Request, Response, Sender};
 use flotilla_index::{Env, Index, Step};
+use flotilla_partition::dispatch::{self, Ctx};
 use flotilla_partition::Partition;
 use flotilla_store::Config;
 use flotilla_types::index::{CreateRequest, IndexInit, WasmChunk};
@@ -146,19 +147,19 @@ impl Net {
             };
         }
         let (_, part) = self.parts.get_mut(&call.target).expect("partition exists");
-        match &call.request {
-            Request::CreateSubDb(a) => Response::SubDbCreated(part.create_subdb_local(me, a)),
-            Request::DeleteSubDb(a) => Response::SubDbDeleted(part.delete_subdb(me, a)),
-            Request::Stats(a) => Response::Stats(part.stats(me, a, 0)),
-            Request::BeginImport(a) => Response::ImportBegun(part.begin_import(me, a)),
-            Request::BeginExport(a) => Response::ExportBegun(part.begin_export(me, a)),
-            Request::ExportChunk(a) => Response::Exported(part.export_chunk(me, a)),
-            Request::ExportDelta(a) => Response::DeltaExported(part.export_delta(me, a)),
-            Request::ImportChunk(a) => Response::Imported(part.import_chunk(me, a)),
-            Request::Release(a) => Response::Released(part.release(me, a)),
-            Request::AbortImport(t) => Response::ImportAborted(part.abort_import(me, *t)),
-            other => panic!("unexpected partition call {other:?}"),
-        }
+        // The wire form the canister glue sends, through the partition's own dispatcher.
+        let sender = Sender {
+            id: me,
+            canister_version: None,
+        };
+        let ctx = Ctx {
+            caller: me,
+            stable_memory_bytes: 0,
+        };
+        let arg = call.request.encode(sender);
+        let reply = dispatch::update(part, &ctx, call.request.method(), &arg)
+            .unwrap_or_else(|e| panic!("partition refused {}: {e}", call.request.method()));
+        call.request.decode_reply(&reply).unwrap()
     }
 
     /// Delivers one queued call, with `fault` if it is the move call aimed at.

@@ -34,6 +34,7 @@
 //! per-SubDB metadata blob). Memory ids: [`flotilla_store::memory`].
 
 pub mod access;
+pub mod dispatch;
 pub mod layout;
 
 use access::AccessView;

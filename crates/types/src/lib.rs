@@ -4,6 +4,7 @@
 //! replies and one error enum per operation. The storage engine (`flotilla-store`) returns these
 //! errors directly, so a limit is checked once and reported the same way on every layer.
 
+pub mod dispatch;
 pub mod errors;
 pub mod index;
 pub mod limits;

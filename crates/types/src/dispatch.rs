@@ -1,0 +1,239 @@
+//! What every canister boundary's dispatcher shares: a method's kind and signature, the
+//! typed error of a call that never reached the logic, and Candid decoding with quotas.
+//!
+//! A dispatcher maps a method name and its Candid argument bytes to the logic and encodes the
+//! reply, exactly as the canister's exported endpoint does. The simulator, the demo's IC HTTP
+//! endpoint and the tests call canisters through one (the partition's is
+//! `flotilla_partition::dispatch`, the index's `flotilla_index::dispatch`); a test per canister
+//! proves its method table equals the committed `.did`.
+
+use candid::types::internal::TypeContainer;
+use candid::types::{FuncMode, Function, Type, TypeInner};
+use candid::utils::{ArgumentDecoder, ArgumentEncoder};
+use candid::{DecoderConfig, TypeEnv};
+use thiserror::Error;
+
+/// How a method may be called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MethodKind {
+    /// Read-only; callable as a query or as an update.
+    Query,
+    /// Changes state; callable only as an update.
+    Update,
+}
+
+/// Adds one Rust type to a [`TypeContainer`] and returns its Candid type.
+pub type TypeOf = fn(&mut TypeContainer) -> Type;
+
+/// One method of a canister's interface: its name, kind, argument and reply types.
+#[derive(Clone, Debug)]
+pub struct MethodSig {
+    pub name: &'static str,
+    pub kind: MethodKind,
+    pub args: Vec<TypeOf>,
+    pub rets: Vec<TypeOf>,
+}
+
+/// The Candid type of `T`, for [`MethodSig`] tables.
+pub fn type_of<T: candid::CandidType>(c: &mut TypeContainer) -> Type {
+    c.add::<T>()
+}
+
+/// The service type of a method table, with the environment its named types live in.
+pub fn service_type(methods: &[MethodSig]) -> (TypeEnv, Type) {
+    let mut c = TypeContainer::new();
+    let mut service: Vec<(String, Type)> = methods
+        .iter()
+        .map(|m| {
+            let args = m.args.iter().map(|t| t(&mut c)).collect();
+            let rets = m.rets.iter().map(|t| t(&mut c)).collect();
+            let modes = match m.kind {
+                MethodKind::Query => vec![FuncMode::Query],
+                MethodKind::Update => vec![],
+            };
+            let f = TypeInner::Func(Function { modes, args, rets }).into();
+            (m.name.to_string(), f)
+        })
+        .collect();
+    service.sort_by(|a, b| a.0.cmp(&b.0));
+    (c.env, TypeInner::Service(service).into())
+}
+
+/// Checks that a method table is exactly a service from a `.did` file (its environment and
+/// service type, without init arguments): same methods, kinds and types.
+pub fn check_against_did(
+    mut did_env: TypeEnv,
+    did_service: &Type,
+    methods: &[MethodSig],
+) -> Result<(), String> {
+    let (env, service) = service_type(methods);
+    let service = did_env.merge_type(env, service);
+    let mut gamma = std::collections::HashSet::new();
+    candid::types::subtype::equal(&mut gamma, &did_env, did_service, &service)
+        .map_err(|e| e.to_string())
+}
+
+/// A call that did not reach the logic. On the IC each is a reject of the call, never a
+/// reply, and nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum DispatchError {
+    #[error("the canister has no method {method:?}")]
+    NoSuchMethod { method: String },
+    #[error("{method} is an update method and cannot be called as a query")]
+    NotAQuery { method: String },
+    #[error("the argument of {method} does not decode: {reason}")]
+    BadArgument { method: String, reason: String },
+}
+
+/// Decoding quota: Candid work units one argument may cost (see candid's `DecoderConfig`).
+/// The largest legitimate argument (a 2 MiB message of blobs) costs about its byte length;
+/// ten times the IC's message limit leaves room for any real argument and stops a crafted one
+/// (deep nesting, huge vector headers) long before it can burn the instruction limit.
+pub const DECODING_QUOTA: usize = 20 * 1024 * 1024;
+/// Skipping quota: work spent on fields the receiver does not know (a newer client's extra
+/// fields). Small: legitimate extensions are few.
+pub const SKIPPING_QUOTA: usize = 10_000;
+
+/// The decoder configuration of every dispatcher and client: [`DECODING_QUOTA`],
+/// [`SKIPPING_QUOTA`], and no full error messages (they could echo the input).
+pub fn decoder_config() -> DecoderConfig {
+    let mut c = DecoderConfig::new();
+    c.set_decoding_quota(DECODING_QUOTA)
+        .set_skipping_quota(SKIPPING_QUOTA)
+        .set_full_error_message(false);
+    c
+}
+
+/// Decodes a method's argument tuple under the quotas.
+pub fn decode_args<'a, T: ArgumentDecoder<'a>>(
+    method: &str,
+    bytes: &'a [u8],
+) -> Result<T, DispatchError> {
+    candid::utils::decode_args_with_config(bytes, &decoder_config()).map_err(|e| {
+        DispatchError::BadArgument {
+            method: method.to_string(),
+            reason: e.to_string(),
+        }
+    })
+}
+
+/// Encodes a reply tuple. Every type that crosses a boundary encodes; a failure here is a bug
+/// in a type definition, caught by the dispatchers' tests.
+pub fn encode_args<T: ArgumentEncoder>(value: T) -> Vec<u8> {
+    candid::utils::encode_args(value).expect("boundary types always encode")
+}
+
+/// Builds a dispatcher over a logic type from one table of methods: `query` (query methods
+/// only, on `&T`), `update` (every method, on `&mut T`; a query method called as an update
+/// runs as on the IC) and `methods()` (the signature table the `.did` tests compare).
+///
+/// Each entry names the method, its argument tuple and reply type, and the expression that
+/// calls the logic, with the logic object and the context bound to the names given.
+#[macro_export]
+macro_rules! dispatcher {
+    (
+        logic: $logic:ident < $g:ident : $bound:path >, ctx: $ctx:ty;
+        queries { $( $qname:ident ( $($qa:ident : $qt:ty),* ) -> $qr:ty = |$qs:ident, $qc:ident| $qbody:expr ; )* }
+        updates { $( $uname:ident ( $($ua:ident : $ut:ty),* ) -> $ur:ty = |$us:ident, $uc:ident| $ubody:expr ; )* }
+    ) => {
+        /// Every method of this boundary, with its kind and Candid types.
+        pub fn methods() -> Vec<$crate::dispatch::MethodSig> {
+            use $crate::dispatch::{type_of, TypeOf};
+            vec![
+                $( $crate::dispatch::MethodSig {
+                    name: stringify!($qname),
+                    kind: $crate::dispatch::MethodKind::Query,
+                    args: vec![$(type_of::<$qt> as TypeOf),*],
+                    rets: vec![type_of::<$qr> as TypeOf],
+                }, )*
+                $( $crate::dispatch::MethodSig {
+                    name: stringify!($uname),
+                    kind: $crate::dispatch::MethodKind::Update,
+                    args: vec![$(type_of::<$ut> as TypeOf),*],
+                    rets: vec![type_of::<$ur> as TypeOf],
+                }, )*
+            ]
+        }
+
+        /// The kind of `method`, if this boundary has it.
+        pub fn method_kind(method: &str) -> Option<$crate::dispatch::MethodKind> {
+            match method {
+                $( stringify!($qname) => Some($crate::dispatch::MethodKind::Query), )*
+                $( stringify!($uname) => Some($crate::dispatch::MethodKind::Update), )*
+                _ => None,
+            }
+        }
+
+        /// Runs a query method: Candid argument in, Candid reply out. Nothing changes.
+        #[allow(unused_variables)]
+        pub fn query<$g: $bound>(
+            logic: &$logic<$g>,
+            ctx: &$ctx,
+            method: &str,
+            arg: &[u8],
+        ) -> Result<Vec<u8>, $crate::dispatch::DispatchError> {
+            match method {
+                $( stringify!($qname) => {
+                    let ($($qa,)*): ($($qt,)*) = $crate::dispatch::decode_args(method, arg)?;
+                    let $qs = logic;
+                    let $qc = ctx;
+                    let reply: $qr = $qbody;
+                    Ok($crate::dispatch::encode_args((reply,)))
+                } )*
+                $( stringify!($uname) => Err($crate::dispatch::DispatchError::NotAQuery {
+                    method: method.to_string(),
+                }), )*
+                _ => Err($crate::dispatch::DispatchError::NoSuchMethod {
+                    method: method.to_string(),
+                }),
+            }
+        }
+
+        /// Runs any method as an update: Candid argument in, Candid reply out.
+        #[allow(unused_variables)]
+        pub fn update<$g: $bound>(
+            logic: &mut $logic<$g>,
+            ctx: &$ctx,
+            method: &str,
+            arg: &[u8],
+        ) -> Result<Vec<u8>, $crate::dispatch::DispatchError> {
+            match method {
+                $( stringify!($uname) => {
+                    let ($($ua,)*): ($($ut,)*) = $crate::dispatch::decode_args(method, arg)?;
+                    let $us = &mut *logic;
+                    let $uc = ctx;
+                    let reply: $ur = $ubody;
+                    Ok($crate::dispatch::encode_args((reply,)))
+                } )*
+                _ => query(&*logic, ctx, method, arg),
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding_reports_the_method_and_respects_the_quota() {
+        let ok: (u32,) = decode_args("m", &encode_args((7u32,))).unwrap();
+        assert_eq!(ok, (7,));
+        let e = decode_args::<(u32,)>("m", b"garbage").unwrap_err();
+        assert!(matches!(e, DispatchError::BadArgument { ref method, .. } if method == "m"));
+        // A vector of 10 M nulls is a few bytes on the wire but costs its length to decode.
+        let mut bomb = b"DIDL\x01\x6d\x7f\x01\x00".to_vec();
+        let mut n = 10_000_000u64;
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                bomb.push(b);
+                break;
+            }
+            bomb.push(b | 0x80);
+        }
+        let e = decode_args::<(Vec<()>,)>("m", &bomb).unwrap_err();
+        assert!(matches!(e, DispatchError::BadArgument { .. }), "{e:?}");
+    }
+}
