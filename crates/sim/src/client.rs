@@ -1,31 +1,33 @@
-//! Simulated clients: a faithful state machine of what the Rust client will do.
+//! Simulated users: the client crate's own core (`flotilla_client::core`) driven one message
+//! at a time.
 //!
-//! A client has a principal, a route cache (outer key → inner key) refreshed only when a
-//! partition says so (`Moved { to }`: use `to` directly; `UnknownSubDb`: ask the index's
-//! routing query, after a backoff), and one operation in flight at a time. Mutations carry a
-//! random 16-byte op id and are retried with the SAME op id after transient failures (reject,
-//! trap, lost reply, `WritesPaused`, `InProgress`, `NoCapacity`), after a random backoff.
+//! A user has a principal, a route cache, and one operation in flight at a time, run by a
+//! [`Machine`] from `flotilla-client`: the same state machine the Rust client runs over
+//! ic-agent or ic-cdk, so the swarm tests the retry and redirect policy users ship. The world
+//! delivers each call it asks for as Candid bytes, feeds the reply (or reject) back, and turns
+//! its backoffs into rounds. Mutations carry a random 16-byte op id; a retry keeps it.
 //!
-//! Each client owns the SubDBs it creates (unique outer keys, no other readers or writers),
-//! so the model of their contents is exact, and every acknowledged answer is checked against
-//! it on arrival (checkers 1 and 2).
+//! Each user owns the SubDBs it creates (unique outer keys, no other readers or writers), so
+//! the model of their contents is exact, and every final answer is checked against it on
+//! arrival (checkers 1 and 2).
 
 use crate::model::{Expect, ValueRef};
 use crate::report::{ik, ViolationKind};
-use crate::world::{ClientReply, IngressCall, QueryCall, World};
+use crate::world::{Origin, World, ROUND_NS};
 use candid::Principal;
+use flotilla_client::core::{Action, CallKind, Error, Machine, Policy, RouteCache};
+use flotilla_client::ops::{CreateSubDb, Delete, DropSubDb, Get, Operation, Put, ScanPageOp};
+use flotilla_client::TransportError;
 use flotilla_types::index::{CreateError, CreateRequest, DeleteRequest, DeleteSubDbRequestError};
-use flotilla_types::partition::{DeleteArgs, GetArgs, PutArgs, ScanRequest};
-use flotilla_types::{
-    DeleteError, DeleteSubDbError, GetError, InnerKey, OpId, PutError, ScanArgs, ScanError,
-};
+use flotilla_types::{OpId, PutError, ScanArgs};
 use serde_bytes::ByteBuf;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 pub(crate) struct Client {
     pub id: usize,
     pub principal: Principal,
-    pub routes: BTreeMap<String, InnerKey>,
+    pub routes: RouteCache,
     /// Live SubDBs this client created, in creation order.
     pub owned: Vec<String>,
     pub next_name: u32,
@@ -42,7 +44,7 @@ impl Client {
         Client {
             id,
             principal,
-            routes: BTreeMap::new(),
+            routes: RouteCache::default(),
             owned: vec![],
             next_name: 0,
             op: None,
@@ -53,15 +55,26 @@ impl Client {
     }
 }
 
-#[derive(Debug)]
 pub(crate) struct Op {
+    /// What the operation means for the model.
     pub kind: OpKind,
-    /// Mutations only.
-    pub op_id: Option<OpId>,
-    pub attempts: u32,
+    /// The client core running it.
+    pub machine: AnyMachine,
     pub started: u64,
-    /// What the last attempt ran into (for stuck-operation reports).
-    pub last: String,
+    /// First round this write met a paused SubDB, if it did.
+    pub paused_since: Option<u64>,
+}
+
+impl std::fmt::Debug for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?} since round {} ({} attempts)",
+            self.kind,
+            self.started,
+            self.machine.attempts()
+        )
+    }
 }
 
 #[derive(Debug)]
@@ -75,7 +88,6 @@ pub(crate) enum OpKind {
     Put {
         outer: String,
         key: Vec<u8>,
-        value: ByteBuf,
         vref: ValueRef,
     },
     Delete {
@@ -135,17 +147,99 @@ impl OpKind {
     }
 }
 
-/// What a client does after an answer.
-enum Next {
-    Done,
-    /// Retry after a backoff (transient failure).
-    Retry(String),
-    /// Send again now (route resolved, `Moved` followed, next scan page).
-    Now,
-    /// Forget the cached route, then retry after a backoff.
-    Reroute(String),
-    /// Give up: a failed read, or a violation already recorded for a write.
-    Abandon(String),
+/// The client core's machine of each operation kind.
+pub(crate) enum AnyMachine {
+    Create(Machine<CreateSubDb>),
+    Drop(Machine<DropSubDb>),
+    Put(Machine<Put>),
+    Delete(Machine<Delete>),
+    Get(Machine<Get>),
+    Scan(Machine<ScanPageOp>),
+}
+
+/// A final answer, typed by operation.
+enum Outcome {
+    Create(Result<flotilla_types::InnerKey, Error<CreateError>>),
+    Drop(Result<(), Error<DeleteSubDbRequestError>>),
+    Put(Result<flotilla_types::PutOutcome, Error<PutError>>),
+    Delete(Result<bool, Error<flotilla_types::DeleteError>>),
+    Get(Result<Option<ByteBuf>, Error<flotilla_types::GetError>>),
+    Scan(Result<flotilla_types::ScanPage, Error<flotilla_types::ScanError>>),
+}
+
+/// An action with its typed `Done` erased into [`Outcome`].
+enum Step {
+    Send(flotilla_client::Call),
+    Wait(u32),
+    Done(Outcome),
+}
+
+fn erase<T, E>(a: Action<T, E>, done: impl FnOnce(Result<T, Error<E>>) -> Outcome) -> Step {
+    match a {
+        Action::Send(c) => Step::Send(c),
+        Action::Wait { attempt } => Step::Wait(attempt),
+        Action::Done(r) => Step::Done(done(r)),
+    }
+}
+
+macro_rules! each_machine {
+    ($m:expr, $x:ident => $body:expr, $wrap:ident) => {
+        match $m {
+            AnyMachine::Create($x) => erase($body, Outcome::Create),
+            AnyMachine::Drop($x) => erase($body, Outcome::Drop),
+            AnyMachine::Put($x) => erase($body, Outcome::Put),
+            AnyMachine::Delete($x) => erase($body, Outcome::Delete),
+            AnyMachine::Get($x) => erase($body, Outcome::Get),
+            AnyMachine::Scan($x) => erase($body, Outcome::Scan),
+        }
+    };
+}
+
+impl AnyMachine {
+    fn resume(&mut self, cache: &RouteCache) -> Step {
+        each_machine!(self, m => m.resume(cache), wrap)
+    }
+
+    fn on_reply(&mut self, cache: &mut RouteCache, r: Result<Vec<u8>, TransportError>) -> Step {
+        each_machine!(self, m => m.on_reply(cache, r), wrap)
+    }
+
+    pub fn attempts(&self) -> u32 {
+        match self {
+            AnyMachine::Create(m) => m.attempts(),
+            AnyMachine::Drop(m) => m.attempts(),
+            AnyMachine::Put(m) => m.attempts(),
+            AnyMachine::Delete(m) => m.attempts(),
+            AnyMachine::Get(m) => m.attempts(),
+            AnyMachine::Scan(m) => m.attempts(),
+        }
+    }
+
+    /// Whether the last transient answer was a write pause.
+    fn paused(&self) -> bool {
+        let paused = |t: Option<&flotilla_client::Transient>| matches!(t, Some(flotilla_client::Transient::Answer(a)) if a == &PutError::WritesPaused.to_string());
+        match self {
+            AnyMachine::Put(m) => paused(m.last_transient()),
+            AnyMachine::Delete(m) => paused(m.last_transient()),
+            _ => false,
+        }
+    }
+
+    /// Planted bug: a retry with a new op id.
+    fn set_op_id(&mut self, id: OpId) {
+        match self {
+            AnyMachine::Create(m) => m.op_mut().0.op_id = id,
+            AnyMachine::Drop(m) => m.op_mut().0.op_id = id,
+            AnyMachine::Put(m) => m.op_mut().op_id = id,
+            AnyMachine::Delete(m) => m.op_mut().op_id = id,
+            AnyMachine::Get(_) | AnyMachine::Scan(_) => {}
+        }
+    }
+}
+
+/// Rounds a backoff takes (one round is one second).
+fn rounds(d: Duration) -> u64 {
+    (d.as_nanos() as u64).div_ceil(ROUND_NS).max(1)
 }
 
 impl World {
@@ -153,11 +247,31 @@ impl World {
         OpId::from(self.rng.bytes(16))
     }
 
+    /// The client core's policy under this run's knobs: one-second base backoff (one round)
+    /// growing to `max_backoff` rounds, and the attempt budgets of reads and writes.
+    pub(crate) fn policy(&self, read: bool) -> Policy {
+        Policy {
+            max_attempts: if read {
+                self.cfg.max_read_attempts
+            } else {
+                self.cfg.max_write_attempts
+            }
+            .max(1),
+            max_redirects: 8,
+            base_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(self.cfg.max_backoff.max(1)),
+        }
+    }
+
     fn random_key(&mut self) -> Vec<u8> {
         let len = self.rng.range(1, self.cfg.key_max_len.max(1) as u64);
         (0..len)
             .map(|_| b'a' + self.rng.below(self.cfg.key_letters.max(1) as u64) as u8)
             .collect()
+    }
+
+    fn machine<O: Operation>(&self, op: O, read: bool) -> Machine<O> {
+        Machine::new(op, self.index_id, self.policy(read))
     }
 
     fn new_op(&mut self, i: usize) -> Op {
@@ -178,34 +292,62 @@ impl World {
         let choice = self.rng.weighted(&weights);
         let pick = self.rng.below(owned.max(1) as u64) as usize;
         let outer = self.clients[i].owned.get(pick).cloned().unwrap_or_default();
-        let (kind, op_id) = match choice {
+        let (kind, machine) = match choice {
             0 => {
                 let c = &mut self.clients[i];
                 let outer = format!("c{}/s{}", c.id, c.next_name);
                 c.next_name += 1;
-                (OpKind::CreateSubDb { outer }, Some(self.new_op_id()))
+                let req = CreateRequest {
+                    outer_key: outer.clone(),
+                    op_id: self.new_op_id(),
+                    hard_cap: None,
+                    owner: None,
+                    readers: vec![],
+                    writers: vec![],
+                };
+                let m = AnyMachine::Create(self.machine(CreateSubDb(req), false));
+                (OpKind::CreateSubDb { outer }, m)
             }
-            1 => (OpKind::DeleteSubDb { outer }, Some(self.new_op_id())),
+            1 => {
+                let req = DeleteRequest {
+                    outer_key: outer.clone(),
+                    op_id: self.new_op_id(),
+                };
+                let m = AnyMachine::Drop(self.machine(DropSubDb(req), false));
+                (OpKind::DeleteSubDb { outer }, m)
+            }
             2 => {
                 let key = self.random_key();
                 let len = self.rng.below(self.cfg.max_value_bytes as u64 + 1) as usize;
                 let value = self.rng.bytes(len);
                 let vref = ValueRef::of(&value);
-                let kind = OpKind::Put {
-                    outer,
-                    key,
+                let op = Put {
+                    outer: outer.clone(),
+                    key: ByteBuf::from(key.clone()),
                     value: ByteBuf::from(value),
-                    vref,
+                    op_id: self.new_op_id(),
                 };
-                (kind, Some(self.new_op_id()))
+                let m = AnyMachine::Put(self.machine(op, false));
+                (OpKind::Put { outer, key, vref }, m)
             }
             3 => {
                 let key = self.random_key();
-                (OpKind::Delete { outer, key }, Some(self.new_op_id()))
+                let op = Delete {
+                    outer: outer.clone(),
+                    key: ByteBuf::from(key.clone()),
+                    op_id: self.new_op_id(),
+                };
+                let m = AnyMachine::Delete(self.machine(op, false));
+                (OpKind::Delete { outer, key }, m)
             }
             4 => {
                 let key = self.random_key();
-                (OpKind::Get { outer, key }, None)
+                let op = Get {
+                    outer: outer.clone(),
+                    key: ByteBuf::from(key.clone()),
+                };
+                let m = AnyMachine::Get(self.machine(op, true));
+                (OpKind::Get { outer, key }, m)
             }
             _ => {
                 let mut start = self.rng.chance(0.3).then(|| self.random_key());
@@ -230,21 +372,25 @@ impl World {
                     max_bytes,
                     cursor: None,
                 };
+                let op = ScanPageOp {
+                    outer: outer.clone(),
+                    args: args.clone(),
+                };
+                let m = AnyMachine::Scan(self.machine(op, true));
                 let kind = OpKind::Scan {
                     outer,
                     args,
                     got: vec![],
                     pages: 0,
                 };
-                (kind, None)
+                (kind, m)
             }
         };
         Op {
             kind,
-            op_id,
-            attempts: 0,
+            machine,
             started: self.round,
-            last: String::new(),
+            paused_since: None,
         }
     }
 
@@ -254,89 +400,82 @@ impl World {
         if c.waiting || c.wake_at > self.round {
             return;
         }
-        if c.op.is_none() {
-            if !self.issuing || self.ops_started >= self.cfg.ops {
-                return;
+        let mut op = match self.clients[i].op.take() {
+            Some(op) => op,
+            None => {
+                if !self.issuing || self.ops_started >= self.cfg.ops {
+                    return;
+                }
+                self.ops_started += 1;
+                self.new_op(i)
             }
-            let op = self.new_op(i);
-            self.ops_started += 1;
-            self.clients[i].op = Some(op);
-        }
-        self.send_op(i);
-    }
-
-    fn send_op(&mut self, i: usize) {
-        let index = self.index_id;
-        let c = &self.clients[i];
-        let op = c.op.as_ref().expect("an op to send");
-        let op_id = || op.op_id.clone().expect("mutations carry an op id");
-        let route = c.routes.get(op.kind.outer()).copied();
-        enum Send {
-            Ingress(Principal, IngressCall),
-            Query(Principal, QueryCall),
-        }
-        let send = match (&op.kind, route) {
-            (OpKind::CreateSubDb { outer }, _) => Send::Ingress(
-                index,
-                IngressCall::CreateSubDb(CreateRequest {
-                    outer_key: outer.clone(),
-                    op_id: op_id(),
-                    hard_cap: None,
-                    owner: None,
-                    readers: vec![],
-                    writers: vec![],
-                }),
-            ),
-            (OpKind::DeleteSubDb { outer }, _) => Send::Ingress(
-                index,
-                IngressCall::DeleteSubDb(DeleteRequest {
-                    outer_key: outer.clone(),
-                    op_id: op_id(),
-                }),
-            ),
-            (kind, None) => Send::Query(index, QueryCall::Route(kind.outer().to_string())),
-            (OpKind::Put { key, value, .. }, Some(r)) => Send::Ingress(
-                r.partition,
-                IngressCall::Put(PutArgs {
-                    subdb: r.subdb,
-                    key: ByteBuf::from(key.clone()),
-                    value: value.clone(),
-                    op_id: op_id(),
-                }),
-            ),
-            (OpKind::Delete { key, .. }, Some(r)) => Send::Ingress(
-                r.partition,
-                IngressCall::Delete(DeleteArgs {
-                    subdb: r.subdb,
-                    key: ByteBuf::from(key.clone()),
-                    op_id: op_id(),
-                }),
-            ),
-            (OpKind::Get { key, .. }, Some(r)) => Send::Query(
-                r.partition,
-                QueryCall::Get(GetArgs {
-                    subdb: r.subdb,
-                    key: ByteBuf::from(key.clone()),
-                }),
-            ),
-            (OpKind::Scan { args, .. }, Some(r)) => Send::Query(
-                r.partition,
-                QueryCall::Scan(ScanRequest {
-                    subdb: r.subdb,
-                    args: args.clone(),
-                }),
-            ),
         };
-        self.clients[i].waiting = true;
-        match send {
-            Send::Ingress(to, call) => self.send_ingress(i, to, call),
-            Send::Query(to, call) => self.send_query(i, to, call),
-        }
+        let step = op.machine.resume(&self.clients[i].routes);
+        self.follow(i, op, step);
     }
 
-    fn backoff(&mut self, attempts: u32) -> u64 {
-        let cap = (1u64 << attempts.min(4)).min(self.cfg.max_backoff.max(1));
-        1 + self.rng.below(cap)
+    /// Handles the answer to client `i`'s request.
+    pub(crate) fn client_reply(&mut self, i: usize, reply: Result<Vec<u8>, TransportError>) {
+        self.clients[i].waiting = false;
+        let Some(mut op) = self.clients[i].op.take() else {
+            self.violation(
+                ViolationKind::UnexpectedReply,
+                format!("client {i} got an answer with no operation in flight: {reply:?}"),
+            );
+            return;
+        };
+        let step = op.machine.on_reply(&mut self.clients[i].routes, reply);
+        self.trace(&[0xc1, i as u64, op.kind.tag(), op.machine.attempts() as u64]);
+        if let Some(home) = self.clients[i].routes.get(op.kind.outer()) {
+            let outer = op.kind.outer().to_string();
+            if self.model.live(&outer).is_some() {
+                self.model.note_home(&outer, home);
+            }
+        }
+        self.follow(i, op, step);
+    }
+
+    /// Carries out what the core decided.
+    fn follow(&mut self, i: usize, mut op: Op, step: Step) {
+        match step {
+            Step::Send(call) => {
+                self.clients[i].waiting = true;
+                let caller = self.clients[i].principal;
+                let from = Origin::Client(i);
+                match call.kind {
+                    CallKind::Query => {
+                        self.send_query(from, caller, call.canister, call.method, call.arg)
+                    }
+                    CallKind::Update => {
+                        self.send_ingress(from, caller, call.canister, call.method, call.arg)
+                    }
+                }
+                self.clients[i].op = Some(op);
+            }
+            Step::Wait(attempt) => {
+                if op.machine.paused() {
+                    self.note_pause();
+                    op.paused_since.get_or_insert(self.round);
+                }
+                if self.cfg.bugs.fresh_op_id_on_retry {
+                    let id = self.new_op_id();
+                    op.machine.set_op_id(id);
+                }
+                let jitter = self.rng.u64();
+                let wait = rounds(self.policy(op.kind.is_read()).backoff(attempt, jitter));
+                self.clients[i].wake_at = self.round + wait;
+                self.clients[i].op = Some(op);
+            }
+            Step::Done(outcome) => {
+                if let Some(since) = op.paused_since {
+                    self.stats.longest_write_pause = self
+                        .stats
+                        .longest_write_pause
+                        .max(self.round.saturating_sub(since));
+                }
+                self.judge(i, op, outcome)
+            }
+        }
     }
 
     fn note_pause(&mut self) {
@@ -346,147 +485,91 @@ impl World {
         }
     }
 
-    /// Handles the answer to client `i`'s request.
-    pub(crate) fn client_reply(&mut self, i: usize, reply: ClientReply) {
-        self.clients[i].waiting = false;
-        let Some(mut op) = self.clients[i].op.take() else {
-            self.violation(
-                ViolationKind::UnexpectedReply,
-                format!("client {i} got an answer with no operation in flight: {reply:?}"),
-            );
-            return;
-        };
-        let next = self.judge(i, &mut op, reply);
-        let reroute = matches!(next, Next::Reroute(_));
-        self.trace(&[0xc1, i as u64, op.kind.tag(), op.attempts as u64]);
-        match next {
-            Next::Done => self.complete(i),
-            Next::Now => {
-                op.attempts += 1;
-                self.clients[i].op = Some(op);
-                self.clients[i].wake_at = self.round;
-                self.check_attempts(i);
-            }
-            Next::Retry(why) | Next::Reroute(why) => {
-                if reroute {
-                    self.clients[i].routes.remove(op.kind.outer());
-                }
-                op.attempts += 1;
-                op.last = why;
-                if self.cfg.bugs.fresh_op_id_on_retry && op.op_id.is_some() {
-                    op.op_id = Some(self.new_op_id());
-                }
-                let wait = self.backoff(op.attempts);
-                self.clients[i].op = Some(op);
-                self.clients[i].wake_at = self.round + wait;
-                self.check_attempts(i);
-            }
-            Next::Abandon(why) => {
-                if op.kind.is_read() {
-                    self.failed_read(i, &op, &why);
-                } else if let Some((outer, key, _)) = op.kind.pending_write() {
-                    let (outer, key) = (outer.to_string(), key.to_vec());
-                    self.model.mark_uncertain(&outer, &key);
-                }
-                self.complete(i);
-            }
-        }
-    }
-
     /// Counts a read that could not complete, keeping the first few reasons for the report.
-    fn failed_read(&mut self, i: usize, op: &Op, why: &str) {
+    fn failed_read(&mut self, i: usize, kind: &OpKind, why: &str) {
         self.stats.failed_reads += 1;
         if self.stats.failed_read_samples.len() < 10 {
             self.stats.failed_read_samples.push(format!(
                 "round {}: client {i} reading {:?}: {why}",
                 self.round,
-                op.kind.outer()
+                kind.outer()
             ));
         }
     }
 
-    fn complete(&mut self, i: usize) {
+    fn complete(&mut self, i: usize, op: &Op) {
         self.clients[i].completed += 1;
         self.stats.ops_completed += 1;
+        let latency = self.round.saturating_sub(op.started);
+        if op.kind.is_read() {
+            self.stats.read_latencies.push(latency);
+        } else {
+            self.stats.write_latencies.push(latency);
+        }
     }
 
-    /// Gives up on an operation that has tried too often.
-    fn check_attempts(&mut self, i: usize) {
-        let Some(op) = &self.clients[i].op else {
-            return;
-        };
-        let (limit, read) = if op.kind.is_read() {
-            (self.cfg.max_read_attempts, true)
-        } else {
-            (self.cfg.max_write_attempts, false)
-        };
-        if op.attempts <= limit {
-            return;
+    /// An operation that ended without a usable answer: a failed read, or a write whose
+    /// outcome is unknown (its key is left out of later checks).
+    fn abandon(&mut self, i: usize, op: &Op, why: String) {
+        if op.kind.is_read() {
+            self.failed_read(i, &op.kind, &why);
+        } else if let Some((outer, key, _)) = op.kind.pending_write() {
+            let (outer, key) = (outer.to_string(), key.to_vec());
+            self.model.mark_uncertain(&outer, &key);
         }
-        let op = self.clients[i].op.take().expect("checked");
-        if read {
-            let why = format!("gave up after {} attempts (last: {})", op.attempts, op.last);
-            self.failed_read(i, &op, &why);
-        } else {
-            self.violation(
-                ViolationKind::Stuck,
-                format!(
-                    "client {i}: {:?} on {:?} unacknowledged after {} attempts since round {} \
-                     (last: {})",
-                    op.kind.tag(),
-                    op.kind.outer(),
-                    op.attempts,
-                    op.started,
-                    op.last
-                ),
-            );
-            if let Some((outer, key, _)) = op.kind.pending_write() {
-                let (outer, key) = (outer.to_string(), key.to_vec());
-                self.model.mark_uncertain(&outer, &key);
-            }
-        }
-        self.complete(i);
+        self.complete(i, op);
     }
 
-    /// Decides what an answer means for the operation, checking it against the model.
-    fn judge(&mut self, i: usize, op: &mut Op, reply: ClientReply) -> Next {
+    /// A write the core gave up on: stuck (a violation), outcome unknown.
+    fn stuck<E: std::fmt::Debug>(&mut self, i: usize, op: &Op, e: &Error<E>) {
+        self.violation(
+            ViolationKind::Stuck,
+            format!(
+                "client {i}: {:?} on {:?} unacknowledged since round {}: {e:?}",
+                op.kind.tag(),
+                op.kind.outer(),
+                op.started,
+            ),
+        );
+    }
+
+    /// Decides what a final answer means, checking it against the model.
+    fn judge(&mut self, i: usize, mut op: Op, outcome: Outcome) {
         let outer = op.kind.outer().to_string();
-        let unexpected = |w: &mut World, what: String| {
-            w.violation(
-                ViolationKind::UnexpectedReply,
-                format!("client {i} on {outer:?}: {what}"),
-            );
-            Next::Abandon(what)
-        };
-        match reply {
-            ClientReply::Rejected { certain, reason } => {
-                Next::Retry(format!("rejected (certain: {certain}): {reason}"))
-            }
-            ClientReply::Lost => Next::Retry("reply lost".into()),
-            ClientReply::Route(Some(inner)) => {
-                self.clients[i].routes.insert(outer.clone(), inner);
-                self.model.note_home(&outer, inner);
-                Next::Now
-            }
-            ClientReply::Route(None) => Next::Retry("the index routes the name nowhere".into()),
-            ClientReply::Create(r) => match r {
+        macro_rules! unexpected {
+            ($what:expr) => {{
+                let what: String = $what;
+                self.violation(
+                    ViolationKind::UnexpectedReply,
+                    format!("client {i} on {outer:?}: {what}"),
+                );
+                return self.abandon(i, &op, what);
+            }};
+        }
+        macro_rules! gave_up {
+            ($e:expr) => {{
+                let e = $e;
+                if op.kind.is_read() {
+                    let why = format!("{e}");
+                    return self.abandon(i, &op, why);
+                }
+                self.stuck(i, &op, &e);
+                return self.abandon(i, &op, format!("{e}"));
+            }};
+        }
+        match outcome {
+            Outcome::Create(r) => match r {
                 Ok(inner) => {
                     if self.model.subdbs.contains_key(&outer) {
-                        return unexpected(self, format!("created twice (now at {})", ik(&inner)));
+                        unexpected!(format!("created twice (now at {})", ik(&inner)));
                     }
                     self.model.create(&outer, i, inner);
                     self.stats.subdbs_created += 1;
                     let c = &mut self.clients[i];
                     c.owned.push(outer.clone());
-                    c.routes.insert(outer, inner);
-                    Next::Done
+                    c.routes.insert(&outer, inner);
                 }
-                Err(
-                    CreateError::InProgress
-                    | CreateError::NoCapacity
-                    | CreateError::PartitionUnavailable { .. },
-                ) => Next::Retry(format!("{r:?}")),
-                Err(CreateError::OuterKeyTaken) => {
+                Err(Error::Refused(CreateError::OuterKeyTaken)) => {
                     self.violation(
                         ViolationKind::DoubleApply,
                         format!(
@@ -494,26 +577,18 @@ impl World {
                              OuterKeyTaken: an earlier attempt applied and this one ran again"
                         ),
                     );
-                    Next::Abandon("OuterKeyTaken".into())
                 }
-                Err(e) => unexpected(self, format!("create_subdb: {e:?}")),
+                Err(e @ Error::GaveUp { .. }) => gave_up!(e),
+                Err(e) => unexpected!(format!("create_subdb: {e:?}")),
             },
-            ClientReply::DeleteSubDb(r) => match r {
+            Outcome::Drop(r) => match r {
                 Ok(()) => {
                     self.model.delete_subdb(&outer);
                     let c = &mut self.clients[i];
                     c.owned.retain(|o| *o != outer);
                     c.routes.remove(&outer);
-                    Next::Done
                 }
-                Err(
-                    DeleteSubDbRequestError::InProgress
-                    | DeleteSubDbRequestError::PartitionUnavailable { .. }
-                    | DeleteSubDbRequestError::Partition(
-                        DeleteSubDbError::WritesPaused | DeleteSubDbError::Moved { .. },
-                    ),
-                ) => Next::Retry(format!("{r:?}")),
-                Err(DeleteSubDbRequestError::UnknownOuterKey) => {
+                Err(Error::Refused(DeleteSubDbRequestError::UnknownOuterKey)) => {
                     self.violation(
                         ViolationKind::DoubleApply,
                         format!(
@@ -526,17 +601,18 @@ impl World {
                     let c = &mut self.clients[i];
                     c.owned.retain(|o| *o != outer);
                     c.routes.remove(&outer);
-                    Next::Abandon("UnknownOuterKey".into())
                 }
-                Err(e) => unexpected(self, format!("delete_subdb: {e:?}")),
+                Err(e @ Error::GaveUp { .. }) => gave_up!(e),
+                Err(e) => unexpected!(format!("delete_subdb: {e:?}")),
             },
-            ClientReply::Put(r) => {
+            Outcome::Put(r) => {
                 let OpKind::Put { key, vref, .. } = &op.kind else {
-                    return unexpected(self, "put answer to another op".into());
+                    unexpected!("put answer to another op".into());
                 };
+                let (key, vref) = (key.clone(), *vref);
                 match r {
                     Ok(outcome) => {
-                        if let Expect::Exactly(prev) = self.model.expect(&outer, key, None) {
+                        if let Expect::Exactly(prev) = self.model.expect(&outer, &key, None) {
                             if outcome.replaced != prev.is_some() {
                                 self.violation(
                                     ViolationKind::DoubleApply,
@@ -544,7 +620,7 @@ impl World {
                                         "client {i}: put {:?} on {outer:?} acknowledged \
                                          replaced={} but the key was {} before this op \
                                          (applied twice?)",
-                                        String::from_utf8_lossy(key),
+                                        String::from_utf8_lossy(&key),
                                         outcome.replaced,
                                         if prev.is_some() { "present" } else { "absent" }
                                     ),
@@ -560,27 +636,21 @@ impl World {
                                 ),
                             );
                         }
-                        let (key, vref) = (key.clone(), *vref);
                         self.stats.put_bytes += (key.len() + vref.len as usize) as u64;
                         self.model.put(&outer, &key, vref);
-                        Next::Done
                     }
-                    Err(PutError::Moved { to }) => self.moved(i, &outer, to),
-                    Err(PutError::UnknownSubDb) => Next::Reroute("UnknownSubDb".into()),
-                    Err(PutError::WritesPaused) => {
-                        self.note_pause();
-                        Next::Retry("WritesPaused".into())
-                    }
-                    Err(e) => unexpected(self, format!("put: {e:?}")),
+                    Err(e @ Error::GaveUp { .. }) => gave_up!(e),
+                    Err(e) => unexpected!(format!("put: {e:?}")),
                 }
             }
-            ClientReply::Delete(r) => {
+            Outcome::Delete(r) => {
                 let OpKind::Delete { key, .. } = &op.kind else {
-                    return unexpected(self, "delete answer to another op".into());
+                    unexpected!("delete answer to another op".into());
                 };
+                let key = key.clone();
                 match r {
                     Ok(existed) => {
-                        if let Expect::Exactly(prev) = self.model.expect(&outer, key, None) {
+                        if let Expect::Exactly(prev) = self.model.expect(&outer, &key, None) {
                             if existed != prev.is_some() {
                                 self.violation(
                                     ViolationKind::DoubleApply,
@@ -588,57 +658,54 @@ impl World {
                                         "client {i}: delete {:?} on {outer:?} acknowledged \
                                          existed={existed} but the key was {} before this op \
                                          (applied twice?)",
-                                        String::from_utf8_lossy(key),
+                                        String::from_utf8_lossy(&key),
                                         if prev.is_some() { "present" } else { "absent" }
                                     ),
                                 );
                             }
                         }
-                        let key = key.clone();
                         self.model.delete(&outer, &key);
-                        Next::Done
                     }
-                    Err(DeleteError::Moved { to }) => self.moved(i, &outer, to),
-                    Err(DeleteError::UnknownSubDb) => Next::Reroute("UnknownSubDb".into()),
-                    Err(DeleteError::WritesPaused) => {
-                        self.note_pause();
-                        Next::Retry("WritesPaused".into())
-                    }
-                    Err(e) => unexpected(self, format!("delete: {e:?}")),
+                    Err(e @ Error::GaveUp { .. }) => gave_up!(e),
+                    Err(e) => unexpected!(format!("delete: {e:?}")),
                 }
             }
-            ClientReply::Get(r) => {
+            Outcome::Get(r) => {
                 let OpKind::Get { key, .. } = &op.kind else {
-                    return unexpected(self, "get answer to another op".into());
+                    unexpected!("get answer to another op".into());
                 };
+                let key = key.clone();
                 match r {
                     Ok(v) => {
                         let got = v.as_deref().map(|b| ValueRef::of(b));
-                        let want = self.model.expect(&outer, key, None);
+                        let want = self.model.expect(&outer, &key, None);
                         if !want.admits(got) {
-                            let key = String::from_utf8_lossy(key).into_owned();
+                            let key = String::from_utf8_lossy(&key).into_owned();
                             self.value_violation(&outer, &key, want, got, "get");
                         }
-                        Next::Done
                     }
-                    Err(GetError::Moved { to }) => self.moved(i, &outer, to),
-                    Err(GetError::UnknownSubDb) => Next::Reroute("UnknownSubDb".into()),
-                    Err(e) => unexpected(self, format!("get: {e:?}")),
+                    Err(e @ Error::GaveUp { .. }) => gave_up!(e),
+                    Err(e) => unexpected!(format!("get: {e:?}")),
                 }
             }
-            ClientReply::Scan(r) => match r {
-                Ok(page) => self.scan_page(i, op, page),
-                Err(ScanError::Moved { to }) => self.moved(i, &outer, to),
-                Err(ScanError::UnknownSubDb) => Next::Reroute("UnknownSubDb".into()),
-                Err(e) => unexpected(self, format!("scan: {e:?}")),
+            Outcome::Scan(r) => match r {
+                Ok(page) => {
+                    if let Some(args) = self.scan_page(i, &mut op.kind, page) {
+                        // The next page: a continuation, with a fresh attempt budget.
+                        let next = ScanPageOp {
+                            outer: outer.clone(),
+                            args,
+                        };
+                        op.machine = AnyMachine::Scan(self.machine(next, true));
+                        let step = op.machine.resume(&self.clients[i].routes);
+                        return self.follow(i, op, step);
+                    }
+                }
+                Err(e @ Error::GaveUp { .. }) => gave_up!(e),
+                Err(e) => unexpected!(format!("scan: {e:?}")),
             },
         }
-    }
-
-    fn moved(&mut self, i: usize, outer: &str, to: InnerKey) -> Next {
-        self.clients[i].routes.insert(outer.to_string(), to);
-        self.model.note_home(outer, to);
-        Next::Now
+        self.complete(i, &op);
     }
 
     pub(crate) fn value_violation(
@@ -664,21 +731,26 @@ impl World {
         );
     }
 
-    /// One scan page: checks its order and bounds, then asks for the next page or compares
-    /// the whole result with the model.
-    fn scan_page(&mut self, i: usize, op: &mut Op, page: flotilla_types::ScanPage) -> Next {
+    /// One scan page: checks its order and bounds, then gives the next page's arguments, or
+    /// compares the whole result with the model and gives `None`.
+    fn scan_page(
+        &mut self,
+        i: usize,
+        kind: &mut OpKind,
+        page: flotilla_types::ScanPage,
+    ) -> Option<ScanArgs> {
         let OpKind::Scan {
             outer,
             args,
             got,
             pages,
-        } = &mut op.kind
+        } = kind
         else {
             self.violation(
                 ViolationKind::UnexpectedReply,
                 format!("client {i}: scan page for another op"),
             );
-            return Next::Abandon("scan page for another op".into());
+            return None;
         };
         *pages += 1;
         let mut problems = vec![];
@@ -723,14 +795,12 @@ impl World {
         }
         if let Some(n) = page.next {
             args.cursor = Some(n);
-            // A continuation, not a retry.
-            op.attempts = op.attempts.saturating_sub(1);
-            return Next::Now;
+            return Some(args.clone());
         }
         let got = std::mem::take(got);
         let args = args.clone();
         self.compare_scan(i, &outer, &args, &got);
-        Next::Done
+        None
     }
 
     /// Compares a complete scan with the model's contents of that range.

@@ -34,20 +34,21 @@ use crate::model::Model;
 use crate::queue::Queue;
 use crate::report::{Report, Violation, ViolationKind};
 use crate::rng::SimRng;
-use candid::{CandidType, Principal};
-use flotilla_index::calls::{Call, CallId, CallResult, InstallMode, Reject, Request, Response};
-use flotilla_index::{Env, Finished, Index, Step};
+use candid::Principal;
+use flotilla_client::{RejectCode, TransportError};
+use flotilla_index::calls::{
+    Call, CallId, CallResult, InstallMode, Reject, Request, Response, Sender,
+};
+use flotilla_index::dispatch::{Outcome, Pending};
+use flotilla_index::{Env, Index};
+use flotilla_partition::dispatch::Ctx;
 use flotilla_partition::Partition;
 use flotilla_store::{Config as StoreConfig, SubDbStatus, PURGE_BATCH};
-use flotilla_types::index::{
-    CreateError, CreateRequest, DeleteRequest, DeleteSubDbRequestError, IndexInit, MoveInfo,
-    PartitionState, RoutesRequest, WasmChunk,
-};
+use flotilla_types::dispatch::{DispatchError, MethodKind};
+use flotilla_types::index::{IndexInit, MoveInfo, PartitionState, RoutesRequest, WasmChunk};
 use flotilla_types::limits::{MAX_MESSAGE_BYTES, MAX_WASM_UPLOAD_CHUNK_BYTES};
-use flotilla_types::partition::{DeleteArgs, GetArgs, PartitionInit, PutArgs, ScanRequest};
-use flotilla_types::{
-    DeleteError, GetError, InnerKey, PutError, PutOutcome, ScanError, ScanPage, SubDbId,
-};
+use flotilla_types::partition::PartitionInit;
+use flotilla_types::{InnerKey, SubDbId};
 use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -68,55 +69,36 @@ pub const EXEC_BASE: u128 = 590_000;
 /// Partition purge batches one timer run takes at most.
 const HOUSEKEEP_BATCHES: usize = 4;
 
-/// A client's update call.
-#[derive(Clone, Debug)]
-pub(crate) enum IngressCall {
-    CreateSubDb(CreateRequest),
-    DeleteSubDb(DeleteRequest),
-    Put(PutArgs),
-    Delete(DeleteArgs),
+/// Who sent an ingress message or a query, and gets its answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// One of the world's simulated users.
+    Client(usize),
+    /// A caller outside the world (a transport), by ticket.
+    External(u64),
 }
 
-/// A client's query call.
-#[derive(Clone, Debug)]
-pub(crate) enum QueryCall {
-    Route(String),
-    Get(GetArgs),
-    Scan(ScanRequest),
-}
-
-/// What a client hears back.
-#[derive(Clone, Debug)]
-pub(crate) enum ClientReply {
-    Rejected {
-        certain: bool,
-        reason: &'static str,
-    },
-    /// The call executed (or not); the client never learns (timeout).
-    Lost,
-    Create(Result<InnerKey, CreateError>),
-    DeleteSubDb(Result<(), DeleteSubDbRequestError>),
-    Put(Result<PutOutcome, PutError>),
-    Delete(Result<bool, DeleteError>),
-    Route(Option<InnerKey>),
-    Get(Result<Option<ByteBuf>, GetError>),
-    Scan(Result<ScanPage, ScanError>),
-}
+pub(crate) type ClientReply = Result<Vec<u8>, TransportError>;
 
 #[derive(Debug)]
 pub(crate) enum Msg {
+    /// An update call from outside the IC: Candid bytes to a method.
     Ingress {
-        client: usize,
+        from: Origin,
+        caller: Principal,
         to: Principal,
-        call: IngressCall,
+        method: String,
+        arg: Vec<u8>,
     },
     Query {
-        client: usize,
+        from: Origin,
+        caller: Principal,
         to: Principal,
-        call: QueryCall,
+        method: String,
+        arg: Vec<u8>,
     },
     ToClient {
-        client: usize,
+        to: Origin,
         reply: ClientReply,
     },
     Call(Call),
@@ -129,8 +111,8 @@ pub(crate) enum Msg {
 /// An ingress call to the index that awaits a partition call's outcome.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Awaiting {
-    pub client: usize,
-    pub create: bool,
+    pub from: Origin,
+    pub pending: Pending,
     pub lost: bool,
 }
 
@@ -163,6 +145,18 @@ pub(crate) struct Stats {
     /// Last round the index sent a call other than `stats`.
     pub last_work_round: u64,
     pub messages: u64,
+    /// Rounds from a write's first `WritesPaused` to its answer, the longest.
+    pub longest_write_pause: u64,
+    /// Rounds from start to answer of each completed client operation.
+    pub read_latencies: Vec<u64>,
+    pub write_latencies: Vec<u64>,
+    /// Inter-canister calls sent, in all.
+    pub calls_sent: u64,
+    /// Client reads and writes executed at partitions, and the inter-canister calls they
+    /// caused (the design says none: a partition cannot call).
+    pub partition_reads: u64,
+    pub partition_writes: u64,
+    pub calls_by_partition_requests: u64,
 }
 
 /// Phases of a run.
@@ -207,6 +201,11 @@ pub struct World {
     verbose: bool,
     /// The last calls the index made and what became of them, for failure reports.
     pub(crate) call_log: VecDeque<String>,
+    /// Answers to calls from outside the world, by ticket, until taken.
+    pub(crate) external: BTreeMap<u64, ClientReply>,
+    next_ticket: u64,
+    /// The world never ends by itself (a demo or a transport drives it).
+    open_ended: bool,
 }
 
 /// Calls kept in [`World::call_log`].
@@ -222,83 +221,24 @@ fn guard<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     })
 }
 
-fn enc<T: CandidType>(v: &T) -> u64 {
-    candid::encode_one(v).map_or(u64::MAX, |b| b.len() as u64)
-}
-
-/// Candid size of a request's argument, and whether it goes to a partition.
-fn request_size(r: &Request) -> (u64, bool) {
-    match r {
-        Request::CreateCanister { .. } => (64, false),
-        Request::InstallCode { wasm, arg, .. } => ((wasm.len() + arg.len() + 64) as u64, false),
-        Request::UploadChunk { chunk, .. } => ((chunk.len() + 64) as u64, false),
-        Request::InstallChunkedCode {
-            chunk_hashes, arg, ..
-        } => ((chunk_hashes.len() * 34 + arg.len() + 128) as u64, false),
-        Request::CreateSubDb(a) => (enc(a), true),
-        Request::DeleteSubDb(a) => (enc(a), true),
-        Request::Stats(a) => (enc(a), true),
-        Request::BeginImport(a) => (enc(a), true),
-        Request::BeginExport(a) => (enc(a), true),
-        Request::ExportChunk(a) => (enc(a), true),
-        Request::ExportDelta(a) => (enc(a), true),
-        Request::ImportChunk(a) => (enc(a), true),
-        Request::Release(a) => (enc(a), true),
-        Request::AbortImport(a) => (enc(a), true),
+/// The index's own identity on the wire (the sender of its calls).
+fn sender(index: Principal) -> Sender {
+    Sender {
+        id: index,
+        canister_version: None,
     }
 }
 
-/// Candid size of a partition's reply.
-fn response_size(r: &Response) -> u64 {
-    match r {
-        Response::CanisterCreated(_) => 40,
-        Response::Installed => 8,
-        Response::ChunkUploaded { .. } => 48,
-        Response::SubDbCreated(x) => enc(x),
-        Response::SubDbDeleted(x) => enc(x),
-        Response::Stats(x) => enc(x),
-        Response::ImportBegun(x) => enc(x),
-        Response::ExportBegun(x) => enc(x),
-        Response::Exported(x) => enc(x),
-        Response::DeltaExported(x) => enc(x),
-        Response::Imported(x) => enc(x),
-        Response::Released(x) => enc(x),
-        Response::ImportAborted(x) => enc(x),
-    }
-}
-
-fn ingress_size(c: &IngressCall) -> u128 {
-    (match c {
-        IngressCall::CreateSubDb(r) => r.outer_key.len() + r.op_id.0.len() + 64,
-        IngressCall::DeleteSubDb(r) => r.outer_key.len() + r.op_id.0.len() + 32,
-        IngressCall::Put(a) => a.key.len() + a.value.len() + a.op_id.0.len() + 32,
-        IngressCall::Delete(a) => a.key.len() + a.op_id.0.len() + 32,
-    }) as u128
-}
-
-/// Executes one partition-bound request as the index.
-fn exec_partition_request(
-    p: &mut Partition<Mem>,
-    index: Principal,
-    req: &Request,
-    stable_memory_bytes: u64,
-) -> Option<Response> {
-    Some(match req {
-        Request::CreateSubDb(a) => Response::SubDbCreated(p.create_subdb_local(index, a)),
-        Request::DeleteSubDb(a) => Response::SubDbDeleted(p.delete_subdb(index, a)),
-        Request::Stats(a) => Response::Stats(p.stats(index, a, stable_memory_bytes)),
-        Request::BeginImport(a) => Response::ImportBegun(p.begin_import(index, a)),
-        Request::BeginExport(a) => Response::ExportBegun(p.begin_export(index, a)),
-        Request::ExportChunk(a) => Response::Exported(p.export_chunk(index, a)),
-        Request::ExportDelta(a) => Response::DeltaExported(p.export_delta(index, a)),
-        Request::ImportChunk(a) => Response::Imported(p.import_chunk(index, a)),
-        Request::Release(a) => Response::Released(p.release(index, a)),
-        Request::AbortImport(id) => Response::ImportAborted(p.abort_import(index, *id)),
-        Request::CreateCanister { .. }
-        | Request::InstallCode { .. }
-        | Request::UploadChunk { .. }
-        | Request::InstallChunkedCode { .. } => return None,
-    })
+/// A dispatcher's refusal as the reject the IC gives: no such method is an invalid
+/// destination, an argument that does not decode traps the canister.
+fn dispatch_reject(e: DispatchError) -> TransportError {
+    let code = match e {
+        DispatchError::NoSuchMethod { .. } | DispatchError::NotAQuery { .. } => {
+            RejectCode::DestinationInvalid
+        }
+        DispatchError::BadArgument { .. } => RejectCode::CanisterError,
+    };
+    TransportError::new(code, e.to_string())
 }
 
 fn mix(h: u64, x: u64) -> u64 {
@@ -306,6 +246,13 @@ fn mix(h: u64, x: u64) -> u64 {
         .wrapping_mul(0x9e37_79b9_7f4a_7c15)
         .rotate_left(29)
         .wrapping_add(0x632b_e59b_d9b4_e019)
+}
+
+fn origin_word(o: Origin) -> u64 {
+    match o {
+        Origin::Client(i) => i as u64,
+        Origin::External(t) => (1 << 63) | t,
+    }
 }
 
 fn principal_word(p: &Principal) -> u64 {
@@ -364,6 +311,9 @@ impl World {
             phase_started: 0,
             call_log: VecDeque::new(),
             verbose: false,
+            external: BTreeMap::new(),
+            next_ticket: 0,
+            open_ended: false,
         };
         w.canisters.insert(index_id, index);
         // The admin uploads a (fake) partition module in ≤ 1.9 MB pieces.
@@ -407,6 +357,45 @@ impl World {
                 "partition wasm upload did not complete".into(),
             );
         }
+    }
+
+    // ---- calls from outside the world ------------------------------------------------------
+
+    /// Keeps the world running after its simulated users are done (no drain, no end phase):
+    /// for a transport or a demo that drives it.
+    pub fn set_open_ended(&mut self, on: bool) {
+        self.open_ended = on;
+    }
+
+    /// Sends a call from outside the world (an ingress message or a query of `caller`), with
+    /// the world's latencies and faults; its answer becomes available to
+    /// [`World::take_reply`] with the returned ticket.
+    pub fn submit(
+        &mut self,
+        caller: Principal,
+        canister: Principal,
+        method: &str,
+        kind: MethodKind,
+        arg: Vec<u8>,
+    ) -> u64 {
+        let t = self.next_ticket;
+        self.next_ticket += 1;
+        let from = Origin::External(t);
+        match kind {
+            MethodKind::Query => self.send_query(from, caller, canister, method, arg),
+            MethodKind::Update => self.send_ingress(from, caller, canister, method, arg),
+        }
+        t
+    }
+
+    /// The answer to an outside call, once it has arrived.
+    pub fn take_reply(&mut self, ticket: u64) -> Option<Result<Vec<u8>, TransportError>> {
+        self.external.remove(&ticket)
+    }
+
+    /// The principal of the admin who installed the index (and uploaded the partition wasm).
+    pub fn admin(&self) -> Principal {
+        self.admin
     }
 
     // ---- accessors ------------------------------------------------------------------------
@@ -505,24 +494,56 @@ impl World {
         self.rng.range(1, self.cfg.ingress_latency_max.max(1))
     }
 
-    pub(crate) fn send_ingress(&mut self, client: usize, to: Principal, call: IngressCall) {
+    pub(crate) fn send_ingress(
+        &mut self,
+        from: Origin,
+        caller: Principal,
+        to: Principal,
+        method: &str,
+        arg: Vec<u8>,
+    ) {
         let at = self.round + self.ingress_latency();
-        self.queue.push(at, Msg::Ingress { client, to, call });
+        let method = method.to_string();
+        let msg = Msg::Ingress {
+            from,
+            caller,
+            to,
+            method,
+            arg,
+        };
+        self.queue.push(at, msg);
     }
 
-    pub(crate) fn send_query(&mut self, client: usize, to: Principal, call: QueryCall) {
+    pub(crate) fn send_query(
+        &mut self,
+        from: Origin,
+        caller: Principal,
+        to: Principal,
+        method: &str,
+        arg: Vec<u8>,
+    ) {
         let at = self.round + self.ingress_latency();
-        self.queue.push(at, Msg::Query { client, to, call });
+        let method = method.to_string();
+        let msg = Msg::Query {
+            from,
+            caller,
+            to,
+            method,
+            arg,
+        };
+        self.queue.push(at, msg);
     }
 
-    fn answer(&mut self, client: usize, reply: ClientReply) {
+    fn answer(&mut self, to: Origin, reply: ClientReply) {
         let at = self.round + self.ingress_latency();
-        self.queue.push(at, Msg::ToClient { client, reply });
+        self.queue.push(at, Msg::ToClient { to, reply });
     }
 
     /// Sends one call the index asked for: measures it, charges the index, queues it.
     fn send_call(&mut self, call: Call) {
-        let (bytes, to_partition) = request_size(&call.request);
+        self.stats.calls_sent += 1;
+        let to_partition = call.target != Principal::management_canister();
+        let bytes = call.request.encode(sender(self.index_id)).len() as u64;
         if to_partition {
             self.stats.max_message_bytes = self.stats.max_message_bytes.max(bytes);
             if bytes > MAX_MESSAGE_BYTES as u64 {
@@ -603,6 +624,9 @@ impl World {
     }
 
     fn advance_phase(&mut self) {
+        if self.open_ended {
+            return;
+        }
         let elapsed = self.round - self.phase_started;
         match self.phase {
             Phase::Running => {
@@ -788,13 +812,11 @@ impl World {
         if id == self.index_id {
             let waiting = std::mem::take(&mut self.awaiting);
             for (_, a) in waiting {
-                self.answer(
-                    a.client,
-                    ClientReply::Rejected {
-                        certain: false,
-                        reason: "index upgraded while the call was open",
-                    },
+                let e = TransportError::new(
+                    RejectCode::SysUnknown,
+                    "index upgraded while the call was open",
                 );
+                self.answer(a.from, Err(e));
             }
         }
     }
@@ -878,17 +900,34 @@ impl World {
     fn deliver(&mut self, msg: Msg) {
         self.say(|| format!("deliver {msg:?}"));
         match msg {
-            Msg::Ingress { client, to, call } => {
-                self.trace(&[1, client as u64, principal_word(&to)]);
-                self.deliver_ingress(client, to, call)
+            Msg::Ingress {
+                from,
+                caller,
+                to,
+                method,
+                arg,
+            } => {
+                self.trace(&[1, origin_word(from), principal_word(&to)]);
+                self.deliver_ingress(from, caller, to, &method, &arg)
             }
-            Msg::Query { client, to, call } => {
-                self.trace(&[2, client as u64, principal_word(&to)]);
-                self.deliver_query(client, to, call)
+            Msg::Query {
+                from,
+                caller,
+                to,
+                method,
+                arg,
+            } => {
+                self.trace(&[2, origin_word(from), principal_word(&to)]);
+                self.deliver_query(from, caller, to, &method, &arg)
             }
-            Msg::ToClient { client, reply } => {
-                self.trace(&[3, client as u64]);
-                self.client_reply(client, reply)
+            Msg::ToClient { to, reply } => {
+                self.trace(&[3, origin_word(to)]);
+                match to {
+                    Origin::Client(i) => self.client_reply(i, reply),
+                    Origin::External(t) => {
+                        self.external.insert(t, reply);
+                    }
+                }
             }
             Msg::Call(call) => {
                 self.trace(&[4, call.id, principal_word(&call.target)]);
@@ -901,28 +940,48 @@ impl World {
         }
     }
 
-    fn deliver_ingress(&mut self, client: usize, to: Principal, call: IngressCall) {
+    fn deliver_ingress(
+        &mut self,
+        from: Origin,
+        caller: Principal,
+        to: Principal,
+        method: &str,
+        arg: &[u8],
+    ) {
         let fate = self.faults.decide(&mut self.rng, true);
-        let caller = self.clients[client].principal;
         let round = self.round;
-        let reject = |certain, reason| ClientReply::Rejected { certain, reason };
+        let reject = |code, message: &str| Err(TransportError::new(code, message));
         let Some(c) = self.canisters.get_mut(&to) else {
-            return self.answer(client, reject(true, "no such canister"));
+            return self.answer(
+                from,
+                reject(RejectCode::DestinationInvalid, "no such canister"),
+            );
         };
         if c.is_stopped() {
             self.stats.faults.stopped_rejects += 1;
-            return self.answer(client, reject(true, "canister stopped"));
+            return self.answer(from, reject(RejectCode::CanisterError, "canister stopped"));
         }
         if c.is_empty() {
-            return self.answer(client, reject(true, "canister has no module"));
+            return self.answer(
+                from,
+                reject(RejectCode::DestinationInvalid, "canister has no module"),
+            );
         }
-        if !c.charge(INGRESS_BASE + INGRESS_PER_BYTE * ingress_size(&call) + EXEC_BASE) {
-            return self.answer(client, reject(true, "canister out of cycles"));
+        let fee = INGRESS_BASE + INGRESS_PER_BYTE * arg.len() as u128 + EXEC_BASE;
+        if !c.charge(fee) {
+            return self.answer(
+                from,
+                reject(RejectCode::SysTransient, "canister out of cycles"),
+            );
         }
         self.stats.faults.record(true, fate);
         match fate {
-            Fate::RejectBefore => return self.answer(client, reject(true, "injected reject")),
-            Fate::Trap => return self.answer(client, reject(false, "injected trap")),
+            Fate::RejectBefore => {
+                return self.answer(from, reject(RejectCode::SysTransient, "injected reject"))
+            }
+            Fate::Trap => {
+                return self.answer(from, reject(RejectCode::CanisterError, "injected trap"))
+            }
             Fate::Deliver | Fate::ReplyLost => {}
         }
         let lost = fate == Fate::ReplyLost;
@@ -931,18 +990,26 @@ impl World {
             now: round * ROUND_NS,
             self_id: self.index_id,
         };
-        let reply = match call {
-            IngressCall::CreateSubDb(req) => {
-                let Some(index) = c.index_mut() else {
-                    return self.answer(client, reject(true, "method not found"));
-                };
-                match guard(|| index.create_subdb(&env, req)) {
-                    Err(p) => return self.panicked("index create_subdb", p),
-                    Ok(Step::Done(r)) => ClientReply::Create(r),
-                    Ok(Step::Await(call)) => {
+        let stable_memory_bytes = c.memory_bytes();
+        let calls_before = self.stats.calls_sent;
+        if c.partition().is_some() {
+            c.note_request(round);
+        }
+        let result = match &mut c.logic {
+            Logic::Index(index) => {
+                match guard(|| flotilla_index::dispatch::update(index, &env, method, arg)) {
+                    Err(p) => return self.panicked(&format!("index {method}"), p),
+                    Ok(Err(e)) => Err(e),
+                    Ok(Ok(Outcome::Reply { reply, calls })) => {
+                        for call in calls {
+                            self.send_call(call);
+                        }
+                        Ok(reply)
+                    }
+                    Ok(Ok(Outcome::Await { call, pending })) => {
                         let a = Awaiting {
-                            client,
-                            create: true,
+                            from,
+                            pending,
                             lost,
                         };
                         self.awaiting.insert(call.id, a);
@@ -950,91 +1017,111 @@ impl World {
                     }
                 }
             }
-            IngressCall::DeleteSubDb(req) => {
-                let Some(index) = c.index_mut() else {
-                    return self.answer(client, reject(true, "method not found"));
+            Logic::Partition(p) => {
+                let ctx = Ctx {
+                    caller,
+                    stable_memory_bytes,
                 };
-                match guard(|| index.delete_subdb(&env, req)) {
-                    Err(p) => return self.panicked("index delete_subdb", p),
-                    Ok(Step::Done(r)) => ClientReply::DeleteSubDb(r),
-                    Ok(Step::Await(call)) => {
-                        let a = Awaiting {
-                            client,
-                            create: false,
-                            lost,
-                        };
-                        self.awaiting.insert(call.id, a);
-                        return self.send_call(call);
+                match guard(|| flotilla_partition::dispatch::update(p, &ctx, method, arg)) {
+                    Err(e) => return self.panicked(&format!("partition {method}"), e),
+                    Ok(r) => {
+                        self.stats.partition_writes += 1;
+                        self.stats.calls_by_partition_requests +=
+                            self.stats.calls_sent - calls_before;
+                        r
                     }
                 }
             }
-            IngressCall::Put(args) => {
-                c.note_request(round);
-                let Some(p) = c.partition_mut() else {
-                    return self.answer(client, reject(true, "method not found"));
-                };
-                match guard(|| p.put(caller, &args)) {
-                    Err(e) => return self.panicked("partition put", e),
-                    Ok(r) => ClientReply::Put(r),
-                }
-            }
-            IngressCall::Delete(args) => {
-                c.note_request(round);
-                let Some(p) = c.partition_mut() else {
-                    return self.answer(client, reject(true, "method not found"));
-                };
-                match guard(|| p.delete(caller, &args)) {
-                    Err(e) => return self.panicked("partition delete", e),
-                    Ok(r) => ClientReply::Delete(r),
-                }
+            Logic::Empty => unreachable!("checked above"),
+        };
+        let reply = match result {
+            Ok(bytes) => Ok(bytes),
+            Err(e) => {
+                self.dispatch_refused(from, &e);
+                Err(dispatch_reject(e))
             }
         };
-        self.answer(client, if lost { ClientReply::Lost } else { reply });
+        if lost {
+            return self.answer(from, reject(RejectCode::SysUnknown, "injected lost reply"));
+        }
+        self.answer(from, reply);
     }
 
-    fn deliver_query(&mut self, client: usize, to: Principal, call: QueryCall) {
-        let caller = self.clients[client].principal;
+    /// A simulated user never sends a call the canister cannot dispatch.
+    fn dispatch_refused(&mut self, from: Origin, e: &DispatchError) {
+        if let Origin::Client(i) = from {
+            self.violation(
+                ViolationKind::UnexpectedReply,
+                format!("client {i}'s call was not dispatched: {e}"),
+            );
+        }
+    }
+
+    fn deliver_query(
+        &mut self,
+        from: Origin,
+        caller: Principal,
+        to: Principal,
+        method: &str,
+        arg: &[u8],
+    ) {
         let round = self.round;
-        let reject = |reason| ClientReply::Rejected {
-            certain: true,
-            reason,
-        };
+        let reject = |code, message: &str| Err(TransportError::new(code, message));
         let Some(c) = self.canisters.get_mut(&to) else {
-            return self.answer(client, reject("no such canister"));
+            return self.answer(
+                from,
+                reject(RejectCode::DestinationInvalid, "no such canister"),
+            );
         };
         if c.is_stopped() {
             self.stats.faults.stopped_queries += 1;
-            return self.answer(client, reject("canister stopped"));
+            return self.answer(from, reject(RejectCode::CanisterError, "canister stopped"));
         }
-        let mut refused = None;
-        let reply = match (&call, &c.logic) {
-            (QueryCall::Route(outer), Logic::Index(i)) => {
-                match guard(|| i.route(std::slice::from_ref(outer))) {
-                    Err(p) => return self.panicked("index route", p),
-                    Ok(Ok(v)) => ClientReply::Route(v.into_iter().next().flatten()),
-                    Ok(Err(e)) => {
-                        refused = Some(format!("route of one name refused: {e}"));
-                        reject("route refused")
+        let env = Env {
+            caller,
+            now: round * ROUND_NS,
+            self_id: self.index_id,
+        };
+        let stable_memory_bytes = c.memory_bytes();
+        let calls_before = self.stats.calls_sent;
+        let result = match &c.logic {
+            Logic::Index(i) => {
+                match guard(|| flotilla_index::dispatch::query(i, &env, method, arg)) {
+                    Err(p) => return self.panicked(&format!("index {method}"), p),
+                    Ok(r) => r,
+                }
+            }
+            Logic::Partition(p) => {
+                let ctx = Ctx {
+                    caller,
+                    stable_memory_bytes,
+                };
+                match guard(|| flotilla_partition::dispatch::query(p, &ctx, method, arg)) {
+                    Err(e) => return self.panicked(&format!("partition {method}"), e),
+                    Ok(r) => {
+                        c.note_request(round);
+                        self.stats.partition_reads += 1;
+                        self.stats.calls_by_partition_requests +=
+                            self.stats.calls_sent - calls_before;
+                        r
                     }
                 }
             }
-            (QueryCall::Get(args), Logic::Partition(p)) => match guard(|| p.get(caller, args)) {
-                Err(e) => return self.panicked("partition get", e),
-                Ok(r) => ClientReply::Get(r),
-            },
-            (QueryCall::Scan(req), Logic::Partition(p)) => match guard(|| p.scan(caller, req)) {
-                Err(e) => return self.panicked("partition scan", e),
-                Ok(r) => ClientReply::Scan(r),
-            },
-            _ => reject("method not found"),
+            Logic::Empty => {
+                return self.answer(
+                    from,
+                    reject(RejectCode::DestinationInvalid, "canister has no module"),
+                )
+            }
         };
-        if !matches!(call, QueryCall::Route(_)) {
-            c.note_request(round);
-        }
-        if let Some(m) = refused {
-            self.violation(ViolationKind::UnexpectedReply, m);
-        }
-        self.answer(client, reply);
+        let reply = match result {
+            Ok(bytes) => Ok(bytes),
+            Err(e) => {
+                self.dispatch_refused(from, &e);
+                Err(dispatch_reject(e))
+            }
+        };
+        self.answer(from, reply);
     }
 
     fn deliver_call(&mut self, call: Call) {
@@ -1104,28 +1191,47 @@ impl World {
             Fate::Trap => return reject(false, "injected trap"),
             Fate::Deliver | Fate::ReplyLost => {}
         }
-        let stable = c.memory_bytes();
+        let ctx = Ctx {
+            caller: index,
+            stable_memory_bytes: c.memory_bytes(),
+        };
         let p = c.partition_mut().expect("checked above");
-        let response = match guard(|| exec_partition_request(p, index, &call.request, stable)) {
+        // The bytes the canister glue sends, through the partition's own dispatcher, and
+        // the reply decoded as the glue decodes it.
+        let method = call.request.method();
+        let arg = call.request.encode(sender(index));
+        let reply = match guard(|| flotilla_partition::dispatch::update(p, &ctx, method, &arg)) {
             Err(e) => {
-                self.panicked(&format!("partition {}", call.request.method()), e);
+                self.panicked(&format!("partition {method}"), e);
                 return reject(false, "trapped");
             }
-            Ok(None) => {
+            Ok(Err(e)) => {
                 self.violation(
                     ViolationKind::UnexpectedReply,
                     format!(
-                        "the index sent management method {} to partition {}",
-                        call.request.method(),
+                        "the index's {method} call to {} was not dispatched: {e}",
                         call.target
                     ),
                 );
-                return reject(true, "method not found");
+                return reject(true, "not dispatched");
             }
-            Ok(Some(r)) => r,
+            Ok(Ok(r)) => r,
+        };
+        let bytes = reply.len() as u64;
+        let response = match call.request.decode_reply(&reply) {
+            Ok(r) => r,
+            Err(e) => {
+                self.violation(
+                    ViolationKind::UnexpectedReply,
+                    format!(
+                        "the reply to {method} from {} does not decode: {e}",
+                        call.target
+                    ),
+                );
+                return reject(false, "undecodable reply");
+            }
         };
         self.observe(call, &response);
-        let bytes = response_size(&response);
         self.stats.max_message_bytes = self.stats.max_message_bytes.max(bytes);
         if bytes > MAX_MESSAGE_BYTES as u64 {
             self.violation(
@@ -1326,15 +1432,16 @@ impl World {
             self.send_call(c);
         }
         if let Some(a) = self.awaiting.remove(&call_id) {
-            // As the canister glue does: a client call whose awaited reply brought no answer
-            // gets `InProgress`.
-            let reply = match (a.create, reaction.finished) {
-                (true, Some(Finished::Create(r))) => ClientReply::Create(r),
-                (false, Some(Finished::Delete(r))) => ClientReply::DeleteSubDb(r),
-                (true, _) => ClientReply::Create(Err(CreateError::InProgress)),
-                (false, _) => ClientReply::DeleteSubDb(Err(DeleteSubDbRequestError::InProgress)),
+            // As the canister glue does: the reply the index finished, or `InProgress`.
+            let reply = if a.lost {
+                Err(TransportError::new(
+                    RejectCode::SysUnknown,
+                    "injected lost reply",
+                ))
+            } else {
+                Ok(a.pending.reply(reaction.finished))
             };
-            self.answer(a.client, if a.lost { ClientReply::Lost } else { reply });
+            self.answer(a.from, reply);
         }
     }
 
