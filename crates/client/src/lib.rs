@@ -22,6 +22,7 @@
 //! applied twice.
 
 pub mod core;
+pub mod counting;
 pub mod ops;
 #[cfg(feature = "agent")]
 pub mod agent;

@@ -26,6 +26,7 @@ pub mod model;
 pub mod queue;
 pub mod report;
 pub mod rng;
+pub mod transport;
 pub mod world;
 
 pub use config::{Bug, OpMix, PlantedBugs, SimConfig};
