@@ -1,7 +1,7 @@
 //! The partition canister's interface: user endpoints (reads and writes on one SubDB, decided
 //! locally from the SubDB's own access lists) and housekeeping endpoints (index only).
 
-use crate::limits::GET_MANY_RESULT_OVERHEAD_BYTES;
+use crate::limits;
 use crate::{BatchOp, Chunk, GetError, InnerKey, OpId, ScanArgs, SubDbId, SubDbStats};
 use candid::{CandidType, Principal};
 use serde::{Deserialize, Serialize};
@@ -39,8 +39,8 @@ pub struct DeleteArgs {
 }
 
 /// Many puts and deletes on one SubDB, applied in order, atomically, under one op id: either
-/// all of them apply or none does. At most [`crate::limits::MAX_BATCH_OPS`] ops whose
-/// [`BatchOp::budget_bytes`] sum to at most [`crate::limits::MAX_BATCH_BYTES`].
+/// all of them apply or none does. At most [`limits::MAX_BATCH_OPS`] ops whose
+/// [`BatchOp::budget_bytes`] sum to at most [`limits::MAX_BATCH_BYTES`].
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct BatchArgs {
     pub subdb: SubDbId,
@@ -55,7 +55,7 @@ pub struct GetArgs {
 }
 
 /// Reads many `(SubDB, key)` pairs of this partition in one query: at most
-/// [`crate::limits::MAX_GET_MANY_KEYS`] pairs, any SubDBs, repeats allowed.
+/// [`limits::MAX_GET_MANY_KEYS`] pairs, any SubDBs, repeats allowed.
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct GetManyArgs {
     pub keys: Vec<GetArgs>,
@@ -63,7 +63,7 @@ pub struct GetManyArgs {
 
 /// `results[i]` answers `keys[i]` exactly as `get` would (a stale, unknown or unreadable
 /// SubDB fails for its own pairs only). The results fill at most
-/// [`crate::limits::REPLY_BUDGET_BYTES`] (see [`GetManyReply::budget_bytes`]): when the next
+/// [`limits::REPLY_BUDGET_BYTES`] (see [`GetManyReply::budget_bytes`]): when the next
 /// result would not fit, the reply stops, so it may answer only a prefix of the keys. It
 /// always answers at least one when one was asked; ask again with `keys[results.len()..]`.
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
@@ -73,9 +73,9 @@ pub struct GetManyReply {
 
 impl GetManyReply {
     /// Bytes one result counts against the reply budget: its value's length plus
-    /// [`GET_MANY_RESULT_OVERHEAD_BYTES`].
+    /// [`limits::GET_MANY_RESULT_OVERHEAD_BYTES`].
     pub fn result_budget_bytes(r: &Result<Option<ByteBuf>, GetError>) -> usize {
-        GET_MANY_RESULT_OVERHEAD_BYTES
+        limits::GET_MANY_RESULT_OVERHEAD_BYTES
             + match r {
                 Ok(Some(v)) => v.len(),
                 _ => 0,
