@@ -45,8 +45,9 @@ pub const MAX_WASM_UPLOAD_CHUNK_BYTES: usize = 1_900_000;
 /// framing). 1.9 MiB, leaving room under [`MAX_MESSAGE_BYTES`] for the rest of the argument
 /// (SubDB id, op id, Candid header) and the ingress envelope (sender, signature, delegations).
 pub const MAX_BATCH_BYTES: usize = MAX_MESSAGE_BYTES * 19 / 20;
-/// Most ops in one batched write, so that applying one (each put may also evict an item)
-/// stays far below the instruction limit of one message.
+/// Most ops in one batched write: bounds the work of one message (each put may also evict
+/// an item), which must stay under the instruction limit of an update (not yet measured in
+/// wasm; see `docs/store.md`).
 pub const MAX_BATCH_OPS: usize = 10_000;
 /// Most `(SubDB, key)` pairs one `get_many` query reads.
 pub const MAX_GET_MANY_KEYS: usize = 1_000;
