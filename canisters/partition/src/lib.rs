@@ -14,15 +14,15 @@
 use flotilla_partition::Partition;
 use flotilla_store::{Config, PURGE_BATCH};
 use flotilla_types::partition::{
-    BeginExportArgs, BeginImportArgs, BeginImportError, CreateLocalArgs, DeleteArgs,
+    BatchArgs, BeginExportArgs, BeginImportArgs, BeginImportError, CreateLocalArgs, DeleteArgs,
     DeleteSubDbArgs, ExportArgs, ExportDeltaArgs, ExportDeltaReply, ExportReply, FreezeArgs,
-    FreezeError, GetArgs, HousekeepingError, ImportChunkArgs, PartitionInit, PartitionStats,
-    PutArgs, ReleaseArgs, ReleaseError, ScanRequest, SetAccessArgs, SetAccessError, StatsArgs,
-    StatsError, SubDbStatsError,
+    FreezeError, GetArgs, GetManyArgs, GetManyError, GetManyReply, HousekeepingError,
+    ImportChunkArgs, PartitionInit, PartitionStats, PutArgs, ReleaseArgs, ReleaseError,
+    ScanRequest, SetAccessArgs, SetAccessError, StatsArgs, StatsError, SubDbStatsError,
 };
 use flotilla_types::{
-    CreateSubDbError, DeleteError, DeleteSubDbError, GetError, ImportError, PutError, PutOutcome,
-    ScanError, ScanPage, SubDbId, SubDbStats,
+    BatchError, BatchOutcome, CreateSubDbError, DeleteError, DeleteSubDbError, GetError,
+    ImportError, PutError, PutOutcome, ScanError, ScanPage, SubDbId, SubDbStats,
 };
 use ic_cdk::api::msg_caller;
 use ic_cdk::{init, post_upgrade, query, update};
@@ -98,6 +98,11 @@ fn get(args: GetArgs) -> Result<Option<ByteBuf>, GetError> {
 }
 
 #[query]
+fn get_many(args: GetManyArgs) -> Result<GetManyReply, GetManyError> {
+    with(|p| p.get_many(msg_caller(), &args))
+}
+
+#[query]
 fn has(args: GetArgs) -> Result<bool, GetError> {
     with(|p| p.has(msg_caller(), &args))
 }
@@ -120,6 +125,11 @@ fn put(args: PutArgs) -> Result<PutOutcome, PutError> {
 #[update]
 fn delete(args: DeleteArgs) -> Result<bool, DeleteError> {
     with_mut(|p| p.delete(msg_caller(), &args))
+}
+
+#[update]
+fn batch(args: BatchArgs) -> Result<BatchOutcome, BatchError> {
+    with_mut(|p| p.batch(msg_caller(), &args))
 }
 
 #[update]
@@ -194,7 +204,54 @@ ic_cdk::export_candid!();
 
 #[cfg(test)]
 mod tests {
+    use candid::{Decode, Encode};
     use candid_parser::utils::{service_equal, CandidSource};
+    use flotilla_types::limits::{
+        ITEM_OVERHEAD_BYTES, MAX_BATCH_BYTES, MAX_BATCH_OPS, MAX_KEY_BYTES, MAX_MESSAGE_BYTES,
+        MAX_VALUE_BYTES, OP_ID_MAX_BYTES,
+    };
+    use flotilla_types::partition::BatchArgs;
+    use flotilla_types::{batch_budget_bytes, BatchOp, OpId};
+    use serde_bytes::ByteBuf;
+
+    fn put(k: usize, v: usize) -> BatchOp {
+        BatchOp::Put {
+            key: ByteBuf::from(vec![0xEE; k]),
+            value: ByteBuf::from(vec![0xDD; v]),
+        }
+    }
+
+    /// The `batch` endpoint's whole argument, as an agent sends it, stays under the IC's
+    /// 2 MiB request limit with room for the envelope, for batches exactly at the limits.
+    #[test]
+    fn a_maximal_batch_argument_fits_one_message() {
+        let largest = MAX_KEY_BYTES + MAX_VALUE_BYTES + ITEM_OVERHEAD_BYTES;
+        let mut big: Vec<BatchOp> = (0..MAX_BATCH_BYTES / largest)
+            .map(|_| put(MAX_KEY_BYTES, MAX_VALUE_BYTES))
+            .collect();
+        let left = MAX_BATCH_BYTES - batch_budget_bytes(&big);
+        big.push(put(
+            MAX_KEY_BYTES,
+            left - MAX_KEY_BYTES - ITEM_OVERHEAD_BYTES,
+        ));
+        let each = MAX_BATCH_BYTES / MAX_BATCH_OPS - ITEM_OVERHEAD_BYTES;
+        let many = (0..MAX_BATCH_OPS).map(|_| put(1, each - 1)).collect();
+        for ops in [big, many] {
+            assert!(batch_budget_bytes(&ops) <= MAX_BATCH_BYTES);
+            let args = BatchArgs {
+                subdb: u32::MAX,
+                ops,
+                op_id: OpId::from(vec![0xFF; OP_ID_MAX_BYTES]),
+            };
+            let bytes = Encode!(&args).unwrap();
+            assert!(
+                bytes.len() + 64 * 1024 <= MAX_MESSAGE_BYTES,
+                "{} bytes leave under 64 KiB of the 2 MiB for the envelope",
+                bytes.len()
+            );
+            assert_eq!(Decode!(&bytes, BatchArgs).unwrap(), args);
+        }
+    }
 
     /// The committed `partition.did` is exactly this code's interface. To regenerate it:
     /// `FLOTILLA_UPDATE_DID=1 cargo test -p flotilla-partition-canister`.

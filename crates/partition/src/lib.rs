@@ -42,18 +42,21 @@ use candid::Principal;
 use flotilla_store::memory::{PARTITION_IMPORTS, PARTITION_STATE, PARTITION_TOMBSTONES};
 use flotilla_store::{Config, InitError, OpCtx, Store};
 use flotilla_types::limits::{
-    MAX_ACCESS_PRINCIPALS, MAX_SUBDB_META_BYTES, MIN_CHUNK_BUDGET_BYTES, REPLY_BUDGET_BYTES,
+    MAX_ACCESS_PRINCIPALS, MAX_GET_MANY_KEYS, MAX_SUBDB_META_BYTES, MIN_CHUNK_BUDGET_BYTES,
+    REPLY_BUDGET_BYTES,
 };
 use flotilla_types::partition::{
-    Access, BeginExportArgs, BeginImportArgs, BeginImportError, CreateLocalArgs, DeleteArgs,
-    DeleteSubDbArgs, ExportArgs, ExportDeltaArgs, ExportDeltaReply, ExportReply, FreezeArgs,
-    FreezeError, GetArgs, HousekeepingError, ImportChunkArgs, PartitionInit, PartitionStats,
-    PutArgs, ReleaseArgs, ReleaseError, ScanRequest, SetAccessArgs, SetAccessError, StatsArgs,
-    StatsError, SubDbStatsError, MAX_STATS_SUBDBS,
+    Access, BatchArgs, BeginExportArgs, BeginImportArgs, BeginImportError, CreateLocalArgs,
+    DeleteArgs, DeleteSubDbArgs, ExportArgs, ExportDeltaArgs, ExportDeltaReply, ExportReply,
+    FreezeArgs, FreezeError, GetArgs, GetManyArgs, GetManyError, GetManyReply, HousekeepingError,
+    ImportChunkArgs, PartitionInit, PartitionStats, PutArgs, ReleaseArgs, ReleaseError,
+    ScanRequest, SetAccessArgs, SetAccessError, StatsArgs, StatsError, SubDbStatsError,
+    MAX_STATS_SUBDBS,
 };
 use flotilla_types::{
-    CreateSubDbError, DeleteError, DeleteSubDbError, ExportError, GetError, ImportError, InnerKey,
-    PutError, PutOutcome, ScanError, ScanPage, SubDbId, SubDbStats,
+    BatchError, BatchOutcome, CreateSubDbError, DeleteError, DeleteSubDbError, ExportError,
+    GetError, ImportError, InnerKey, PutError, PutOutcome, ScanError, ScanPage, SubDbId,
+    SubDbStats,
 };
 use ic_stable_structures::memory_manager::MemoryId;
 use ic_stable_structures::{BTreeMap, Cell, Memory};
@@ -118,6 +121,7 @@ macro_rules! user_error {
 user_error!(
     PutError,
     DeleteError,
+    BatchError,
     GetError,
     ScanError,
     DeleteSubDbError,
@@ -269,6 +273,63 @@ impl<M: Memory> Partition<M> {
             salt: caller.as_slice(),
         };
         self.store.delete(Some(op), args.subdb, &args.key)
+    }
+
+    /// Applies many puts and deletes to one SubDB atomically under one op id (writers and the
+    /// owner), within `MAX_BATCH_OPS` ops and `MAX_BATCH_BYTES` (see `Store::batch`).
+    /// Idempotent by op id.
+    pub fn batch(
+        &mut self,
+        caller: Principal,
+        args: &BatchArgs,
+    ) -> Result<BatchOutcome, BatchError> {
+        self.authorize::<BatchError>(&caller, args.subdb, Need::Write)?;
+        let op = OpCtx {
+            op_id: &args.op_id,
+            salt: caller.as_slice(),
+        };
+        self.store.batch(Some(op), args.subdb, &args.ops)
+    }
+
+    /// Reads many `(SubDB, key)` pairs, each answered exactly as [`Partition::get`] answers
+    /// it, in order, until the next result would take the reply past `REPLY_BUDGET_BYTES`
+    /// (counted by [`GetManyReply::result_budget_bytes`]); the first result is always given.
+    /// At most `MAX_GET_MANY_KEYS` pairs.
+    pub fn get_many(
+        &self,
+        caller: Principal,
+        args: &GetManyArgs,
+    ) -> Result<GetManyReply, GetManyError> {
+        if args.keys.len() > MAX_GET_MANY_KEYS {
+            return Err(GetManyError::TooManyKeys {
+                len: args.keys.len() as u64,
+                max: MAX_GET_MANY_KEYS as u64,
+            });
+        }
+        // Each SubDB is resolved and authorized once per call.
+        let mut allowed: std::collections::BTreeMap<SubDbId, Result<(), GetError>> =
+            Default::default();
+        let mut reply = GetManyReply::default();
+        let mut used = 0;
+        for k in &args.keys {
+            let access = allowed
+                .entry(k.subdb)
+                .or_insert_with(|| self.authorize_read::<GetError>(&caller, k.subdb));
+            let r = match access {
+                Ok(()) => self
+                    .store
+                    .get(k.subdb, &k.key)
+                    .map(|v| v.map(ByteBuf::from)),
+                Err(e) => Err(e.clone()),
+            };
+            let cost = GetManyReply::result_budget_bytes(&r);
+            if !reply.results.is_empty() && used + cost > REPLY_BUDGET_BYTES {
+                break;
+            }
+            used += cost;
+            reply.results.push(r);
+        }
+        Ok(reply)
     }
 
     /// Reads an item (readers, writers, the owner; everyone if the SubDB is public).
@@ -623,6 +684,8 @@ fn read_state<M: Memory>(m: M) -> Result<State, PartitionInitError> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_many;
 
 fn housekeeping_error(e: ExportError) -> HousekeepingError {
     match e {

@@ -4,22 +4,23 @@ use flotilla_types::{Chunk, OpId, ScanArgs};
 use ic_stable_structures::memory_manager::{MemoryManager, VirtualMemory};
 use ic_stable_structures::VectorMemory;
 
-type Mem = VirtualMemory<VectorMemory>;
+pub(crate) type Mem = VirtualMemory<VectorMemory>;
 
-const INDEX: Principal = Principal::from_slice(&[0, 0, 0, 0, 0, 0, 0, 7, 1, 1]);
-const OTHER_CANISTER: Principal = Principal::from_slice(&[0, 0, 0, 0, 0, 0, 0, 9, 1, 1]);
-const TARGET_PARTITION: Principal = Principal::from_slice(&[0, 0, 0, 0, 0, 0, 0, 8, 1, 1]);
-const OWNER: Principal = Principal::from_slice(&[0xA1; 29]);
-const READER: Principal = Principal::from_slice(&[0xB2; 29]);
-const WRITER: Principal = Principal::from_slice(&[0xC3; 29]);
-const STRANGER: Principal = Principal::from_slice(&[0xD4; 29]);
-const ANON: Principal = Principal::anonymous();
+pub(crate) const INDEX: Principal = Principal::from_slice(&[0, 0, 0, 0, 0, 0, 0, 7, 1, 1]);
+pub(crate) const OTHER_CANISTER: Principal = Principal::from_slice(&[0, 0, 0, 0, 0, 0, 0, 9, 1, 1]);
+pub(crate) const TARGET_PARTITION: Principal =
+    Principal::from_slice(&[0, 0, 0, 0, 0, 0, 0, 8, 1, 1]);
+pub(crate) const OWNER: Principal = Principal::from_slice(&[0xA1; 29]);
+pub(crate) const READER: Principal = Principal::from_slice(&[0xB2; 29]);
+pub(crate) const WRITER: Principal = Principal::from_slice(&[0xC3; 29]);
+pub(crate) const STRANGER: Principal = Principal::from_slice(&[0xD4; 29]);
+pub(crate) const ANON: Principal = Principal::anonymous();
 
 fn manager(raw: &VectorMemory) -> MemoryManager<VectorMemory> {
     MemoryManager::init_with_bucket_size(raw.clone(), 1)
 }
 
-fn install_on(raw: &VectorMemory) -> Partition<Mem> {
+pub(crate) fn install_on(raw: &VectorMemory) -> Partition<Mem> {
     let mm = manager(raw);
     Partition::install(
         |id| mm.get(id),
@@ -34,11 +35,11 @@ fn reopen(raw: &VectorMemory) -> Partition<Mem> {
     Partition::open(|id| mm.get(id)).unwrap()
 }
 
-fn op(n: u8) -> OpId {
+pub(crate) fn op(n: u8) -> OpId {
     OpId::from(vec![n; 16])
 }
 
-fn access() -> Access {
+pub(crate) fn access() -> Access {
     Access {
         owner: OWNER,
         readers: vec![READER],
@@ -46,7 +47,7 @@ fn access() -> Access {
     }
 }
 
-fn create(p: &mut Partition<Mem>, op_n: u8, access: Access) -> SubDbId {
+pub(crate) fn create(p: &mut Partition<Mem>, op_n: u8, access: Access) -> SubDbId {
     p.create_subdb_local(
         INDEX,
         &CreateLocalArgs {
@@ -58,7 +59,7 @@ fn create(p: &mut Partition<Mem>, op_n: u8, access: Access) -> SubDbId {
     .unwrap()
 }
 
-fn put_args(subdb: SubDbId, key: &[u8], value: &[u8], op_n: u8) -> PutArgs {
+pub(crate) fn put_args(subdb: SubDbId, key: &[u8], value: &[u8], op_n: u8) -> PutArgs {
     PutArgs {
         subdb,
         key: ByteBuf::from(key.to_vec()),
@@ -75,7 +76,7 @@ fn del_args(subdb: SubDbId, key: &[u8], op_n: u8) -> DeleteArgs {
     }
 }
 
-fn get_args(subdb: SubDbId, key: &[u8]) -> GetArgs {
+pub(crate) fn get_args(subdb: SubDbId, key: &[u8]) -> GetArgs {
     GetArgs {
         subdb,
         key: ByteBuf::from(key.to_vec()),
@@ -94,13 +95,13 @@ fn keys(page: &ScanPage) -> Vec<Vec<u8>> {
 }
 
 /// A partition holding one SubDB (OWNER; READER reads; WRITER writes) with items a, b, c.
-struct Fixture {
-    raw: VectorMemory,
-    p: Partition<Mem>,
-    s: SubDbId,
+pub(crate) struct Fixture {
+    pub(crate) raw: VectorMemory,
+    pub(crate) p: Partition<Mem>,
+    pub(crate) s: SubDbId,
 }
 
-fn fixture() -> Fixture {
+pub(crate) fn fixture() -> Fixture {
     let raw = VectorMemory::default();
     let mut p = install_on(&raw);
     let s = create(&mut p, 1, access());
@@ -112,19 +113,19 @@ fn fixture() -> Fixture {
 
 /// Everything observable: the raw stable memory (every region, byte for byte) and the totals.
 #[derive(Debug, PartialEq, Eq)]
-struct Snapshot {
+pub(crate) struct Snapshot {
     memory: Vec<u8>,
     totals: Totals,
 }
 
-fn snapshot(f: &Fixture) -> Snapshot {
+pub(crate) fn snapshot(f: &Fixture) -> Snapshot {
     Snapshot {
         memory: f.raw.borrow().clone(),
         totals: f.p.store().totals(),
     }
 }
 
-fn assert_unchanged(f: &Fixture, before: &Snapshot, what: &str) {
+pub(crate) fn assert_unchanged(f: &Fixture, before: &Snapshot, what: &str) {
     let after = snapshot(f);
     assert_eq!(before.totals, after.totals, "{what}: totals changed");
     assert!(
@@ -133,7 +134,12 @@ fn assert_unchanged(f: &Fixture, before: &Snapshot, what: &str) {
     );
 }
 
-fn value(p: &Partition<Mem>, caller: Principal, s: SubDbId, k: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn value(
+    p: &Partition<Mem>,
+    caller: Principal,
+    s: SubDbId,
+    k: &[u8],
+) -> Option<Vec<u8>> {
     p.get(caller, &get_args(s, k)).unwrap().map(|v| v.to_vec())
 }
 

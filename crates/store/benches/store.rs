@@ -3,11 +3,12 @@
 //!
 //! `cargo bench -p flotilla-store --bench store` prints, after criterion's own report, the
 //! ratio store/bare for put, get, a 100-item forward scan and put-with-op-id, and the memory
-//! bytes per item of both.
+//! bytes per item of both. It also compares one batch of 100 fresh puts under one op id with
+//! 100 single puts with an op id each (`batch100`).
 
 use criterion::{black_box, Criterion};
 use flotilla_store::{Config, OpCtx, Store};
-use flotilla_types::{OpId, ScanArgs};
+use flotilla_types::{BatchOp, OpId, ScanArgs};
 use ic_stable_structures::memory_manager::{MemoryId, MemoryManager, VirtualMemory};
 use ic_stable_structures::{BTreeMap, Memory, VectorMemory};
 use serde_bytes::ByteBuf;
@@ -142,8 +143,49 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // 100 fresh puts: one batch under one op id vs 100 single puts with an op id each.
+    let mut g = c.benchmark_group("batch100");
+    let op_of = |i: u64| OpId::from([mix(i).to_le_bytes(), mix(!i).to_le_bytes()].concat());
+    let seq = Cell::new(base + 10_000_000);
+    g.bench_function("batch", |b| {
+        b.iter(|| {
+            let i = seq.get();
+            seq.set(i + BATCH_OPS);
+            let ops: Vec<BatchOp> = (i..i + BATCH_OPS)
+                .map(|j| BatchOp::Put {
+                    key: ByteBuf::from(key(j)),
+                    value: ByteBuf::from(value(j)),
+                })
+                .collect();
+            let op = op_of(i);
+            let ctx = OpCtx {
+                op_id: &op,
+                salt: b"bench-caller",
+            };
+            store.batch(Some(ctx), db, &ops).unwrap()
+        })
+    });
+    g.bench_function("singles", |b| {
+        b.iter(|| {
+            let i = seq.get();
+            seq.set(i + BATCH_OPS);
+            for j in i..i + BATCH_OPS {
+                let op = op_of(j);
+                let ctx = OpCtx {
+                    op_id: &op,
+                    salt: b"bench-caller",
+                };
+                store.put(Some(ctx), db, &key(j), &value(j)).unwrap();
+            }
+        })
+    });
+    g.finish();
     black_box((&store, &bare));
 }
+
+/// Puts per batch in the `batch100` group.
+const BATCH_OPS: u64 = 100;
 
 /// Bytes of memory per item: every region each side uses, on plain `VectorMemory`s so that
 /// size is counted in 64 KiB pages rather than the manager's 8 MiB buckets.
@@ -205,6 +247,15 @@ fn main() {
             ),
             _ => println!("{group:<8} (no estimate: run without a filter)"),
         }
+    }
+    if let (Some(b), Some(s)) = (
+        estimate_ns("batch100", "batch"),
+        estimate_ns("batch100", "singles"),
+    ) {
+        println!(
+            "batch100 one batch {b:>10.0} ns  100 puts with op ids {s:>10.0} ns  ratio {:.2}",
+            b / s
+        );
     }
     let (s, b) = memory_per_item();
     println!(

@@ -13,6 +13,7 @@
 //! Limits are named in [`flotilla_types::limits`] and every violation is a typed error; an
 //! operation that returns an error changed nothing.
 
+mod batch;
 pub mod layout;
 pub mod memory;
 pub mod oplog;
@@ -22,9 +23,9 @@ use flotilla_types::limits::{
     MAX_VALUE_BYTES, OP_ID_MAX_BYTES, OP_ID_MIN_BYTES, REPLY_BUDGET_BYTES,
 };
 use flotilla_types::{
-    Chunk, ChunkHeader, CreateSubDbError, DeleteError, DeleteSubDbError, Entry, ExportError,
-    GetError, ImportError, OpEntry, PutError, PutOutcome, ScanArgs, ScanError, ScanPage, SubDbId,
-    SubDbStats,
+    BatchError, Chunk, ChunkHeader, CreateSubDbError, DeleteError, DeleteSubDbError, Entry,
+    ExportError, GetError, ImportError, OpEntry, PutError, PutOutcome, ScanArgs, ScanError,
+    ScanPage, SubDbId, SubDbStats,
 };
 use ic_stable_structures::memory_manager::MemoryId;
 use ic_stable_structures::{BTreeMap, Cell, Memory, Vec as StableVec};
@@ -148,6 +149,7 @@ const KIND_CREATE: u8 = 1;
 const KIND_DELETE_SUBDB: u8 = 2;
 const KIND_PUT: u8 = 3;
 const KIND_DELETE: u8 = 4;
+const KIND_BATCH: u8 = 5;
 
 /// Operations that can refuse an op id.
 trait OpError: From<flotilla_types::InvalidOpId> {
@@ -156,7 +158,13 @@ trait OpError: From<flotilla_types::InvalidOpId> {
 macro_rules! op_error {
     ($($t:ident),*) => {$(impl OpError for $t { fn conflict() -> Self { $t::OpIdConflict } })*};
 }
-op_error!(CreateSubDbError, DeleteSubDbError, PutError, DeleteError);
+op_error!(
+    CreateSubDbError,
+    DeleteSubDbError,
+    PutError,
+    DeleteError,
+    BatchError
+);
 
 fn check_key<E>(key: &[u8], err: impl FnOnce(u64, u64) -> E) -> Result<(), E> {
     if key.len() > MAX_KEY_BYTES {
@@ -1142,3 +1150,5 @@ fn subdb_bounds(id: SubDbId) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_batch;

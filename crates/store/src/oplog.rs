@@ -16,7 +16,7 @@
 //! alone, so reusing an id on another SubDB is a conflict too.
 
 use crate::layout::Header;
-use flotilla_types::{OpId, PutOutcome, SubDbId};
+use flotilla_types::{BatchOutcome, OpId, PutOutcome, SubDbId};
 use ic_stable_structures::storable::{Bound, Storable};
 use ic_stable_structures::{BTreeMap, Cell, Memory};
 use sha2::{Digest, Sha256};
@@ -40,6 +40,9 @@ pub enum Outcome {
     SubDbDeleted,
     Put(PutOutcome),
     Deleted(bool),
+    /// Counts of a batch; `puts_replaced` and `deletes_existed` are stored as u16 (a batch
+    /// holds at most `MAX_BATCH_OPS` ≤ 65,535 ops).
+    Batch(BatchOutcome),
 }
 
 impl Outcome {
@@ -59,11 +62,18 @@ impl Outcome {
                 out.push(4);
                 out.push(existed as u8);
             }
+            Outcome::Batch(b) => {
+                out.push(5);
+                out.extend_from_slice(&(b.puts_replaced as u16).to_le_bytes());
+                out.extend_from_slice(&(b.deletes_existed as u16).to_le_bytes());
+                out.extend_from_slice(&b.evicted.to_le_bytes());
+            }
         }
     }
 
     fn decode(b: &[u8]) -> Option<Outcome> {
         let u32_at = |i: usize| Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?));
+        let u16_at = |i: usize| Some(u16::from_le_bytes(b.get(i..i + 2)?.try_into().ok()?));
         Some(match *b.first()? {
             1 => Outcome::Created(u32_at(1)?),
             2 => Outcome::SubDbDeleted,
@@ -72,6 +82,11 @@ impl Outcome {
                 evicted: u32_at(2)?,
             }),
             4 => Outcome::Deleted(*b.get(1)? == 1),
+            5 => Outcome::Batch(BatchOutcome {
+                puts_replaced: u16_at(1)?.into(),
+                deletes_existed: u16_at(3)?.into(),
+                evicted: u32_at(5)?,
+            }),
             _ => return None,
         })
     }
@@ -371,6 +386,11 @@ mod tests {
                 evicted: 3,
             }),
             Outcome::Deleted(false),
+            Outcome::Batch(BatchOutcome {
+                puts_replaced: u16::MAX.into(),
+                deletes_existed: 7,
+                evicted: u32::MAX,
+            }),
         ] {
             let rec = OpRecord::new(3, [7; HASH_BYTES], o);
             assert_eq!(rec.scope(), Some(3));

@@ -4,22 +4,22 @@ use flotilla_types::OpId;
 use ic_stable_structures::memory_manager::{MemoryManager, VirtualMemory};
 use ic_stable_structures::VectorMemory;
 
-type Mem = VirtualMemory<VectorMemory>;
+pub(crate) type Mem = VirtualMemory<VectorMemory>;
 
-fn open(raw: &VectorMemory, cfg: Config) -> Result<Store<Mem>, InitError> {
+pub(crate) fn open(raw: &VectorMemory, cfg: Config) -> Result<Store<Mem>, InitError> {
     let mm = MemoryManager::init_with_bucket_size(raw.clone(), 1);
     Store::init(|id| mm.get(id), cfg)
 }
 
-fn store() -> Store<Mem> {
+pub(crate) fn store() -> Store<Mem> {
     open(&VectorMemory::default(), Config::default()).unwrap()
 }
 
-fn op(n: u8) -> OpId {
+pub(crate) fn op(n: u8) -> OpId {
     OpId::from(vec![n; 16])
 }
 
-fn ctx(id: &OpId) -> Option<OpCtx<'_>> {
+pub(crate) fn ctx(id: &OpId) -> Option<OpCtx<'_>> {
     Some(OpCtx {
         op_id: id,
         salt: b"alice",
@@ -466,7 +466,7 @@ fn scan_pages_fit_in_a_reply() {
     assert_eq!(pages, 5);
 }
 
-fn fill(s: &mut Store<Mem>, id: SubDbId, n: u32, vlen: usize) {
+pub(crate) fn fill(s: &mut Store<Mem>, id: SubDbId, n: u32, vlen: usize) {
     for i in 0..n {
         s.put(None, id, &i.to_be_bytes(), &vec![i as u8; vlen])
             .unwrap();
@@ -707,7 +707,7 @@ fn reopening_keeps_everything_and_refuses_foreign_layouts() {
 
 /// Copies `id` from `src` to a new import in `dst` while `write` mutates the source between
 /// chunks, then ships deltas and a frozen final delta. Returns the target id.
-fn live_move(
+pub(crate) fn live_move(
     src: &mut Store<Mem>,
     dst: &mut Store<Mem>,
     id: SubDbId,
@@ -749,7 +749,7 @@ fn live_move(
     t
 }
 
-fn contents(s: &Store<Mem>, id: SubDbId) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub(crate) fn contents(s: &Store<Mem>, id: SubDbId) -> Vec<(Vec<u8>, Vec<u8>)> {
     let args = ScanArgs {
         limit: Some(MAX_SCAN_ITEMS),
         ..Default::default()

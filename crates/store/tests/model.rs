@@ -1,6 +1,8 @@
 //! Model-based property test: random operation sequences run against the store and against a
 //! `BTreeMap`-per-SubDB model (with an exact model of the two-generation op-id log); every
 //! answer, every scan page, the byte accounting and export→import round trips are compared.
+//! Batched writes run against the same model (their writes applied one by one), including
+//! op-id replays and conflicts with single puts and deletes, and inside live moves.
 //!
 //! The run takes `FLOTILLA_SEED` (else a fresh seed) and prints `seed=N` on failure;
 //! `FLOTILLA_CASES` sets the case count (default 1,000).
@@ -38,6 +40,12 @@ enum Op {
         key: Vec<u8>,
         op: Option<(u8, u8)>,
     },
+    /// A batched write; `None` values are deletes.
+    Batch {
+        db: usize,
+        writes: Vec<Write>,
+        op: Option<(u8, u8)>,
+    },
     Get {
         db: usize,
         key: Vec<u8>,
@@ -54,18 +62,29 @@ enum Op {
         db: usize,
         budget: usize,
     },
-    /// A live move of `db` into the second store with `writes` (key, value or delete)
-    /// interleaved one per chunk, then deltas and a frozen final delta.
+    /// A live move of `db` into the second store with `writes` interleaved one group per
+    /// chunk (a group of one as a single put or delete, a larger one as a batch), then deltas
+    /// and a frozen final delta.
     LiveMove {
         db: usize,
         budget: usize,
-        writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        writes: Vec<Vec<Write>>,
     },
     Reopen,
 }
 
+/// A key and a value to put, or `None` to delete it.
+type Write = (Vec<u8>, Option<Vec<u8>>);
+
 fn key() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(0u8..4, 0..3)
+}
+
+fn write() -> impl Strategy<Value = Write> {
+    (
+        key(),
+        prop::option::of(prop::collection::vec(any::<u8>(), 0..12)),
+    )
 }
 
 /// (op id number, caller number): a small pool so ids collide, replay and conflict.
@@ -81,12 +100,14 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         10 => (db.clone(), key(), prop::collection::vec(any::<u8>(), 0..12), op_id())
             .prop_map(|(db, key, value, op)| Op::Put { db, key, value, op }),
         3 => (db.clone(), key(), op_id()).prop_map(|(db, key, op)| Op::Delete { db, key, op }),
+        4 => (db.clone(), prop::collection::vec(write(), 0..6), op_id())
+            .prop_map(|(db, writes, op)| Op::Batch { db, writes, op }),
         3 => (db.clone(), key()).prop_map(|(db, key)| Op::Get { db, key }),
         4 => (db.clone(), prop::option::of(key()), prop::option::of(key()), any::<bool>(), 1u32..5,
               prop::option::of(1u32..60))
             .prop_map(|(db, start, end, reverse, limit, max_bytes)| Op::Scan { db, start, end, reverse, limit, max_bytes }),
         1 => (db.clone(), 40usize..300).prop_map(|(db, budget)| Op::ExportImport { db, budget }),
-        1 => (db.clone(), 40usize..300, prop::collection::vec((key(), prop::option::of(prop::collection::vec(any::<u8>(), 0..12))), 0..12))
+        1 => (db.clone(), 40usize..300, prop::collection::vec(prop::collection::vec(write(), 1..4), 0..12))
             .prop_map(|(db, budget, writes)| Op::LiveMove { db, budget, writes }),
         1 => Just(Op::Reopen),
     ]
@@ -98,6 +119,7 @@ enum Args {
     DeleteSubDb,
     Put(Vec<u8>, Vec<u8>),
     Delete(Vec<u8>),
+    Batch(Vec<Write>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -106,12 +128,57 @@ enum Out {
     Unit,
     Put(PutOutcome),
     Deleted(bool),
+    Batch(BatchOutcome),
 }
 
 #[derive(Default)]
 struct ModelDb {
     cap: Option<u64>,
     items: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl ModelDb {
+    /// A put: whether it replaced a value, and how many items the cap evicted.
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> (bool, u32) {
+        let replaced = self.items.insert(key, value).is_some();
+        let mut evicted = 0;
+        while self.cap.is_some_and(|c| self.items.len() as u64 > c) {
+            self.items.pop_first();
+            evicted += 1;
+        }
+        (replaced, evicted)
+    }
+
+    /// A batch: its writes one after another.
+    fn batch(&mut self, writes: &[Write]) -> BatchOutcome {
+        let mut out = BatchOutcome::default();
+        for (k, v) in writes {
+            match v {
+                Some(v) => {
+                    let (replaced, evicted) = self.put(k.clone(), v.clone());
+                    out.puts_replaced += replaced as u32;
+                    out.evicted += evicted;
+                }
+                None => out.deletes_existed += self.items.remove(k).is_some() as u32,
+            }
+        }
+        out
+    }
+}
+
+fn batch_ops(writes: &[Write]) -> Vec<BatchOp> {
+    writes
+        .iter()
+        .map(|(k, v)| match v {
+            Some(v) => BatchOp::Put {
+                key: ByteBuf::from(k.clone()),
+                value: ByteBuf::from(v.clone()),
+            },
+            None => BatchOp::Delete {
+                key: ByteBuf::from(k.clone()),
+            },
+        })
+        .collect()
 }
 
 /// A remembered operation: scope, caller, arguments, outcome.
@@ -323,12 +390,7 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     PutError::OpIdConflict,
                     |m| {
                         let d = m.dbs.get_mut(&id).ok_or(PutError::UnknownSubDb)?;
-                        let replaced = d.items.insert(key.clone(), value.clone()).is_some();
-                        let mut evicted = 0;
-                        while d.cap.is_some_and(|c| d.items.len() as u64 > c) {
-                            d.items.pop_first();
-                            evicted += 1;
-                        }
+                        let (replaced, evicted) = d.put(key.clone(), value.clone());
                         Ok(Out::Put(PutOutcome { replaced, evicted }))
                     },
                 );
@@ -358,6 +420,32 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     salt: SALTS[c as usize],
                 });
                 prop_assert_eq!(s.delete(ctx, id, &key).map(Out::Deleted), want);
+            }
+            Op::Batch { db, writes, op } => {
+                let id = db_id(&m, db);
+                let want = if writes.is_empty() {
+                    // Refused before the op id is looked at.
+                    Err(BatchError::EmptyBatch)
+                } else {
+                    model_once(
+                        &mut m,
+                        op,
+                        id,
+                        Args::Batch(writes.clone()),
+                        BatchError::OpIdConflict,
+                        |m| {
+                            let d = m.dbs.get_mut(&id).ok_or(BatchError::UnknownSubDb)?;
+                            Ok(Out::Batch(d.batch(&writes)))
+                        },
+                    )
+                };
+                let o = op.map(|(n, _)| op_bytes(n));
+                let ctx = op.map(|(_, c)| OpCtx {
+                    op_id: o.as_ref().unwrap(),
+                    salt: SALTS[c as usize],
+                });
+                let got = s.batch(ctx, id, &batch_ops(&writes)).map(Out::Batch);
+                prop_assert_eq!(got, want);
             }
             Op::Get { db, key } => {
                 let id = db_id(&m, db);
@@ -464,19 +552,20 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let t = dst.begin_import();
                 let mut writes = writes.into_iter();
                 let mut write = |s: &mut Store<Mem>, m: &mut Model| {
-                    if let Some((k, v)) = writes.next() {
+                    if let Some(group) = writes.next() {
                         let d = m.dbs.get_mut(&id).unwrap();
-                        match v {
-                            Some(v) => {
-                                s.put(None, id, &k, &v).unwrap();
-                                d.items.insert(k, v);
-                                while d.cap.is_some_and(|c| d.items.len() as u64 > c) {
-                                    d.items.pop_first();
-                                }
+                        match &group[..] {
+                            [(k, Some(v))] => {
+                                s.put(None, id, k, v).unwrap();
+                                d.put(k.clone(), v.clone());
                             }
-                            None => {
-                                s.delete(None, id, &k).unwrap();
-                                d.items.remove(&k);
+                            [(k, None)] => {
+                                s.delete(None, id, k).unwrap();
+                                d.items.remove(k);
+                            }
+                            _ => {
+                                let got = s.batch(None, id, &batch_ops(&group)).unwrap();
+                                assert_eq!(got, d.batch(&group));
                             }
                         }
                     }
@@ -513,8 +602,15 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                 }
                 // Writes left over hit the frozen source and are refused.
-                if let Some((k, _)) = writes.next() {
-                    prop_assert_eq!(s.delete(None, id, &k), Err(DeleteError::WritesPaused));
+                if let Some(group) = writes.next() {
+                    prop_assert_eq!(
+                        s.delete(None, id, &group[0].0),
+                        Err(DeleteError::WritesPaused)
+                    );
+                    prop_assert_eq!(
+                        s.batch(None, id, &batch_ops(&group)),
+                        Err(BatchError::WritesPaused)
+                    );
                 }
                 let st = dst.finish_import(t).unwrap();
                 prop_assert_eq!(st.hard_cap, cap);

@@ -96,6 +96,33 @@ pub enum DeleteError {
     NotAuthorized,
 }
 
+/// The error of a batched write. `index` is the position of the offending op in the batch.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Error)]
+pub enum BatchError {
+    #[error("no such SubDB")]
+    UnknownSubDb,
+    #[error("the SubDB moved to {to:?}")]
+    Moved { to: InnerKey },
+    #[error("writes to this SubDB are paused for a move cutover; retry shortly")]
+    WritesPaused,
+    #[error("the batch holds no ops")]
+    EmptyBatch,
+    #[error("the batch holds {len} ops; the limit is {max}")]
+    TooManyOps { len: u64, max: u64 },
+    #[error("the batch counts {bytes} bytes; the limit is {max}")]
+    BatchTooLarge { bytes: u64, max: u64 },
+    #[error("op {index}: key is {len} bytes; the limit is {max}")]
+    KeyTooLarge { index: u32, len: u64, max: u64 },
+    #[error("op {index}: value is {len} bytes; the limit is {max}")]
+    ValueTooLarge { index: u32, len: u64, max: u64 },
+    #[error("operation id is {len} bytes; it must be 16 to 32 bytes")]
+    InvalidOpId { len: u32 },
+    #[error("this operation id was used with different arguments")]
+    OpIdConflict,
+    #[error("the caller may not write to this SubDB")]
+    NotAuthorized,
+}
+
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Error)]
 pub enum GetError {
     #[error("no such SubDB")]
@@ -162,4 +189,10 @@ pub enum ImportError {
     NotAuthorized,
 }
 
-from_invalid_op_id!(CreateSubDbError, DeleteSubDbError, PutError, DeleteError);
+from_invalid_op_id!(
+    CreateSubDbError,
+    DeleteSubDbError,
+    PutError,
+    DeleteError,
+    BatchError
+);

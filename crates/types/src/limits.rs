@@ -39,3 +39,27 @@ pub const MAX_ROUTES_PAGE: u32 = 10_000;
 pub const MAX_PARTITION_WASM_BYTES: usize = 100 * 1024 * 1024;
 /// Largest piece of a partition wasm upload (one ingress message).
 pub const MAX_WASM_UPLOAD_CHUNK_BYTES: usize = 1_900_000;
+
+/// Byte budget of one batched write: the sum of its ops' [`crate::BatchOp::budget_bytes`]
+/// (key + value + [`ITEM_OVERHEAD_BYTES`] per op; the overhead bounds each op's Candid
+/// framing). 1.9 MiB, leaving room under [`MAX_MESSAGE_BYTES`] for the rest of the argument
+/// (SubDB id, op id, Candid header) and the ingress envelope (sender, signature, delegations).
+pub const MAX_BATCH_BYTES: usize = MAX_MESSAGE_BYTES * 19 / 20;
+/// Most ops in one batched write: bounds the work of one message (each put may also evict
+/// an item), which must stay under the instruction limit of an update (not yet measured in
+/// wasm; see `docs/store.md`).
+pub const MAX_BATCH_OPS: usize = 10_000;
+/// Most `(SubDB, key)` pairs one `get_many` query reads.
+pub const MAX_GET_MANY_KEYS: usize = 1_000;
+/// Bytes each `get_many` result adds to the reply besides its value (Candid framing of the
+/// result, and room for the largest error, `Moved` with its principal), counted against
+/// [`REPLY_BUDGET_BYTES`].
+pub const GET_MANY_RESULT_OVERHEAD_BYTES: usize = 64;
+
+// Any single valid op fits in a batch on its own.
+const _: () = assert!(MAX_KEY_BYTES + MAX_VALUE_BYTES + ITEM_OVERHEAD_BYTES <= MAX_BATCH_BYTES);
+// A batch outcome's counts are recorded in the op log as 16-bit numbers.
+const _: () = assert!(MAX_BATCH_OPS <= u16::MAX as usize);
+// A reply of only errors (or absent values) always fits, and so does one largest value.
+const _: () = assert!(MAX_GET_MANY_KEYS * GET_MANY_RESULT_OVERHEAD_BYTES < REPLY_BUDGET_BYTES);
+const _: () = assert!(GET_MANY_RESULT_OVERHEAD_BYTES + MAX_VALUE_BYTES < REPLY_BUDGET_BYTES);

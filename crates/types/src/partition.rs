@@ -1,7 +1,8 @@
 //! The partition canister's interface: user endpoints (reads and writes on one SubDB, decided
 //! locally from the SubDB's own access lists) and housekeeping endpoints (index only).
 
-use crate::{Chunk, InnerKey, OpId, ScanArgs, SubDbId, SubDbStats};
+use crate::limits;
+use crate::{BatchOp, Chunk, GetError, InnerKey, OpId, ScanArgs, SubDbId, SubDbStats};
 use candid::{CandidType, Principal};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -37,10 +38,60 @@ pub struct DeleteArgs {
     pub op_id: OpId,
 }
 
+/// Many puts and deletes on one SubDB, applied in order, atomically, under one op id: either
+/// all of them apply or none does. At most [`limits::MAX_BATCH_OPS`] ops whose
+/// [`BatchOp::budget_bytes`] sum to at most [`limits::MAX_BATCH_BYTES`].
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct BatchArgs {
+    pub subdb: SubDbId,
+    pub ops: Vec<BatchOp>,
+    pub op_id: OpId,
+}
+
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct GetArgs {
     pub subdb: SubDbId,
     pub key: ByteBuf,
+}
+
+/// Reads many `(SubDB, key)` pairs of this partition in one query: at most
+/// [`limits::MAX_GET_MANY_KEYS`] pairs, any SubDBs, repeats allowed.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct GetManyArgs {
+    pub keys: Vec<GetArgs>,
+}
+
+/// `results[i]` answers `keys[i]` exactly as `get` would (a stale, unknown or unreadable
+/// SubDB fails for its own pairs only). The results fill at most
+/// [`limits::REPLY_BUDGET_BYTES`] (see [`GetManyReply::budget_bytes`]): when the next
+/// result would not fit, the reply stops, so it may answer only a prefix of the keys. It
+/// always answers at least one when one was asked; ask again with `keys[results.len()..]`.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct GetManyReply {
+    pub results: Vec<Result<Option<ByteBuf>, GetError>>,
+}
+
+impl GetManyReply {
+    /// Bytes one result counts against the reply budget: its value's length plus
+    /// [`limits::GET_MANY_RESULT_OVERHEAD_BYTES`].
+    pub fn result_budget_bytes(r: &Result<Option<ByteBuf>, GetError>) -> usize {
+        limits::GET_MANY_RESULT_OVERHEAD_BYTES
+            + match r {
+                Ok(Some(v)) => v.len(),
+                _ => 0,
+            }
+    }
+
+    /// Bytes the whole reply counts against the budget.
+    pub fn budget_bytes(&self) -> usize {
+        self.results.iter().map(Self::result_budget_bytes).sum()
+    }
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Error)]
+pub enum GetManyError {
+    #[error("asked for {len} keys; the limit is {max}")]
+    TooManyKeys { len: u64, max: u64 },
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
