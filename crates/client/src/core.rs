@@ -294,6 +294,7 @@ impl<O: Operation> Machine<O> {
     pub fn resume(&mut self, cache: &RouteCache) -> Action<O::Ok, O::Err> {
         match self.op.target() {
             Target::Index => self.send_op(None),
+            Target::Canister(c) => self.send_to(c, None),
             Target::SubDb(outer) => match cache.get(outer) {
                 Some(inner) => self.send_op(Some(inner)),
                 None => self.send_route(),
@@ -315,10 +316,14 @@ impl<O: Operation> Machine<O> {
     }
 
     fn send_op(&mut self, at: Option<InnerKey>) -> Action<O::Ok, O::Err> {
+        self.send_to(at.map_or(self.index, |k| k.partition), at)
+    }
+
+    fn send_to(&mut self, canister: Principal, at: Option<InnerKey>) -> Action<O::Ok, O::Err> {
         self.attempts += 1;
         self.awaiting = Awaiting::Op(at);
         Action::Send(Call {
-            canister: at.map_or(self.index, |k| k.partition),
+            canister,
             method: O::METHOD,
             kind: O::KIND,
             arg: self.op.encode(at),

@@ -23,6 +23,7 @@
 
 pub mod core;
 pub mod counting;
+pub mod load;
 pub mod ops;
 #[cfg(feature = "agent")]
 pub mod agent;
@@ -34,18 +35,18 @@ pub use crate::core::{
     TransportError,
 };
 use crate::ops::{
-    CreateSubDb, Delete, DropSubDb, Get, Has, IndexStatsOp, Operation, Put, Routes, ScanPageOp,
-    SetAccess, Stats,
+    Batch, CreateSubDb, Delete, DropSubDb, Get, GetMany, Has, IndexStatsOp, Operation, Put,
+    Routes, ScanPageOp, SetAccess, Stats,
 };
 use candid::Principal;
 use flotilla_types::index::{
     CreateError, CreateRequest, DeleteRequest, DeleteSubDbRequestError, IndexStats, RoutesPage,
     RoutesRequest,
 };
-use flotilla_types::partition::SetAccessError;
-use flotilla_types::partition::SubDbStatsError;
+use flotilla_types::limits::{MAX_BATCH_BYTES, MAX_BATCH_OPS, MAX_GET_MANY_KEYS, MAX_ROUTE_BATCH};
+use flotilla_types::partition::{GetArgs, SetAccessError, SubDbStatsError};
 use flotilla_types::{
-    DeleteError, Entry, GetError, InnerKey, OpId, PutError, PutOutcome, ScanArgs, ScanError,
+    batch_budget_bytes, BatchError, BatchOp, BatchOutcome, DeleteError, Entry, GetError, InnerKey, OpId, PutError, PutOutcome, ScanArgs, ScanError,
     SubDbStats,
 };
 use futures::Stream;
@@ -53,6 +54,7 @@ use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde_bytes::ByteBuf;
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -311,6 +313,184 @@ impl<T: Transport> Client<T> {
         .await
     }
 
+    /// Applies `ops` to one SubDB atomically, under one op id, in one message. More ops
+    /// than one message holds is `TooManyOps` or `BatchTooLarge`: split them with
+    /// [`split_batch`] (or use [`Client::batch_all`]).
+    pub async fn batch(
+        &self,
+        outer: &str,
+        ops: Vec<BatchOp>,
+    ) -> Result<BatchOutcome, Error<BatchError>> {
+        let op_id = self.new_op_id().await;
+        self.batch_with_id(outer, ops, op_id).await
+    }
+
+    /// [`Client::batch`] under a given op id: a caller that must survive its own restart (a
+    /// resumable load) derives the id from what the batch is, so a repeat is never applied
+    /// twice.
+    pub async fn batch_with_id(
+        &self,
+        outer: &str,
+        ops: Vec<BatchOp>,
+        op_id: OpId,
+    ) -> Result<BatchOutcome, Error<BatchError>> {
+        self.run(Batch {
+            outer: outer.to_string(),
+            ops,
+            op_id,
+        })
+        .await
+    }
+
+    /// Applies any number of ops in order, as consecutive messages under the limits (each
+    /// atomic). On an error the parts before it stay applied; the error says which part.
+    pub async fn batch_all(
+        &self,
+        outer: &str,
+        ops: Vec<BatchOp>,
+    ) -> Result<BatchOutcome, (usize, Error<BatchError>)> {
+        let mut total = BatchOutcome::default();
+        for (n, part) in split_batch(ops).into_iter().enumerate() {
+            let r = self.batch(outer, part).await.map_err(|e| (n, e))?;
+            total.puts_replaced += r.puts_replaced;
+            total.deletes_existed += r.deletes_existed;
+            total.evicted += r.evicted;
+        }
+        Ok(total)
+    }
+
+    /// Reads many keys of many SubDBs: routes for the SubDBs not cached come from one index
+    /// query, then every partition involved gets one `get_many` call, all in parallel. Pairs
+    /// whose SubDB moved or is unknown there are read again one by one through the usual
+    /// redirect policy. `results[i]` answers `items[i]`.
+    pub async fn get_many(
+        &self,
+        items: &[(String, Vec<u8>)],
+    ) -> Vec<Result<Option<Vec<u8>>, Error<GetError>>> {
+        let mut results: Vec<Option<Result<Option<Vec<u8>>, Error<GetError>>>> =
+            (0..items.len()).map(|_| None).collect();
+        // Routes for the names the cache lacks.
+        let missing: Vec<String> = {
+            let cache = self.cache.borrow();
+            let mut m: Vec<String> = items
+                .iter()
+                .filter(|(o, _)| cache.get(o).is_none())
+                .map(|(o, _)| o.clone())
+                .collect();
+            m.sort();
+            m.dedup();
+            m
+        };
+        for names in missing.chunks(MAX_ROUTE_BATCH) {
+            if let Ok(found) = self.route_many(names).await {
+                let mut cache = self.cache.borrow_mut();
+                for (name, r) in names.iter().zip(found) {
+                    if let Some(inner) = r {
+                        cache.insert(name, inner);
+                    }
+                }
+            }
+        }
+        // Group by partition, in key order of the request.
+        let mut groups: BTreeMap<Principal, Vec<(usize, GetArgs)>> = BTreeMap::new();
+        let mut single = vec![];
+        {
+            let cache = self.cache.borrow();
+            for (i, (outer, key)) in items.iter().enumerate() {
+                match cache.get(outer) {
+                    Some(inner) => groups.entry(inner.partition).or_default().push((
+                        i,
+                        GetArgs {
+                            subdb: inner.subdb,
+                            key: ByteBuf::from(key.clone()),
+                        },
+                    )),
+                    None => single.push(i),
+                }
+            }
+        }
+        let calls = groups
+            .into_iter()
+            .map(|(partition, keys)| self.get_many_at(partition, keys));
+        for answered in futures::future::join_all(calls).await {
+            for (i, r) in answered {
+                match r {
+                    Ok(Ok(v)) => results[i] = Some(Ok(v.map(ByteBuf::into_vec))),
+                    Ok(Err(GetError::Moved { .. } | GetError::UnknownSubDb)) | Err(()) => {
+                        single.push(i)
+                    }
+                    Ok(Err(e)) => results[i] = Some(Err(Error::Refused(e))),
+                }
+            }
+        }
+        let one_by_one = single.iter().map(|&i| async move {
+            let (outer, key) = &items[i];
+            (i, self.get(outer, key).await)
+        });
+        for (i, r) in futures::future::join_all(one_by_one).await {
+            results[i] = Some(r);
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every item answered"))
+            .collect()
+    }
+
+    /// All pairs at one partition, in calls of at most `MAX_GET_MANY_KEYS` pairs, following
+    /// partial replies. `Err(())` marks pairs the partition could not be asked about (they
+    /// are retried one by one).
+    async fn get_many_at(
+        &self,
+        partition: Principal,
+        keys: Vec<(usize, GetArgs)>,
+    ) -> Vec<(usize, Result<Result<Option<ByteBuf>, GetError>, ()>)> {
+        let mut out = Vec::with_capacity(keys.len());
+        let mut rest: &[(usize, GetArgs)] = &keys;
+        while !rest.is_empty() {
+            let take = rest.len().min(MAX_GET_MANY_KEYS);
+            let op = GetMany {
+                partition,
+                keys: rest[..take].iter().map(|(_, k)| k.clone()).collect(),
+            };
+            match self.run(op).await {
+                Ok(reply) if !reply.results.is_empty() => {
+                    let n = reply.results.len().min(take);
+                    for ((i, _), r) in rest[..n].iter().zip(reply.results) {
+                        out.push((*i, Ok(r)));
+                    }
+                    rest = &rest[n..];
+                }
+                _ => {
+                    out.extend(rest.iter().map(|(i, _)| (*i, Err(()))));
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// The index's routes of many names (one query of at most `MAX_ROUTE_BATCH` names).
+    async fn route_many(&self, names: &[String]) -> Result<Vec<Option<InnerKey>>, ()> {
+        let arg = flotilla_types::dispatch::encode_args((names.to_vec(),));
+        for _ in 0..self.policy.max_attempts.max(1) {
+            match self.transport.query(self.index, "route", arg.clone()).await {
+                Ok(bytes) => {
+                    return flotilla_types::dispatch::decode_args::<(
+                        Result<Vec<Option<InnerKey>>, flotilla_types::index::RouteError>,
+                    )>("route", &bytes)
+                        .ok()
+                        .and_then(|(r,)| r.ok())
+                        .ok_or(());
+                }
+                Err(e) if e.retryable() => {
+                    self.transport.sleep(self.policy.base_backoff).await;
+                }
+                Err(_) => return Err(()),
+            }
+        }
+        Err(())
+    }
+
     /// One page of a scan (`args.cursor` where it starts).
     pub async fn scan_page(
         &self,
@@ -385,6 +565,33 @@ impl<T: Transport> Client<T> {
             }
         })
     }
+}
+
+/// Whether a batch part of `len` ops and `bytes` budget bytes can take one more op of
+/// `next` budget bytes (an empty part takes any single op).
+pub fn part_has_room(len: usize, bytes: usize, next: usize) -> bool {
+    len == 0 || (len < MAX_BATCH_OPS && bytes + next <= MAX_BATCH_BYTES)
+}
+
+/// Splits ops into parts that each fit one `batch` message: at most `MAX_BATCH_OPS` ops
+/// whose budget bytes sum to at most `MAX_BATCH_BYTES`, in order.
+pub fn split_batch(ops: Vec<BatchOp>) -> Vec<Vec<BatchOp>> {
+    let mut parts = vec![];
+    let mut part: Vec<BatchOp> = vec![];
+    let mut bytes = 0usize;
+    for op in ops {
+        let b = batch_budget_bytes(std::slice::from_ref(&op));
+        if !part_has_room(part.len(), bytes, b) {
+            parts.push(std::mem::take(&mut part));
+            bytes = 0;
+        }
+        bytes += b;
+        part.push(op);
+    }
+    if !part.is_empty() {
+        parts.push(part);
+    }
+    parts
 }
 
 #[cfg(test)]

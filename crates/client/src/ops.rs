@@ -9,10 +9,11 @@ use flotilla_types::index::{
     RoutesRequest,
 };
 use flotilla_types::partition::{
-    DeleteArgs, GetArgs, PutArgs, ScanRequest, SetAccessArgs, SetAccessError, SubDbStatsError,
+    BatchArgs, DeleteArgs, GetArgs, GetManyArgs, GetManyError, GetManyReply, PutArgs,
+    ScanRequest, SetAccessArgs, SetAccessError, SubDbStatsError,
 };
 use flotilla_types::{
-    DeleteError, DeleteSubDbError, GetError, InnerKey, OpId, PutError, PutOutcome, ScanArgs,
+    BatchError, BatchOp, BatchOutcome, DeleteError, DeleteSubDbError, GetError, InnerKey, OpId, PutError, PutOutcome, ScanArgs,
     ScanError, ScanPage, SubDbStats,
 };
 use serde::de::DeserializeOwned;
@@ -26,6 +27,8 @@ pub enum Target<'a> {
     Index,
     /// The partition holding the SubDB with this outer key.
     SubDb(&'a str),
+    /// One canister, whatever SubDBs the call names (a partition's `get_many`).
+    Canister(Principal),
 }
 
 /// How the retry policy treats an error answer.
@@ -73,6 +76,16 @@ subdb_error!(SetAccessError; transient: SetAccessError::WritesPaused);
 subdb_error!(GetError; transient: );
 subdb_error!(ScanError; transient: );
 subdb_error!(SubDbStatsError; transient: );
+subdb_error!(BatchError; transient: BatchError::WritesPaused);
+
+impl Classify for GetManyError {
+    fn class(&self) -> Class {
+        Class::Final
+    }
+    fn unknown() -> Self {
+        GetManyError::TooManyKeys { len: 0, max: 0 }
+    }
+}
 
 impl Classify for CreateError {
     fn class(&self) -> Class {
@@ -337,6 +350,53 @@ impl Operation for SetAccess {
             subdb: subdb(at),
             readers: self.readers.clone(),
             writers: self.writers.clone(),
+        },))
+    }
+}
+
+/// `batch`: many puts and deletes on one SubDB in one message, atomically, under one op id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    pub outer: String,
+    pub ops: Vec<BatchOp>,
+    pub op_id: OpId,
+}
+
+impl Operation for Batch {
+    type Ok = BatchOutcome;
+    type Err = BatchError;
+    const METHOD: &'static str = "batch";
+    const KIND: CallKind = CallKind::Update;
+    fn target(&self) -> Target<'_> {
+        Target::SubDb(&self.outer)
+    }
+    fn encode(&self, at: Option<InnerKey>) -> Vec<u8> {
+        encode_args((BatchArgs {
+            subdb: subdb(at),
+            ops: self.ops.clone(),
+            op_id: self.op_id.clone(),
+        },))
+    }
+}
+
+/// `get_many` at one partition: many (SubDB, key) pairs in one query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetMany {
+    pub partition: Principal,
+    pub keys: Vec<GetArgs>,
+}
+
+impl Operation for GetMany {
+    type Ok = GetManyReply;
+    type Err = GetManyError;
+    const METHOD: &'static str = "get_many";
+    const KIND: CallKind = CallKind::Query;
+    fn target(&self) -> Target<'_> {
+        Target::Canister(self.partition)
+    }
+    fn encode(&self, _: Option<InnerKey>) -> Vec<u8> {
+        encode_args((GetManyArgs {
+            keys: self.keys.clone(),
         },))
     }
 }

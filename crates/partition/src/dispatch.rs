@@ -12,15 +12,15 @@ use crate::Partition;
 use candid::Principal;
 pub use flotilla_types::dispatch::{DispatchError, MethodKind, MethodSig};
 use flotilla_types::partition::{
-    BeginExportArgs, BeginImportArgs, BeginImportError, CreateLocalArgs, DeleteArgs,
+    BatchArgs, BeginExportArgs, BeginImportArgs, BeginImportError, CreateLocalArgs, DeleteArgs,
     DeleteSubDbArgs, ExportArgs, ExportDeltaArgs, ExportDeltaReply, ExportReply, FreezeArgs,
-    FreezeError, GetArgs, HousekeepingError, ImportChunkArgs, PartitionStats, PutArgs, ReleaseArgs,
-    ReleaseError, ScanRequest, SetAccessArgs, SetAccessError, StatsArgs, StatsError,
-    SubDbStatsError,
+    FreezeError, GetArgs, GetManyArgs, GetManyError, GetManyReply, HousekeepingError,
+    ImportChunkArgs, PartitionStats, PutArgs, ReleaseArgs, ReleaseError, ScanRequest,
+    SetAccessArgs, SetAccessError, StatsArgs, StatsError, SubDbStatsError,
 };
 use flotilla_types::{
-    CreateSubDbError, DeleteError, DeleteSubDbError, GetError, ImportError, PutError, PutOutcome,
-    ScanError, ScanPage, SubDbId, SubDbStats,
+    BatchError, BatchOutcome, CreateSubDbError, DeleteError, DeleteSubDbError, GetError,
+    ImportError, PutError, PutOutcome, ScanError, ScanPage, SubDbId, SubDbStats,
 };
 use ic_stable_structures::Memory;
 use serde_bytes::ByteBuf;
@@ -41,10 +41,13 @@ flotilla_types::dispatcher! {
         scan(a: ScanRequest) -> Result<ScanPage, ScanError> = |p, cx| p.scan(cx.caller, &a);
         subdb_stats(a: SubDbId) -> Result<SubDbStats, SubDbStatsError> =
             |p, cx| p.subdb_stats(cx.caller, a);
+        get_many(a: GetManyArgs) -> Result<GetManyReply, GetManyError> =
+            |p, cx| p.get_many(cx.caller, &a);
     }
     updates {
         put(a: PutArgs) -> Result<PutOutcome, PutError> = |p, cx| p.put(cx.caller, &a);
         delete(a: DeleteArgs) -> Result<bool, DeleteError> = |p, cx| p.delete(cx.caller, &a);
+        batch(a: BatchArgs) -> Result<BatchOutcome, BatchError> = |p, cx| p.batch(cx.caller, &a);
         delete_subdb(a: DeleteSubDbArgs) -> Result<(), DeleteSubDbError> =
             |p, cx| p.delete_subdb(cx.caller, &a);
         set_access(a: SetAccessArgs) -> Result<(), SetAccessError> =

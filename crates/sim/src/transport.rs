@@ -112,7 +112,9 @@ impl Transport for SimTransport {
     }
 
     fn sleep(&self, d: Duration) -> impl Future<Output = ()> {
-        let rounds = (d.as_nanos() as u64).div_ceil(crate::world::ROUND_NS).max(1);
+        let rounds = (d.as_nanos() as u64)
+            .div_ceil(crate::world::ROUND_NS)
+            .max(1);
         Until {
             round: self.world.borrow().round() + rounds,
             world: self.world.clone(),
