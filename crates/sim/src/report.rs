@@ -89,6 +89,17 @@ pub struct Report {
     pub max_message_bytes: u64,
     /// Rounds in which some client got `WritesPaused`.
     pub write_pause_rounds: u64,
+    /// The longest a single write waited on a paused SubDB, in rounds (first `WritesPaused`
+    /// to its answer).
+    pub longest_write_pause: u64,
+    /// Client reads and writes executed at partitions, and the inter-canister calls they
+    /// caused.
+    pub partition_reads: u64,
+    pub partition_writes: u64,
+    pub calls_by_partition_requests: u64,
+    /// Rounds from start to answer of completed reads and writes: p50 and p99.
+    pub read_latency: (u64, u64),
+    pub write_latency: (u64, u64),
     /// Reads that ended in an error the client could not resolve.
     pub failed_reads: u64,
     /// Why the first few failed.
@@ -175,6 +186,8 @@ pub struct Summary {
     pub max_chunk_message_bytes: u64,
     pub max_message_bytes: u64,
     pub write_pause_rounds: u64,
+    /// The longest single write pause of any seed, in rounds.
+    pub longest_write_pause: u64,
     pub failed_reads: u64,
     pub partitions: u64,
     pub violations: u64,
@@ -198,6 +211,7 @@ impl Summary {
         self.max_chunk_message_bytes = self.max_chunk_message_bytes.max(r.max_chunk_message_bytes);
         self.max_message_bytes = self.max_message_bytes.max(r.max_message_bytes);
         self.write_pause_rounds += r.write_pause_rounds;
+        self.longest_write_pause = self.longest_write_pause.max(r.longest_write_pause);
         self.failed_reads += r.failed_reads;
         self.partitions += r.partitions;
         self.violations += r.violations.len() as u64;
@@ -231,11 +245,12 @@ impl fmt::Display for Summary {
         writeln!(
             f,
             "chunk_messages={} max_chunk_bytes={} max_message_bytes={} write_pause_rounds={} \
-             failed_reads={}",
+             longest_write_pause={} failed_reads={}",
             self.chunk_messages,
             self.max_chunk_message_bytes,
             self.max_message_bytes,
             self.write_pause_rounds,
+            self.longest_write_pause,
             self.failed_reads
         )?;
         write!(

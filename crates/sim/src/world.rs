@@ -248,6 +248,17 @@ fn mix(h: u64, x: u64) -> u64 {
         .wrapping_add(0x632b_e59b_d9b4_e019)
 }
 
+/// p50 and p99 of some figures (0 for none).
+fn percentiles(v: &[u64]) -> (u64, u64) {
+    if v.is_empty() {
+        return (0, 0);
+    }
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    let at = |q: usize| v[((v.len() - 1) * q).div_ceil(100)];
+    (at(50), at(99))
+}
+
 fn origin_word(o: Origin) -> u64 {
     match o {
         Origin::Client(i) => i as u64,
@@ -1463,6 +1474,12 @@ impl World {
             max_chunk_message_bytes: self.stats.max_chunk_message_bytes,
             max_message_bytes: self.stats.max_message_bytes,
             write_pause_rounds: self.stats.write_pause_rounds,
+            longest_write_pause: self.stats.longest_write_pause,
+            partition_reads: self.stats.partition_reads,
+            partition_writes: self.stats.partition_writes,
+            calls_by_partition_requests: self.stats.calls_by_partition_requests,
+            read_latency: percentiles(&self.stats.read_latencies),
+            write_latency: percentiles(&self.stats.write_latencies),
             failed_reads: self.stats.failed_reads,
             failed_read_samples: self.stats.failed_read_samples.clone(),
             partitions: self.partitions().count() as u64,

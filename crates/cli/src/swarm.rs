@@ -1,0 +1,100 @@
+//! `flotilla sim`: the simulator's fault swarm behind the CLI, with a progress bar and one
+//! line per failing seed (with the command that reruns it).
+
+use crate::Failure;
+use clap::Args;
+use flotilla_sim::{run_swarm_with, Bug, PlantedBugs, Report, SwarmOptions};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::ops::Range;
+use std::sync::OnceLock;
+
+#[derive(Args, Debug)]
+pub struct SimArgs {
+    /// Seeds to run, as A..B (B exclusive).
+    #[arg(long, default_value = "0..100", value_parser = parse_range)]
+    seeds: Range<u64>,
+    /// Client operations per seed.
+    #[arg(long, default_value_t = 500)]
+    ops: usize,
+    /// Worker threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Plant a bug to see the checkers catch it (repeatable): fresh-op-id-on-retry,
+    /// drop-delta-puts.
+    #[arg(long)]
+    plant: Vec<Bug>,
+    /// Violations printed per failing seed.
+    #[arg(long, default_value_t = 10)]
+    max_violations: usize,
+}
+
+fn parse_range(s: &str) -> Result<Range<u64>, String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("expected A..B, got {s:?}"))?;
+    let a: u64 = a.trim().parse().map_err(|e| format!("{a:?}: {e}"))?;
+    let b: u64 = b.trim().parse().map_err(|e| format!("{b:?}: {e}"))?;
+    if a >= b {
+        return Err(format!("empty range {a}..{b}"));
+    }
+    Ok(a..b)
+}
+
+static BAR: OnceLock<ProgressBar> = OnceLock::new();
+
+fn on_report(r: &Report) {
+    if let Some(bar) = BAR.get() {
+        if !r.ok() {
+            bar.println(format!(
+                "seed={} FAILED: {} violation(s), first: {}; rerun: {}",
+                r.seed,
+                r.violations.len(),
+                r.violations
+                    .first()
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+                r.rerun_command()
+            ));
+        }
+        bar.inc(1);
+    }
+}
+
+pub fn run(a: SimArgs) -> Result<(), Failure> {
+    let mut bugs = PlantedBugs::default();
+    for b in &a.plant {
+        b.plant(&mut bugs);
+    }
+    let bar = ProgressBar::new(a.seeds.end - a.seeds.start);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "[{elapsed_precise}] [{bar:40}] {pos}/{len} seeds (eta {eta})",
+        )
+        .map_err(|e| Failure(format!("progress display: {e}")))?
+        .progress_chars("=> "),
+    );
+    let _ = BAR.set(bar.clone());
+    println!(
+        "flotilla sim: seeds {}..{} ops {} planted {:?}",
+        a.seeds.start, a.seeds.end, a.ops, a.plant
+    );
+    let opts = SwarmOptions {
+        threads: a.threads,
+        bugs,
+        on_report: Some(on_report),
+    };
+    let summary = run_swarm_with(a.seeds, a.ops, &opts);
+    bar.finish_and_clear();
+    for r in &summary.failures {
+        print!("{}", r.failure_text(a.max_violations));
+    }
+    println!("{summary}");
+    if summary.violations > 0 {
+        return Err(Failure(format!(
+            "{} violation(s) in seeds {:?}: rerun one with the command printed above",
+            summary.violations,
+            summary.failing_seeds()
+        )));
+    }
+    Ok(())
+}
