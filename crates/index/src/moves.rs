@@ -30,7 +30,7 @@ use flotilla_types::partition::{
     BeginExportArgs, BeginImportArgs, ExportArgs, ExportDeltaArgs, HousekeepingError,
     ImportChunkArgs, PartitionStats, ReleaseArgs,
 };
-use flotilla_types::{ImportError, InnerKey, OpId, SubDbId};
+use flotilla_types::{ImportError, InnerKey, OpId};
 use ic_stable_structures::Memory;
 use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
@@ -152,7 +152,7 @@ impl<M: Memory> Index<M> {
         );
         // Reserve the room on the target until its next stats.
         if let Some(mut rec) = self.registry.get(&target) {
-            rec.bytes += bytes;
+            rec.bytes = rec.bytes.saturating_add(bytes);
             self.registry.insert(target, rec);
         }
         self.drive_move(&outer_key)
@@ -179,14 +179,22 @@ impl<M: Memory> Index<M> {
     /// flight).
     pub(crate) fn drive_move(&mut self, outer_key: &str) -> Vec<Call> {
         let key = outer_key.to_string();
-        let Some(m) = self.moves.get(&key) else {
+        let Some(mut m) = self.moves.get(&key) else {
             return vec![];
         };
+        let needs_target = !matches!(m.phase, MovePhase::BeginImport | MovePhase::Abort);
+        if needs_target && m.target_subdb.is_none() {
+            // Not reachable by the protocol; should a record say so anyway, learn the target's
+            // id again (`begin_import` answers the same id for the move's op id).
+            m.phase = MovePhase::BeginImport;
+            self.moves.insert(key.clone(), m.clone());
+        }
+        let target_subdb = m.target_subdb.unwrap_or_default();
         let pending = self.move_chunks.get(&key);
         let src = m.source;
         let import = |chunk, finish| {
             Request::ImportChunk(ImportChunkArgs {
-                subdb: m.target_subdb.expect("import opened before copying"),
+                subdb: target_subdb,
                 chunk,
                 finish,
             })
@@ -247,7 +255,7 @@ impl<M: Memory> Index<M> {
                     subdb: src.subdb,
                     moved_to: InnerKey {
                         partition: m.target,
-                        subdb: m.target_subdb.expect("import opened"),
+                        subdb: target_subdb,
                     },
                 });
                 self.move_call(&key, MoveStep::Release, src.partition, req)
@@ -385,8 +393,10 @@ impl<M: Memory> Index<M> {
         let key = outer_key.to_string();
         self.moves.remove(&key);
         self.move_chunks.remove(&key);
+        let Some(to) = m.target_subdb else {
+            return;
+        };
         if let Some(mut entry) = self.directory.get(&key) {
-            let to: SubDbId = m.target_subdb.expect("import opened");
             self.reverse.remove(&reverse_key(&entry.inner()));
             entry.partition = m.target;
             entry.subdb = to;

@@ -11,7 +11,7 @@ use thiserror::Error;
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct IndexInit {
     pub admins: Vec<Principal>,
-    /// Spare partitions kept ready (default 1).
+    /// Spare partitions kept ready (default 1, at most `limits::MAX_SPARE_POOL_TARGET`).
     pub spare_pool_target: Option<u32>,
     /// A partition holding more than this many bytes sheds SubDBs (default 1 GiB).
     pub move_cap_bytes: Option<u64>,

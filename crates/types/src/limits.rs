@@ -39,3 +39,9 @@ pub const MAX_ROUTES_PAGE: u32 = 10_000;
 pub const MAX_PARTITION_WASM_BYTES: usize = 100 * 1024 * 1024;
 /// Largest piece of a partition wasm upload (one ingress message).
 pub const MAX_WASM_UPLOAD_CHUNK_BYTES: usize = 1_900_000;
+/// Failed steps after which the index drops a partition-creation job (it then no longer
+/// counts toward the spare pool; the next `tick` starts a fresh one if the pool is short).
+pub const MAX_JOB_FAILURES: u32 = 10;
+/// Largest spare pool the index keeps (a larger `spare_pool_target` at install is lowered to
+/// this), so one `tick` starts a bounded number of creation jobs.
+pub const MAX_SPARE_POOL_TARGET: u32 = 64;
