@@ -184,6 +184,7 @@ async fn perform(c: Call) -> CallResult {
         Request::ImportChunk(a) => call(t, method, a, 0).await.map(Response::Imported),
         Request::Release(a) => call(t, method, a, 0).await.map(Response::Released),
         Request::AbortImport(a) => call(t, method, a, 0).await.map(Response::ImportAborted),
+        Request::ResumeWrites(a) => call(t, method, a, 0).await.map(Response::WritesResumed),
     }
 }
 

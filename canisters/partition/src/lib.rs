@@ -15,9 +15,9 @@ use flotilla_partition::Partition;
 use flotilla_store::{Config, PURGE_BATCH};
 use flotilla_types::partition::{
     BeginExportArgs, BeginImportArgs, BeginImportError, CreateLocalArgs, DeleteArgs,
-    DeleteSubDbArgs, ExportArgs, ExportDeltaArgs, ExportDeltaReply, ExportReply, FreezeArgs,
-    FreezeError, GetArgs, HousekeepingError, ImportChunkArgs, PartitionInit, PartitionStats,
-    PutArgs, ReleaseArgs, ReleaseError, ScanRequest, SetAccessArgs, SetAccessError, StatsArgs,
+    DeleteSubDbArgs, ExportArgs, ExportDeltaArgs, ExportDeltaReply, ExportReply, GetArgs,
+    HousekeepingError, ImportChunkArgs, PartitionInit, PartitionStats, PutArgs, ReleaseArgs,
+    ReleaseError, ResumeWritesError, ScanRequest, SetAccessArgs, SetAccessError, StatsArgs,
     StatsError, SubDbStatsError,
 };
 use flotilla_types::{
@@ -181,8 +181,8 @@ fn abort_import(subdb: SubDbId) -> Result<(), ImportError> {
 }
 
 #[update]
-fn freeze(args: FreezeArgs) -> Result<(), FreezeError> {
-    with_mut(|p| p.freeze(msg_caller(), &args))
+fn resume_writes(subdb: SubDbId) -> Result<(), ResumeWritesError> {
+    with_mut(|p| p.resume_writes(msg_caller(), subdb))
 }
 
 #[update]

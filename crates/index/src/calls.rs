@@ -9,7 +9,7 @@ use candid::{CandidType, Principal};
 use flotilla_types::partition::{
     BeginExportArgs, BeginImportArgs, BeginImportError, CreateLocalArgs, DeleteSubDbArgs,
     ExportArgs, ExportDeltaArgs, ExportDeltaReply, ExportReply, HousekeepingError, ImportChunkArgs,
-    PartitionStats, ReleaseArgs, ReleaseError, StatsArgs, StatsError,
+    PartitionStats, ReleaseArgs, ReleaseError, ResumeWritesError, StatsArgs, StatsError,
 };
 use flotilla_types::{CreateSubDbError, DeleteSubDbError, ImportError, SubDbId};
 use serde::{Deserialize, Serialize};
@@ -75,6 +75,9 @@ pub enum Request {
     Release(ReleaseArgs),
     /// Move called off, on the target: `abort_import` (reclaim what arrived).
     AbortImport(SubDbId),
+    /// `resume_writes`: on a move's target once the directory routes to it; on a source whose
+    /// move was called off (stop change tracking, drop the change log, end the pause).
+    ResumeWrites(SubDbId),
 }
 
 impl Request {
@@ -95,6 +98,7 @@ impl Request {
             Request::ImportChunk(_) => "import_chunk",
             Request::Release(_) => "release",
             Request::AbortImport(_) => "abort_import",
+            Request::ResumeWrites(_) => "resume_writes",
         }
     }
 }
@@ -115,6 +119,7 @@ pub enum Response {
     Imported(Result<(), ImportError>),
     Released(Result<(), ReleaseError>),
     ImportAborted(Result<(), ImportError>),
+    WritesResumed(Result<(), ResumeWritesError>),
 }
 
 /// The call failed: rejected by the system or the callee, trapped, or its reply was lost.

@@ -56,6 +56,7 @@ fn phase_name(p: MovePhase) -> &'static str {
         MovePhase::Finish => "finish",
         MovePhase::Release => "release",
         MovePhase::Abort => "abort",
+        MovePhase::Activate => "activate",
     }
 }
 
@@ -250,6 +251,10 @@ impl<M: Memory> Index<M> {
                     None
                 }
             },
+            MovePhase::Activate => {
+                let req = Request::ResumeWrites(target_subdb);
+                self.move_call(&key, MoveStep::Activate, m.target, req)
+            }
             MovePhase::Release => {
                 let req = Request::Release(ReleaseArgs {
                     subdb: src.subdb,
@@ -341,6 +346,12 @@ impl<M: Memory> Index<M> {
                 if m.phase == MovePhase::Release =>
             {
                 self.complete_move(&key, &m);
+                m.phase = MovePhase::Activate;
+            }
+            (MoveStep::Activate, Ok(Response::WritesResumed(Ok(()))))
+                if m.phase == MovePhase::Activate =>
+            {
+                self.moves.remove(&key);
                 return vec![];
             }
             (
@@ -389,9 +400,9 @@ impl<M: Memory> Index<M> {
     }
 
     /// The source is released: point the directory at the target and settle the registry.
+    /// The move stays (phase `Activate`) until the target's writes are resumed.
     fn complete_move(&mut self, outer_key: &str, m: &MoveRecord) {
         let key = outer_key.to_string();
-        self.moves.remove(&key);
         self.move_chunks.remove(&key);
         let Some(to) = m.target_subdb else {
             return;

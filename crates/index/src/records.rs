@@ -376,6 +376,7 @@ pub enum MoveStep {
     Import,
     Release,
     Abort,
+    Activate,
 }
 
 /// Where a move is. Each phase is re-entered safely after any failure or upgrade: every call
@@ -392,12 +393,15 @@ pub enum MovePhase {
     Delta,
     /// Freeze the source and ship the last changes.
     Cutover,
-    /// Apply the final chunk on the target, making it live (still unrouted: the source is
-    /// frozen and serves reads with identical data).
+    /// Apply the final chunk on the target, making it live for reads with writes paused
+    /// (still unrouted: the source is frozen and serves reads with identical data).
     Finish,
     /// Release the source (tombstone `Moved { to }`, free the data); on success the directory
     /// flips to the target.
     Release,
+    /// The directory routes to the target: end its write pause (`resume_writes`), then forget
+    /// the move. Until then the target refuses user writes with `WritesPaused`.
+    Activate,
     /// Called off (the SubDB vanished from the source before the cutover): reclaim the
     /// target's partial import, then forget the move.
     Abort,

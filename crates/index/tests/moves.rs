@@ -62,6 +62,7 @@ fn is_move_call(r: &Request) -> bool {
             | Request::ImportChunk(_)
             | Request::Release(_)
             | Request::AbortImport(_)
+            | Request::ResumeWrites(_)
     )
 }
 
@@ -157,6 +158,7 @@ impl Net {
             Request::ImportChunk(a) => Response::Imported(part.import_chunk(me, a)),
             Request::Release(a) => Response::Released(part.release(me, a)),
             Request::AbortImport(t) => Response::ImportAborted(part.abort_import(me, *t)),
+            Request::ResumeWrites(t) => Response::WritesResumed(part.resume_writes(me, *t)),
             other => panic!("unexpected partition call {other:?}"),
         }
     }
@@ -364,8 +366,10 @@ fn run(aim: Option<(usize, Fault)>) -> usize {
     };
     assert_eq!(src.get(p(OWNER), &stale), Err(GetError::Moved { to: home }));
     if aim.is_none() {
+        // Cutover delta, finish, release, resume at the target: at most three rounds in
+        // which a write is refused.
         assert!(
-            paused_rounds <= 2,
+            paused_rounds <= 3,
             "writes paused for {paused_rounds} rounds"
         );
         println!(
@@ -581,4 +585,53 @@ fn access_changed_during_the_copy_moves_with_the_subdb() {
     assert_ne!(home.partition, big.partition);
     let access = net.parts[&home.partition].1.access(home.subdb).unwrap();
     assert_eq!(access.readers, vec![p(55)]);
+}
+
+/// Between the target going live (`finish`) and the directory flipping to it, a caller who
+/// guesses the target's local id cannot write there, nor can the owner delete it or change its
+/// access: the target answers `WritesPaused` until the index, after flipping, resumes writes.
+#[test]
+fn the_target_refuses_user_writes_until_the_directory_flips() {
+    for phase in ["release", "activate"] {
+        let (mut net, big) = loaded();
+        let mut probed = false;
+        run_move_with(&mut net, phase, |net| {
+            let m = net.index.moves()[0].clone();
+            let t = &mut net.parts.get_mut(&m.target).unwrap().1;
+            let live = t.store().list_subdbs(0, 10);
+            assert_eq!(live.len(), 1, "the finished import is live for reads");
+            let guess = live[0].id;
+            let put = PutArgs {
+                subdb: guess,
+                key: ByteBuf::from(b"guessed".to_vec()),
+                value: ByteBuf::from(b"x".to_vec()),
+                op_id: OpId::from(vec![66; 16]),
+            };
+            assert_eq!(
+                t.put(p(OWNER), &put),
+                Err(PutError::WritesPaused),
+                "{phase}"
+            );
+            let del = DeleteSubDbArgs {
+                subdb: guess,
+                op_id: OpId::from(vec![67; 16]),
+            };
+            assert!(t.delete_subdb(p(OWNER), &del).is_err(), "{phase}");
+            let acc = SetAccessArgs {
+                subdb: guess,
+                readers: vec![],
+                writers: vec![p(9)],
+            };
+            assert!(t.set_access(p(OWNER), &acc).is_err(), "{phase}");
+            probed = true;
+        });
+        assert!(probed);
+        // After the flip and the resume, the new home takes writes; nothing was lost.
+        let home = net.route("big");
+        assert_ne!(home.partition, big.partition);
+        let mut cache = home;
+        net.put(&mut cache, "big", b"after", b"y", 5_000).unwrap();
+        assert_eq!(net.get("big", b"after"), Some(b"y".to_vec()));
+        assert_eq!(net.get("big", &7u32.to_be_bytes()), Some(vec![7u8; 20_000]));
+    }
 }

@@ -45,9 +45,9 @@ use flotilla_types::limits::{
 };
 use flotilla_types::partition::{
     Access, BeginExportArgs, BeginImportArgs, BeginImportError, CreateLocalArgs, DeleteArgs,
-    DeleteSubDbArgs, ExportArgs, ExportDeltaArgs, ExportDeltaReply, ExportReply, FreezeArgs,
-    FreezeError, GetArgs, HousekeepingError, ImportChunkArgs, PartitionInit, PartitionStats,
-    PutArgs, ReleaseArgs, ReleaseError, ScanRequest, SetAccessArgs, SetAccessError, StatsArgs,
+    DeleteSubDbArgs, ExportArgs, ExportDeltaArgs, ExportDeltaReply, ExportReply, GetArgs,
+    HousekeepingError, ImportChunkArgs, PartitionInit, PartitionStats, PutArgs, ReleaseArgs,
+    ReleaseError, ResumeWritesError, ScanRequest, SetAccessArgs, SetAccessError, StatsArgs,
     StatsError, SubDbStatsError, MAX_STATS_SUBDBS,
 };
 use flotilla_types::{
@@ -123,6 +123,20 @@ user_error!(
     SetAccessError,
     SubDbStatsError
 );
+
+/// Errors of user endpoints that mutate: they also report a write pause.
+trait WriteError: UserError {
+    fn writes_paused() -> Self;
+}
+
+macro_rules! write_error {
+    ($($t:ident),*) => {$(
+        impl WriteError for $t {
+            fn writes_paused() -> Self { $t::WritesPaused }
+        }
+    )*};
+}
+write_error!(PutError, DeleteError, DeleteSubDbError, SetAccessError);
 
 /// Where a SubDB id leads.
 enum Located {
@@ -236,6 +250,24 @@ impl<M: Memory> Partition<M> {
         }
     }
 
+    /// The one gate of every user mutation (put, delete, set_access, and any endpoint added
+    /// later that writes): [`Self::authorize`], then refuses with `WritesPaused` while the
+    /// SubDB's writes are paused — a move's source during the cutover, or a move's target from
+    /// the moment it went live until the index, having routed the SubDB there, calls
+    /// [`Partition::resume_writes`]. Reads are never paused.
+    fn authorize_write<E: WriteError>(
+        &self,
+        caller: &Principal,
+        id: SubDbId,
+        need: Need,
+    ) -> Result<bool, E> {
+        let live = self.authorize::<E>(caller, id, need)?;
+        if live && self.store.is_frozen(id) {
+            return Err(E::writes_paused());
+        }
+        Ok(live)
+    }
+
     fn authorize_read<E: UserError>(&self, caller: &Principal, id: SubDbId) -> Result<(), E> {
         if self.authorize::<E>(caller, id, Need::Read)? {
             Ok(())
@@ -252,7 +284,7 @@ impl<M: Memory> Partition<M> {
 
     /// Inserts or replaces an item (writers and the owner). Idempotent by op id.
     pub fn put(&mut self, caller: Principal, args: &PutArgs) -> Result<PutOutcome, PutError> {
-        self.authorize::<PutError>(&caller, args.subdb, Need::Write)?;
+        self.authorize_write::<PutError>(&caller, args.subdb, Need::Write)?;
         let op = OpCtx {
             op_id: &args.op_id,
             salt: caller.as_slice(),
@@ -262,7 +294,7 @@ impl<M: Memory> Partition<M> {
 
     /// Removes an item (writers and the owner); `true` if it was there. Idempotent by op id.
     pub fn delete(&mut self, caller: Principal, args: &DeleteArgs) -> Result<bool, DeleteError> {
-        self.authorize::<DeleteError>(&caller, args.subdb, Need::Write)?;
+        self.authorize_write::<DeleteError>(&caller, args.subdb, Need::Write)?;
         let op = OpCtx {
             op_id: &args.op_id,
             salt: caller.as_slice(),
@@ -307,7 +339,7 @@ impl<M: Memory> Partition<M> {
                 return Err(DeleteSubDbError::Moved { to });
             }
         } else {
-            self.authorize::<DeleteSubDbError>(&caller, args.subdb, Need::Own)?;
+            self.authorize_write::<DeleteSubDbError>(&caller, args.subdb, Need::Own)?;
         }
         let op = OpCtx {
             op_id: &args.op_id,
@@ -322,7 +354,7 @@ impl<M: Memory> Partition<M> {
         caller: Principal,
         args: &SetAccessArgs,
     ) -> Result<(), SetAccessError> {
-        if !self.authorize::<SetAccessError>(&caller, args.subdb, Need::Own)? {
+        if !self.authorize_write::<SetAccessError>(&caller, args.subdb, Need::Own)? {
             return Err(SetAccessError::UnknownSubDb);
         }
         for list in [&args.readers, &args.writers] {
@@ -335,10 +367,6 @@ impl<M: Memory> Partition<M> {
         }
         if args.writers.contains(&Principal::anonymous()) {
             return Err(SetAccessError::AnonymousWriter);
-        }
-        // A change made during a move's cutover would miss the copy: refuse it like a write.
-        if self.store.is_frozen(args.subdb) {
-            return Err(SetAccessError::WritesPaused);
         }
         let owner = self
             .access(args.subdb)
@@ -553,15 +581,24 @@ impl<M: Memory> Partition<M> {
         self.store.abort_import(subdb)
     }
 
-    /// Pauses or resumes writes to a live SubDB (a move's cutover). Idempotent.
-    pub fn freeze(&mut self, caller: Principal, args: &FreezeArgs) -> Result<(), FreezeError> {
+    /// Ends a SubDB's write pause (index only; idempotent): on a move's target once the
+    /// directory routes to it, or on a source whose move was called off (its change tracking
+    /// stops and its change log is dropped). A released source answers `Moved`.
+    pub fn resume_writes(
+        &mut self,
+        caller: Principal,
+        subdb: SubDbId,
+    ) -> Result<(), ResumeWritesError> {
         if !self.is_index(&caller) {
-            return Err(FreezeError::NotAuthorized);
+            return Err(ResumeWritesError::NotAuthorized);
         }
-        if self.store.set_frozen(args.subdb, args.frozen) {
+        if let Some(to) = self.tombstone(subdb) {
+            return Err(ResumeWritesError::Moved { to });
+        }
+        if self.store.resume_writes(subdb) {
             Ok(())
         } else {
-            Err(FreezeError::UnknownSubDb)
+            Err(ResumeWritesError::UnknownSubDb)
         }
     }
 

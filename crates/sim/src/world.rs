@@ -244,7 +244,7 @@ fn request_size(r: &Request) -> (u64, bool) {
         Request::ExportDelta(a) => (enc(a), true),
         Request::ImportChunk(a) => (enc(a), true),
         Request::Release(a) => (enc(a), true),
-        Request::AbortImport(a) => (enc(a), true),
+        Request::AbortImport(a) | Request::ResumeWrites(a) => (enc(a), true),
     }
 }
 
@@ -264,6 +264,7 @@ fn response_size(r: &Response) -> u64 {
         Response::Imported(x) => enc(x),
         Response::Released(x) => enc(x),
         Response::ImportAborted(x) => enc(x),
+        Response::WritesResumed(x) => enc(x),
     }
 }
 
@@ -294,6 +295,7 @@ fn exec_partition_request(
         Request::ImportChunk(a) => Response::Imported(p.import_chunk(index, a)),
         Request::Release(a) => Response::Released(p.release(index, a)),
         Request::AbortImport(id) => Response::ImportAborted(p.abort_import(index, *id)),
+        Request::ResumeWrites(id) => Response::WritesResumed(p.resume_writes(index, *id)),
         Request::CreateCanister { .. }
         | Request::InstallCode { .. }
         | Request::UploadChunk { .. }

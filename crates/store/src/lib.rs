@@ -787,15 +787,22 @@ impl<M: Memory> Store<M> {
         Ok(())
     }
 
-    /// Stops tracking (a move called off) and resumes writes. False if nothing was tracked.
-    pub fn end_export(&mut self, id: SubDbId) -> bool {
-        let Some(mut slot) = self.live_slot(id).filter(|s| s.exporting) else {
+    /// Ends a live SubDB's write pause and its change tracking, if any: a move's target once
+    /// the index routes to it, or a source whose move was called off (its change log and copy
+    /// frontier are dropped; a later `begin_export` starts from scratch). False if not live.
+    pub fn resume_writes(&mut self, id: SubDbId) -> bool {
+        let Some(mut slot) = self.live_slot(id) else {
             return false;
         };
-        slot.exporting = false;
-        slot.frozen = false;
-        self.slots.set(id as u64, &slot);
-        self.clear_export_state(id);
+        if slot.exporting || slot.frozen {
+            let exporting = slot.exporting;
+            slot.exporting = false;
+            slot.frozen = false;
+            self.slots.set(id as u64, &slot);
+            if exporting {
+                self.clear_export_state(id);
+            }
+        }
         true
     }
 
@@ -1024,7 +1031,8 @@ impl<M: Memory> Store<M> {
         Ok(())
     }
 
-    /// Makes an imported SubDB live. Idempotent.
+    /// Makes an imported SubDB live, with writes paused (see [`Store::resume_writes`]).
+    /// Idempotent.
     pub fn finish_import(&mut self, id: SubDbId) -> Result<SubDbStats, ImportError> {
         let mut slot = match self.slot(id) {
             Some(s) if s.state == SlotState::Importing => s,
@@ -1032,6 +1040,9 @@ impl<M: Memory> Store<M> {
             _ => return Err(ImportError::UnknownImport),
         };
         slot.state = SlotState::Live;
+        // Live for reads, but writes stay paused until the index, having routed the SubDB
+        // here, calls `resume_writes`: the source still serves until then.
+        slot.frozen = true;
         self.slots.set(id as u64, &slot);
         self.totals.live_subdbs += 1;
         Ok(self.stats(id).unwrap())

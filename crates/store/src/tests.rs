@@ -834,7 +834,7 @@ fn delta_is_forgotten_only_when_acknowledged() {
     }
     let small = s.export_delta(id, 3, d2.version, 40, false).unwrap();
     assert!(small.more && small.chunk.puts.len() == 1);
-    assert!(s.end_export(id));
+    assert!(s.resume_writes(id));
     assert!(!s.is_exporting(id));
     assert_eq!(s.pending_changes(id), 0);
     assert_eq!(
