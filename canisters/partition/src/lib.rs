@@ -171,11 +171,6 @@ fn import_chunk(args: ImportChunkArgs) -> Result<(), ImportError> {
 }
 
 #[update]
-fn finish_import(subdb: SubDbId) -> Result<SubDbStats, ImportError> {
-    with_mut(|p| p.finish_import(msg_caller(), subdb))
-}
-
-#[update]
 fn abort_import(subdb: SubDbId) -> Result<(), ImportError> {
     with_mut(|p| p.abort_import(msg_caller(), subdb))
 }

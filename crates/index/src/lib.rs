@@ -111,6 +111,20 @@ fn args_hash(parts: &[&[u8]]) -> ByteBuf {
     ByteBuf::from(h.finalize()[..16].to_vec())
 }
 
+/// The op id a create carries to its partition: a hash of the caller's op id and the outer
+/// key. The partition deduplicates creates by op id and arguments (access lists, cap), which do
+/// not name the SubDB; were the caller's op id passed on as is, a create of another name
+/// reusing it after the index forgot it (its op window) would be answered with the first
+/// name's SubDB. Deterministic, so a re-driven create carries the same id.
+fn partition_create_op(op_id: &OpId, outer_key: &str) -> OpId {
+    let mut h = Sha256::new();
+    h.update(b"flotilla-create");
+    h.update((outer_key.len() as u64).to_le_bytes());
+    h.update(outer_key.as_bytes());
+    h.update(op_id.as_bytes());
+    OpId::from(h.finalize().to_vec())
+}
+
 fn principals_bytes(ps: &[Principal]) -> Vec<u8> {
     ps.iter()
         .flat_map(|p| {
@@ -451,7 +465,7 @@ impl<M: Memory> Index<M> {
             },
         );
         let args = CreateLocalArgs {
-            op_id: req.op_id.clone(),
+            op_id: partition_create_op(&req.op_id, &req.outer_key),
             access: Access {
                 owner,
                 readers: req.readers,

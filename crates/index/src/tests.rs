@@ -420,7 +420,7 @@ fn create_call_carries_access_and_cap() {
             assert_eq!(args.access.owner, p(ALICE));
             assert_eq!(args.access.readers, vec![p(BOB)]);
             assert_eq!(args.hard_cap, Some(10));
-            assert_eq!(args.op_id, op(3));
+            assert_eq!(args.op_id, partition_create_op(&op(3), "shared"));
         }
         other => panic!("{other:?}"),
     }
@@ -1116,4 +1116,34 @@ mod tick_never_traps {
             run(ops, inline_small);
         }
     }
+}
+
+/// The op id a create carries to the partition covers the outer key: once the index's record
+/// of op id X (for "a") is gone from its window, a create of "b" reusing X reaches the
+/// partition under another op id, so the partition's own dedup cannot answer it with "a"'s
+/// SubDB (two names routed to one SubDB).
+#[test]
+fn a_reused_create_op_id_cannot_route_two_names_to_one_subdb() {
+    let (_, mut index) = fresh();
+    upload(&mut index, WASM);
+    provision(&mut index, &mut 0);
+    index.update_cfg(|c| c.op_window = 1);
+    let call = awaited(index.create_subdb(&env(p(ALICE)), create_req("a", 1)));
+    let Request::CreateSubDb(first) = call.request.clone() else {
+        panic!("{call:?}")
+    };
+    index.on_reply(&env(p(ALICE)), call.id, Ok(Response::SubDbCreated(Ok(7))));
+    // Another op pushes op 1 out of the index's window.
+    let c2 = awaited(index.create_subdb(&env(p(ALICE)), create_req("c", 2)));
+    index.on_reply(&env(p(ALICE)), c2.id, Ok(Response::SubDbCreated(Ok(8))));
+    let call = awaited(index.create_subdb(&env(p(ALICE)), create_req("b", 1)));
+    let Request::CreateSubDb(second) = call.request else {
+        panic!("{call:?}")
+    };
+    assert_eq!(first.access, second.access);
+    assert_ne!(
+        first.op_id, second.op_id,
+        "the partition would replay a's SubDB for b"
+    );
+    assert!(second.op_id.validate().is_ok());
 }

@@ -550,6 +550,30 @@ fn run_move_with(net: &mut Net, phase: &str, mut at_phase: impl FnMut(&mut Net))
     target.unwrap()
 }
 
+/// An owner cannot delete a SubDB at its partition behind the index's back (mid-move or not):
+/// the partition refuses, and the move completes.
+#[test]
+fn an_owner_cannot_delete_at_the_partition_mid_move() {
+    let (mut net, big) = loaded();
+    run_move_with(&mut net, "copy", |net| {
+        let part = &mut net.parts.get_mut(&big.partition).unwrap().1;
+        let args = DeleteSubDbArgs {
+            subdb: big.subdb,
+            op_id: OpId::from(vec![77; 16]),
+        };
+        assert_eq!(
+            part.delete_subdb(p(OWNER), &args),
+            Err(flotilla_types::DeleteSubDbError::NotAuthorized)
+        );
+    });
+    let home = net.route("big");
+    assert_ne!(home.partition, big.partition);
+    assert_eq!(net.get("big", &7u32.to_be_bytes()), Some(vec![7u8; 20_000]));
+}
+
+/// Should the SubDB vanish from the source mid-move anyway (the protocol gives no way: the
+/// index refuses deletes while a SubDB moves, and only the index deletes at partitions), the
+/// move is called off cleanly.
 #[test]
 fn a_subdb_deleted_at_the_source_mid_move_calls_the_move_off_cleanly() {
     for phase in ["copy", "cutover"] {
@@ -560,7 +584,7 @@ fn a_subdb_deleted_at_the_source_mid_move_calls_the_move_off_cleanly() {
                 subdb: big.subdb,
                 op_id: OpId::from(vec![77; 16]),
             };
-            part.delete_subdb(p(OWNER), &args).unwrap();
+            part.delete_subdb(p(INDEX), &args).unwrap();
         });
         // The target's partial import is reclaimed.
         let t = &mut net.parts.get_mut(&target).unwrap().1;

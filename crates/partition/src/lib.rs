@@ -22,7 +22,8 @@
 //! # Who may call what
 //!
 //! User endpoints follow the SubDB's [`Access`]: readers read, writers read and write, the
-//! owner does everything (and `delete_subdb` is also open to the index). Housekeeping
+//! owner also changes the access lists. `delete_subdb` is the index's alone (owners delete
+//! through the index). Housekeeping
 //! endpoints accept only the index principal recorded at install; anyone else gets
 //! `NotAuthorized`. A refused call changes nothing.
 //!
@@ -328,18 +329,19 @@ impl<M: Memory> Partition<M> {
         self.store.stats(subdb).ok_or(SubDbStatsError::UnknownSubDb)
     }
 
-    /// Deletes a SubDB (its owner, or the index). Idempotent by op id.
+    /// Deletes a SubDB. The index only: a SubDB's life (its name, its route, its deletion)
+    /// has one authority, the index, which owners ask (`delete_subdb` there); a delete behind
+    /// its back would leave the directory routing to a dead SubDB. Idempotent by op id.
     pub fn delete_subdb(
         &mut self,
         caller: Principal,
         args: &DeleteSubDbArgs,
     ) -> Result<(), DeleteSubDbError> {
-        if self.is_index(&caller) {
-            if let Located::Moved(to) = self.locate(args.subdb) {
-                return Err(DeleteSubDbError::Moved { to });
-            }
-        } else {
-            self.authorize_write::<DeleteSubDbError>(&caller, args.subdb, Need::Own)?;
+        if !self.is_index(&caller) {
+            return Err(DeleteSubDbError::NotAuthorized);
+        }
+        if let Located::Moved(to) = self.locate(args.subdb) {
+            return Err(DeleteSubDbError::Moved { to });
         }
         let op = OpCtx {
             op_id: &args.op_id,
@@ -561,18 +563,6 @@ impl<M: Memory> Partition<M> {
         Ok(())
     }
 
-    /// Makes an imported SubDB live. Idempotent.
-    pub fn finish_import(
-        &mut self,
-        caller: Principal,
-        subdb: SubDbId,
-    ) -> Result<SubDbStats, ImportError> {
-        if !self.is_index(&caller) {
-            return Err(ImportError::NotAuthorized);
-        }
-        self.store.finish_import(subdb)
-    }
-
     /// Abandons an import and reclaims what arrived.
     pub fn abort_import(&mut self, caller: Principal, subdb: SubDbId) -> Result<(), ImportError> {
         if !self.is_index(&caller) {
@@ -665,11 +655,5 @@ fn housekeeping_error(e: ExportError) -> HousekeepingError {
         ExportError::UnknownSubDb => HousekeepingError::UnknownSubDb,
         ExportError::InvalidToken => HousekeepingError::InvalidToken,
         ExportError::NotExporting => HousekeepingError::NotExporting,
-        ExportError::NotAuthorized => HousekeepingError::NotAuthorized,
-        ExportError::BudgetTooSmall { budget, min } => HousekeepingError::InvalidBudget {
-            budget,
-            min,
-            max: REPLY_BUDGET_BYTES as u64,
-        },
     }
 }

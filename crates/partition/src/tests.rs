@@ -458,7 +458,7 @@ fn readers_read_writers_write_owner_does_everything() {
     );
 
     f.p.delete_subdb(
-        OWNER,
+        INDEX,
         &DeleteSubDbArgs {
             subdb: s,
             op_id: op(25),
@@ -656,11 +656,13 @@ fn set_access_limits_and_pause() {
 }
 
 #[test]
-fn delete_subdb_by_owner_or_index_only() {
+fn delete_subdb_by_the_index_only() {
     let mut f = fixture();
     let s = f.s;
     let before = snapshot(&f);
-    for who in [WRITER, READER, STRANGER, ANON, OTHER_CANISTER] {
+    // Not even the owner: owners delete through the index, the one authority over a SubDB's
+    // life (a delete behind its back would leave the directory routing to a dead SubDB).
+    for who in [OWNER, WRITER, READER, STRANGER, ANON, OTHER_CANISTER] {
         assert_eq!(
             f.p.delete_subdb(
                 who,
@@ -682,14 +684,13 @@ fn delete_subdb_by_owner_or_index_only() {
     assert_eq!(f.p.store().status(s), SubDbStatus::Absent);
     // A retry (the reply was lost) gets the first result although the SubDB is gone.
     assert_eq!(f.p.delete_subdb(INDEX, &args), Ok(()));
-    // The same op id from someone else is not a replay.
     assert_eq!(
         f.p.delete_subdb(OWNER, &args),
-        Err(DeleteSubDbError::OpIdConflict)
+        Err(DeleteSubDbError::NotAuthorized)
     );
     assert_eq!(
         f.p.delete_subdb(
-            OWNER,
+            INDEX,
             &DeleteSubDbArgs {
                 subdb: s,
                 op_id: op(52)
@@ -814,7 +815,6 @@ fn authorization_matrix_housekeeping_endpoints() {
             ),
             Err(ImportError::NotAuthorized)
         );
-        assert_eq!(f.p.finish_import(who, imp), Err(ImportError::NotAuthorized));
         assert_eq!(f.p.abort_import(who, imp), Err(ImportError::NotAuthorized));
         assert_eq!(
             f.p.resume_writes(who, s),
@@ -892,18 +892,16 @@ fn stale_inner_key_after_release_answers_moved() {
             Err(SetAccessError::Moved { to })
         );
     }
-    for who in [OWNER, INDEX] {
-        assert_eq!(
-            f.p.delete_subdb(
-                who,
-                &DeleteSubDbArgs {
-                    subdb: s,
-                    op_id: op(82)
-                }
-            ),
-            Err(DeleteSubDbError::Moved { to })
-        );
-    }
+    assert_eq!(
+        f.p.delete_subdb(
+            INDEX,
+            &DeleteSubDbArgs {
+                subdb: s,
+                op_id: op(82)
+            }
+        ),
+        Err(DeleteSubDbError::Moved { to })
+    );
     assert_unchanged(&f, &before, "calls on a moved SubDB");
 }
 
@@ -915,7 +913,7 @@ fn unknown_ids_answer_unknown_subdb() {
             .unwrap();
     let deleted = create(&mut f.p, 91, access());
     f.p.delete_subdb(
-        OWNER,
+        INDEX,
         &DeleteSubDbArgs {
             subdb: deleted,
             op_id: op(92),
@@ -955,17 +953,17 @@ fn unknown_ids_answer_unknown_subdb() {
                 ),
                 Err(SetAccessError::UnknownSubDb)
             );
-            assert_eq!(
-                f.p.delete_subdb(
-                    who,
-                    &DeleteSubDbArgs {
-                        subdb: id,
-                        op_id: op(95)
-                    }
-                ),
-                Err(DeleteSubDbError::UnknownSubDb)
-            );
         }
+        assert_eq!(
+            f.p.delete_subdb(
+                INDEX,
+                &DeleteSubDbArgs {
+                    subdb: id,
+                    op_id: op(95)
+                }
+            ),
+            Err(DeleteSubDbError::UnknownSubDb)
+        );
         assert_eq!(
             f.p.resume_writes(INDEX, id),
             Err(ResumeWritesError::UnknownSubDb)
@@ -1301,8 +1299,18 @@ fn a_move_end_to_end_keeps_data_access_and_op_ids() {
         Err(PutError::WritesPaused)
     );
     assert_eq!(value(&f.p, READER, s, b"a"), Some(b"v".to_vec()));
-    let stats = b.finish_import(INDEX, new).unwrap();
-    assert_eq!(b.finish_import(INDEX, new), Ok(stats));
+    let fin = ImportChunkArgs {
+        subdb: new,
+        chunk: Chunk {
+            seq: next_seq(&mut f.p, s),
+            ..Chunk::default()
+        },
+        finish: true,
+    };
+    b.import_chunk(INDEX, &fin).unwrap();
+    // A retried final chunk is accepted and changes nothing.
+    b.import_chunk(INDEX, &fin).unwrap();
+    let stats = b.store().stats(new).unwrap();
     assert_eq!(stats.items, 8);
     let to = InnerKey {
         partition: TARGET_PARTITION,
@@ -1403,7 +1411,17 @@ fn abort_import_reclaims_and_retries_name_the_aborted_import() {
     assert_eq!(b.store().totals().items, 3);
     b.abort_import(INDEX, id).unwrap();
     assert_eq!(b.abort_import(INDEX, id), Err(ImportError::UnknownImport));
-    assert_eq!(b.finish_import(INDEX, id), Err(ImportError::UnknownImport));
+    assert_eq!(
+        b.import_chunk(
+            INDEX,
+            &ImportChunkArgs {
+                subdb: id,
+                chunk: Chunk::default(),
+                finish: true
+            }
+        ),
+        Err(ImportError::UnknownImport)
+    );
     b.housekeep(PURGE_BATCH);
     assert_eq!(b.store().totals().items, 0);
     // The op id keeps naming the aborted import: a late retry opens nothing new.
@@ -1455,7 +1473,7 @@ fn freeze_pauses_writes_and_release_needs_it() {
     );
     assert_eq!(
         f.p.delete_subdb(
-            OWNER,
+            INDEX,
             &DeleteSubDbArgs {
                 subdb: s,
                 op_id: op(142)
@@ -1482,7 +1500,7 @@ fn housekeep_reclaims_deleted_subdbs_in_batches() {
             .expect("direct store write for setup");
     }
     p.delete_subdb(
-        OWNER,
+        INDEX,
         &DeleteSubDbArgs {
             subdb: s,
             op_id: op(2),
