@@ -377,6 +377,7 @@ pub enum MoveStep {
     Release,
     Abort,
     Activate,
+    Unwind,
 }
 
 /// Where a move is. Each phase is re-entered safely after any failure or upgrade: every call
@@ -402,9 +403,12 @@ pub enum MovePhase {
     /// The directory routes to the target: end its write pause (`resume_writes`), then forget
     /// the move. Until then the target refuses user writes with `WritesPaused`.
     Activate,
-    /// Called off (the SubDB vanished from the source before the cutover): reclaim the
-    /// target's partial import, then forget the move.
+    /// Called off: reclaim the target's partial import (`abort_import`), then forget the move.
     Abort,
+    /// Being called off (failure budget spent, change log full, or an admin's cancel): the
+    /// source stops exporting, drops its change log and resumes writes (`resume_writes`); then
+    /// `Abort`. Should the source answer that it was released, the move completes instead.
+    Unwind,
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -424,6 +428,9 @@ pub struct MoveRecord {
     /// Bytes of the SubDB when the move began (registry estimate).
     pub bytes: u64,
     pub started_at: u64,
+    /// Consecutive failed calls; reset by every call that succeeds. (Optional so records
+    /// written before it existed decode.)
+    pub failures: Option<u32>,
 }
 
 /// A chunk fetched from the source and not yet applied by the target.

@@ -655,5 +655,6 @@ fn housekeeping_error(e: ExportError) -> HousekeepingError {
         ExportError::UnknownSubDb => HousekeepingError::UnknownSubDb,
         ExportError::InvalidToken => HousekeepingError::InvalidToken,
         ExportError::NotExporting => HousekeepingError::NotExporting,
+        ExportError::ChangeLogFull { max } => HousekeepingError::ChangeLogFull { max },
     }
 }

@@ -136,6 +136,8 @@ pub enum ExportError {
     InvalidToken,
     #[error("changes to this SubDB are not being tracked; call begin_export first")]
     NotExporting,
+    #[error("the change log passed {max} changes; the export was called off")]
+    ChangeLogFull { max: u64 },
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Error)]

@@ -142,8 +142,11 @@ pub struct MoveInfo {
     pub outer_key: String,
     pub source: InnerKey,
     pub target: Principal,
-    /// begin-import, begin-export, copy, delta, cutover or finish.
+    /// begin-import, begin-export, copy, delta, cutover, finish, release, activate, or, for a
+    /// move being called off, unwind then abort.
     pub phase: String,
+    /// Consecutive failed calls (at `limits::MAX_MOVE_FAILURES` the move is called off).
+    pub failures: u32,
     /// Chunks applied by the target so far.
     pub chunks: u64,
     /// Size of the SubDB when the move began.
@@ -203,4 +206,17 @@ pub enum AdminError {
     LastAdmin,
     #[error("the anonymous principal cannot be an admin")]
     Anonymous,
+}
+
+/// The error of `cancel_move` (admins call a move off).
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Error)]
+pub enum CancelMoveError {
+    #[error("only an admin may do this")]
+    NotAuthorized,
+    #[error("no move of this SubDB is in progress")]
+    UnknownMove,
+    #[error(
+        "the source is released and the directory routes to the target: the move can only complete"
+    )]
+    TooLate,
 }
