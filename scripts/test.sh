@@ -18,5 +18,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "canister wasm (both canisters must build for wasm32)"
 scripts/build-wasm.sh -- --locked
 
+step "script tests (stub icp/dfx)"
+bash scripts/tests/upload-partition-wasm.sh
+
 step "cargo test"
 cargo test --workspace --locked

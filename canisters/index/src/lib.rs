@@ -7,8 +7,9 @@ use candid::Principal;
 use flotilla_index::calls::{Call, CallResult, Reject, Sender};
 use flotilla_index::{Env, Finished, Index, Step};
 use flotilla_types::index::{
-    AdminError, CreateError, CreateRequest, DeleteRequest, DeleteSubDbRequestError, IndexInit,
-    IndexStats, RouteError, RoutesPage, RoutesRequest, UploadProgress, UploadWasmError, WasmChunk,
+    AdminError, CancelMoveError, CreateError, CreateRequest, DeleteRequest,
+    DeleteSubDbRequestError, IndexInit, IndexStats, MoveInfo, RouteError, RoutesPage,
+    RoutesRequest, UploadProgress, UploadWasmError, WasmChunk,
 };
 use flotilla_types::InnerKey;
 use ic_cdk::call::{Call as IcCall, CallErrorExt};
@@ -172,6 +173,21 @@ fn remove_admin(p: Principal) -> Result<(), AdminError> {
 #[ic_cdk::update]
 fn upload_partition_wasm_chunk(chunk: WasmChunk) -> Result<UploadProgress, UploadWasmError> {
     with(|i| i.upload_partition_wasm(&env(), chunk))
+}
+
+/// Moves in progress (phase, chunks, consecutive failures).
+#[ic_cdk::query]
+fn list_moves() -> Vec<MoveInfo> {
+    with(|i| i.list_moves())
+}
+
+/// Calls a move off (admins only): the source resumes writes and drops its change log, the
+/// target's partial import is reclaimed. A move past the release can only complete.
+#[ic_cdk::update]
+fn cancel_move(outer_key: String) -> Result<(), CancelMoveError> {
+    let calls = with(|i| i.cancel_move(&env(), &outer_key))?;
+    dispatch(calls);
+    Ok(())
 }
 
 /// Runs the background work now instead of at the next timer tick (admins only).

@@ -15,10 +15,10 @@ use flotilla_partition::Partition;
 use flotilla_store::{Config, PURGE_BATCH};
 use flotilla_types::partition::{
     BatchArgs, BeginExportArgs, BeginImportArgs, BeginImportError, CreateLocalArgs, DeleteArgs,
-    DeleteSubDbArgs, ExportArgs, ExportDeltaArgs, ExportDeltaReply, ExportReply, FreezeArgs,
-    FreezeError, GetArgs, GetManyArgs, GetManyError, GetManyReply, HousekeepingError,
-    ImportChunkArgs, PartitionInit, PartitionStats, PutArgs, ReleaseArgs, ReleaseError,
-    ScanRequest, SetAccessArgs, SetAccessError, StatsArgs, StatsError, SubDbStatsError,
+    DeleteSubDbArgs, ExportArgs, ExportDeltaArgs, ExportDeltaReply, ExportReply, GetArgs,
+    GetManyArgs, GetManyError, GetManyReply, HousekeepingError, ImportChunkArgs, PartitionInit,
+    PartitionStats, PutArgs, ReleaseArgs, ReleaseError, ResumeWritesError, ScanRequest,
+    SetAccessArgs, SetAccessError, StatsArgs, StatsError, SubDbStatsError,
 };
 use flotilla_types::{
     BatchError, BatchOutcome, CreateSubDbError, DeleteError, DeleteSubDbError, GetError,
@@ -181,18 +181,13 @@ fn import_chunk(args: ImportChunkArgs) -> Result<(), ImportError> {
 }
 
 #[update]
-fn finish_import(subdb: SubDbId) -> Result<SubDbStats, ImportError> {
-    with_mut(|p| p.finish_import(msg_caller(), subdb))
-}
-
-#[update]
 fn abort_import(subdb: SubDbId) -> Result<(), ImportError> {
     with_mut(|p| p.abort_import(msg_caller(), subdb))
 }
 
 #[update]
-fn freeze(args: FreezeArgs) -> Result<(), FreezeError> {
-    with_mut(|p| p.freeze(msg_caller(), &args))
+fn resume_writes(subdb: SubDbId) -> Result<(), ResumeWritesError> {
+    with_mut(|p| p.resume_writes(msg_caller(), subdb))
 }
 
 #[update]

@@ -15,7 +15,7 @@ use flotilla_types::dispatch::{decode_args, encode_args};
 use flotilla_types::partition::{
     BeginExportArgs, BeginImportArgs, BeginImportError, CreateLocalArgs, DeleteSubDbArgs,
     ExportArgs, ExportDeltaArgs, ExportDeltaReply, ExportReply, HousekeepingError, ImportChunkArgs,
-    PartitionStats, ReleaseArgs, ReleaseError, StatsArgs, StatsError,
+    PartitionStats, ReleaseArgs, ReleaseError, ResumeWritesError, StatsArgs, StatsError,
 };
 use flotilla_types::{CreateSubDbError, DeleteSubDbError, ImportError, SubDbId};
 use ic_management_canister_types::{
@@ -85,6 +85,9 @@ pub enum Request {
     Release(ReleaseArgs),
     /// Move called off, on the target: `abort_import` (reclaim what arrived).
     AbortImport(SubDbId),
+    /// `resume_writes`: on a move's target once the directory routes to it; on a source whose
+    /// move was called off (stop change tracking, drop the change log, end the pause).
+    ResumeWrites(SubDbId),
 }
 
 impl Request {
@@ -105,6 +108,7 @@ impl Request {
             Request::ImportChunk(_) => "import_chunk",
             Request::Release(_) => "release",
             Request::AbortImport(_) => "abort_import",
+            Request::ResumeWrites(_) => "resume_writes",
         }
     }
 }
@@ -191,6 +195,7 @@ impl Request {
             Request::ImportChunk(a) => encode_args((a,)),
             Request::Release(a) => encode_args((a,)),
             Request::AbortImport(a) => encode_args((a,)),
+            Request::ResumeWrites(a) => encode_args((a,)),
         }
     }
 
@@ -227,6 +232,7 @@ impl Request {
             Request::ImportChunk(_) => Response::Imported(one(m, bytes)?),
             Request::Release(_) => Response::Released(one(m, bytes)?),
             Request::AbortImport(_) => Response::ImportAborted(one(m, bytes)?),
+            Request::ResumeWrites(_) => Response::WritesResumed(one(m, bytes)?),
         })
     }
 }
@@ -247,6 +253,7 @@ pub enum Response {
     Imported(Result<(), ImportError>),
     Released(Result<(), ReleaseError>),
     ImportAborted(Result<(), ImportError>),
+    WritesResumed(Result<(), ResumeWritesError>),
 }
 
 /// The call failed: rejected by the system or the callee, trapped, or its reply was lost.

@@ -14,8 +14,9 @@ use flotilla_types::dispatch::{
     decode_args, encode_args, type_of, DispatchError, MethodKind, MethodSig, TypeOf,
 };
 use flotilla_types::index::{
-    AdminError, CreateError, CreateRequest, DeleteRequest, DeleteSubDbRequestError, IndexStats,
-    RouteError, RoutesPage, RoutesRequest, UploadProgress, UploadWasmError, WasmChunk,
+    AdminError, CancelMoveError, CreateError, CreateRequest, DeleteRequest,
+    DeleteSubDbRequestError, IndexStats, MoveInfo, RouteError, RoutesPage, RoutesRequest,
+    UploadProgress, UploadWasmError, WasmChunk,
 };
 use flotilla_types::InnerKey;
 use ic_stable_structures::Memory;
@@ -63,6 +64,7 @@ mod plain {
                 |i, _cx| i.route(&keys);
             routes(req: RoutesRequest) -> RoutesPage = |i, _cx| i.routes(&req);
             stats() -> IndexStats = |i, _cx| i.stats();
+            list_moves() -> Vec<MoveInfo> = |i, _cx| i.list_moves();
         }
         updates {
             add_admin(p: candid::Principal) -> Result<(), AdminError> = |i, cx| i.add_admin(cx, p);
@@ -96,6 +98,11 @@ pub fn methods() -> Vec<MethodSig> {
         vec![type_of::<Result<(), DeleteSubDbRequestError>>],
     ));
     m.push(update(
+        "cancel_move",
+        vec![type_of::<String>],
+        vec![type_of::<Result<(), CancelMoveError>>],
+    ));
+    m.push(update(
         "run_housekeeping",
         vec![],
         vec![type_of::<Result<u32, AdminError>>],
@@ -106,7 +113,9 @@ pub fn methods() -> Vec<MethodSig> {
 /// The kind of `method`, if the index has it.
 pub fn method_kind(method: &str) -> Option<MethodKind> {
     match method {
-        "create_subdb" | "delete_subdb" | "run_housekeeping" => Some(MethodKind::Update),
+        "create_subdb" | "delete_subdb" | "cancel_move" | "run_housekeeping" => {
+            Some(MethodKind::Update)
+        }
         _ => plain_method_kind(method),
     }
 }
@@ -136,6 +145,17 @@ pub fn update<M: Memory>(
         "delete_subdb" => {
             let (req,): (DeleteRequest,) = decode_args(method, arg)?;
             awaiting(index.delete_subdb(env, req), Pending::Delete)
+        }
+        "cancel_move" => {
+            let (key,): (String,) = decode_args(method, arg)?;
+            let (reply, calls) = match index.cancel_move(env, &key) {
+                Ok(calls) => (Ok(()), calls),
+                Err(e) => (Err::<(), CancelMoveError>(e), vec![]),
+            };
+            Outcome::Reply {
+                reply: encode_args((reply,)),
+                calls,
+            }
         }
         "run_housekeeping" => {
             let () = decode_args(method, arg)?;

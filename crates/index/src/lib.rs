@@ -28,8 +28,8 @@ use flotilla_types::index::{
     UploadProgress, UploadWasmError, WasmChunk, WasmInfo,
 };
 use flotilla_types::limits::{
-    MAX_ACCESS_PRINCIPALS, MAX_OUTER_KEY_BYTES, MAX_PARTITION_WASM_BYTES, MAX_ROUTES_PAGE,
-    MAX_ROUTE_BATCH, MAX_WASM_UPLOAD_CHUNK_BYTES,
+    MAX_ACCESS_PRINCIPALS, MAX_JOB_FAILURES, MAX_OUTER_KEY_BYTES, MAX_PARTITION_WASM_BYTES,
+    MAX_ROUTES_PAGE, MAX_ROUTE_BATCH, MAX_SPARE_POOL_TARGET, MAX_WASM_UPLOAD_CHUNK_BYTES,
 };
 use flotilla_types::partition::{
     Access, CreateLocalArgs, DeleteSubDbArgs, PartitionInit, StatsArgs, MAX_STATS_SUBDBS,
@@ -112,6 +112,20 @@ fn args_hash(parts: &[&[u8]]) -> ByteBuf {
     ByteBuf::from(h.finalize()[..16].to_vec())
 }
 
+/// The op id a create carries to its partition: a hash of the caller's op id and the outer
+/// key. The partition deduplicates creates by op id and arguments (access lists, cap), which do
+/// not name the SubDB; were the caller's op id passed on as is, a create of another name
+/// reusing it after the index forgot it (its op window) would be answered with the first
+/// name's SubDB. Deterministic, so a re-driven create carries the same id.
+fn partition_create_op(op_id: &OpId, outer_key: &str) -> OpId {
+    let mut h = Sha256::new();
+    h.update(b"flotilla-create");
+    h.update((outer_key.len() as u64).to_le_bytes());
+    h.update(outer_key.as_bytes());
+    h.update(op_id.as_bytes());
+    OpId::from(h.finalize().to_vec())
+}
+
 fn principals_bytes(ps: &[Principal]) -> Vec<u8> {
     ps.iter()
         .flat_map(|p| {
@@ -156,7 +170,10 @@ impl<M: Memory> Index<M> {
             magic: ByteBuf::from(MAGIC.to_vec()),
             version: LAYOUT_VERSION,
             admins,
-            spare_pool_target: init.spare_pool_target.unwrap_or(DEFAULT_SPARE_POOL_TARGET),
+            spare_pool_target: init
+                .spare_pool_target
+                .unwrap_or(DEFAULT_SPARE_POOL_TARGET)
+                .min(MAX_SPARE_POOL_TARGET),
             move_cap_bytes: init.move_cap_bytes.unwrap_or(DEFAULT_MOVE_CAP_BYTES),
             partition_cycles: init.partition_cycles.unwrap_or(DEFAULT_PARTITION_CYCLES),
             inline_install_limit: DEFAULT_INLINE_INSTALL_LIMIT,
@@ -366,6 +383,7 @@ impl<M: Memory> Index<M> {
         out
     }
 
+    #[cfg(test)]
     fn active_wasm(&self) -> Option<Vec<u8>> {
         self.cfg().wasm.as_ref().map(|w| self.read_wasm(w.slot))
     }
@@ -448,7 +466,7 @@ impl<M: Memory> Index<M> {
             },
         );
         let args = CreateLocalArgs {
-            op_id: req.op_id.clone(),
+            op_id: partition_create_op(&req.op_id, &req.outer_key),
             access: Access {
                 owner,
                 readers: req.readers,
@@ -652,7 +670,7 @@ impl<M: Memory> Index<M> {
                 self.finish_op(&op, inner);
                 self.update_cfg(|c| c.routing_version += 1);
                 if let Some(mut rec) = self.registry.get(&inner.partition) {
-                    rec.subdbs += 1;
+                    rec.subdbs = rec.subdbs.saturating_add(1);
                     self.registry.insert(inner.partition, rec);
                 }
                 Ok(inner)
@@ -888,8 +906,9 @@ impl<M: Memory> Index<M> {
                 .iter()
                 .filter(|e| e.value().state == PartitionState::Spare)
                 .count() as u64;
-            let mut have = spares + self.jobs.len();
-            while have < self.cfg().spare_pool_target as u64 {
+            let mut have = spares.saturating_add(self.jobs.len());
+            let target = self.cfg().spare_pool_target.min(MAX_SPARE_POOL_TARGET) as u64;
+            while have < target {
                 self.new_job();
                 have += 1;
             }
@@ -941,7 +960,7 @@ impl<M: Memory> Index<M> {
         let mut id = 0;
         self.update_cfg(|c| {
             id = c.next_job_id;
-            c.next_job_id += 1;
+            c.next_job_id = c.next_job_id.wrapping_add(1);
         });
         self.jobs.insert(
             id,
@@ -950,12 +969,17 @@ impl<M: Memory> Index<M> {
                 call: None,
                 mode: InstallMode::Install,
                 attempts: 0,
+                module: None,
+                failures: None,
             },
         );
         id
     }
 
-    /// The call for a job's current step.
+    /// The call for a job's current step. Every step reads the active module afresh and
+    /// compares it with the one the job pinned: after an admin's re-upload, an upload in
+    /// progress starts over with the new module (the chunk hashes gathered so far are
+    /// dropped), so no step ever indexes a chunk list of another module.
     fn job_step(&mut self, env: &Env, id: u64) -> Option<Call> {
         let mut rec = self.jobs.get(&id)?;
         if rec.call.is_some() {
@@ -968,64 +992,76 @@ impl<M: Memory> Index<M> {
                 candid::encode_one(PartitionInit { index: env.self_id }).expect("encode init"),
             )
         };
-        let call = match &rec.job {
-            Job::Create => {
-                let cycles = self.cfg().partition_cycles;
-                self.next_call(mgmt, Request::CreateCanister { cycles }, purpose)
-            }
-            Job::Install { canister } => {
-                let wasm = self.active_wasm()?;
-                let canister = *canister;
-                if wasm.len() as u64 > self.cfg().inline_install_limit {
-                    rec.job = Job::Upload {
+        let request = match rec.job.clone() {
+            Job::Create => Request::CreateCanister {
+                cycles: self.cfg().partition_cycles,
+            },
+            job @ (Job::Install { .. } | Job::Upload { .. } | Job::InstallChunked { .. }) => {
+                let meta = self.cfg().wasm.clone()?;
+                let canister = match &job {
+                    Job::Install { canister }
+                    | Job::Upload { canister, .. }
+                    | Job::InstallChunked { canister, .. } => *canister,
+                    Job::Create => unreachable!("matched above"),
+                };
+                let mut hashes = match job {
+                    Job::Upload { hashes, .. } | Job::InstallChunked { hashes, .. } => hashes,
+                    _ => vec![],
+                };
+                if rec.module.as_ref() != Some(&meta.sha256) {
+                    // A new module (or none pinned yet): start its upload from scratch.
+                    rec.module = Some(meta.sha256.clone());
+                    hashes.clear();
+                }
+                if meta.len <= self.cfg().inline_install_limit {
+                    rec.job = Job::Install { canister };
+                    Request::InstallCode {
                         canister,
-                        hashes: vec![],
-                    };
-                    self.jobs.insert(id, rec);
-                    return self.job_step(env, id);
+                        mode: rec.mode,
+                        wasm: ByteBuf::from(self.read_wasm(meta.slot)),
+                        arg: arg(),
+                    }
+                } else {
+                    let pieces = meta.len.div_ceil(WASM_CHUNK_BYTES as u64) as usize;
+                    if hashes.len() >= pieces {
+                        hashes.truncate(pieces);
+                        rec.job = Job::InstallChunked {
+                            canister,
+                            hashes: hashes.clone(),
+                        };
+                        Request::InstallChunkedCode {
+                            canister,
+                            mode: rec.mode,
+                            chunk_hashes: hashes,
+                            wasm_sha256: meta.sha256,
+                            arg: arg(),
+                        }
+                    } else {
+                        let n = hashes.len();
+                        let chunk = self.wasm_piece(meta.slot, n)?;
+                        rec.job = Job::Upload { canister, hashes };
+                        Request::UploadChunk {
+                            canister,
+                            chunk: ByteBuf::from(chunk),
+                        }
+                    }
                 }
-                let request = Request::InstallCode {
-                    canister,
-                    mode: rec.mode,
-                    wasm: ByteBuf::from(wasm),
-                    arg: arg(),
-                };
-                self.next_call(mgmt, request, purpose)
-            }
-            Job::Upload { canister, hashes } => {
-                let wasm = self.active_wasm()?;
-                let n = hashes.len();
-                let pieces: Vec<&[u8]> = wasm.chunks(WASM_CHUNK_BYTES).collect();
-                if n == pieces.len() {
-                    rec.job = Job::InstallChunked {
-                        canister: *canister,
-                        hashes: hashes.clone(),
-                    };
-                    self.jobs.insert(id, rec);
-                    return self.job_step(env, id);
-                }
-                let request = Request::UploadChunk {
-                    canister: *canister,
-                    chunk: ByteBuf::from(pieces[n].to_vec()),
-                };
-                self.next_call(mgmt, request, purpose)
-            }
-            Job::InstallChunked { canister, hashes } => {
-                let sha = self.cfg().wasm.as_ref()?.sha256.clone();
-                let request = Request::InstallChunkedCode {
-                    canister: *canister,
-                    mode: rec.mode,
-                    chunk_hashes: hashes.clone(),
-                    wasm_sha256: sha,
-                    arg: arg(),
-                };
-                self.next_call(mgmt, request, purpose)
             }
         };
+        let call = self.next_call(mgmt, request, purpose);
         rec.call = Some(call.id);
-        rec.attempts += 1;
+        rec.attempts = rec.attempts.saturating_add(1);
         self.jobs.insert(id, rec);
         Some(call)
+    }
+
+    /// Chunk `n` (of `WASM_CHUNK_BYTES`) of the module in `slot`, if it has one.
+    fn wasm_piece(&self, slot: u8, n: usize) -> Option<Vec<u8>> {
+        // Storage pieces and chunk-store chunks have the same size.
+        const _: () = assert!(WASM_STORE_PIECE == WASM_CHUNK_BYTES);
+        self.wasm[slot as usize]
+            .get(&u32::try_from(n).ok()?)
+            .filter(|p| !p.is_empty())
     }
 
     fn job_reply(&mut self, env: &Env, id: u64, result: CallResult) -> Vec<Call> {
@@ -1078,10 +1114,19 @@ impl<M: Memory> Index<M> {
         };
         if let Some(job) = next {
             rec.job = job;
+            rec.failures = None;
             self.jobs.insert(id, rec);
             self.job_step(env, id).into_iter().collect()
         } else {
-            self.jobs.insert(id, rec);
+            let failures = rec.failures.unwrap_or(0).saturating_add(1);
+            if failures >= MAX_JOB_FAILURES {
+                // Keeps failing (out of cycles, a module the canister rejects, ...): drop it,
+                // so it no longer counts toward the spare pool; the next tick starts afresh.
+                self.jobs.remove(&id);
+            } else {
+                rec.failures = Some(failures);
+                self.jobs.insert(id, rec);
+            }
             vec![]
         }
     }

@@ -24,13 +24,13 @@ use crate::calls::{Call, CallResult, Request, Response};
 use crate::records::*;
 use crate::{Env, Index};
 use candid::Principal;
-use flotilla_types::index::MoveInfo;
-use flotilla_types::limits::REPLY_BUDGET_BYTES;
+use flotilla_types::index::{CancelMoveError, MoveInfo};
+use flotilla_types::limits::{MAX_MOVE_FAILURES, REPLY_BUDGET_BYTES};
 use flotilla_types::partition::{
     BeginExportArgs, BeginImportArgs, ExportArgs, ExportDeltaArgs, HousekeepingError,
-    ImportChunkArgs, PartitionStats, ReleaseArgs,
+    ImportChunkArgs, PartitionStats, ReleaseArgs, ResumeWritesError,
 };
-use flotilla_types::{ImportError, InnerKey, OpId, SubDbId};
+use flotilla_types::{ImportError, InnerKey, OpId};
 use ic_stable_structures::Memory;
 use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
@@ -56,6 +56,8 @@ fn phase_name(p: MovePhase) -> &'static str {
         MovePhase::Finish => "finish",
         MovePhase::Release => "release",
         MovePhase::Abort => "abort",
+        MovePhase::Activate => "activate",
+        MovePhase::Unwind => "unwind",
     }
 }
 
@@ -74,6 +76,7 @@ impl<M: Memory> Index<M> {
                     chunks: m.seq,
                     bytes: m.bytes,
                     started_at: m.started_at,
+                    failures: m.failures.unwrap_or(0),
                 }
             })
             .collect()
@@ -148,11 +151,12 @@ impl<M: Memory> Index<M> {
                 delta_rounds: 0,
                 bytes,
                 started_at: env.now,
+                failures: None,
             },
         );
         // Reserve the room on the target until its next stats.
         if let Some(mut rec) = self.registry.get(&target) {
-            rec.bytes += bytes;
+            rec.bytes = rec.bytes.saturating_add(bytes);
             self.registry.insert(target, rec);
         }
         self.drive_move(&outer_key)
@@ -179,14 +183,25 @@ impl<M: Memory> Index<M> {
     /// flight).
     pub(crate) fn drive_move(&mut self, outer_key: &str) -> Vec<Call> {
         let key = outer_key.to_string();
-        let Some(m) = self.moves.get(&key) else {
+        let Some(mut m) = self.moves.get(&key) else {
             return vec![];
         };
+        let needs_target = !matches!(
+            m.phase,
+            MovePhase::BeginImport | MovePhase::Abort | MovePhase::Unwind
+        );
+        if needs_target && m.target_subdb.is_none() {
+            // Not reachable by the protocol; should a record say so anyway, learn the target's
+            // id again (`begin_import` answers the same id for the move's op id).
+            m.phase = MovePhase::BeginImport;
+            self.moves.insert(key.clone(), m.clone());
+        }
+        let target_subdb = m.target_subdb.unwrap_or_default();
         let pending = self.move_chunks.get(&key);
         let src = m.source;
         let import = |chunk, finish| {
             Request::ImportChunk(ImportChunkArgs {
-                subdb: m.target_subdb.expect("import opened before copying"),
+                subdb: target_subdb,
                 chunk,
                 finish,
             })
@@ -242,12 +257,20 @@ impl<M: Memory> Index<M> {
                     None
                 }
             },
+            MovePhase::Activate => {
+                let req = Request::ResumeWrites(target_subdb);
+                self.move_call(&key, MoveStep::Activate, m.target, req)
+            }
+            MovePhase::Unwind => {
+                let req = Request::ResumeWrites(src.subdb);
+                self.move_call(&key, MoveStep::Unwind, src.partition, req)
+            }
             MovePhase::Release => {
                 let req = Request::Release(ReleaseArgs {
                     subdb: src.subdb,
                     moved_to: InnerKey {
                         partition: m.target,
-                        subdb: m.target_subdb.expect("import opened"),
+                        subdb: target_subdb,
                     },
                 });
                 self.move_call(&key, MoveStep::Release, src.partition, req)
@@ -272,7 +295,9 @@ impl<M: Memory> Index<M> {
         match (step, result) {
             (MoveStep::BeginImport, Ok(Response::ImportBegun(Ok(id)))) => {
                 m.target_subdb = Some(id);
-                m.phase = MovePhase::BeginExport;
+                if m.phase == MovePhase::BeginImport {
+                    m.phase = MovePhase::BeginExport;
+                }
             }
             (MoveStep::BeginExport, Ok(Response::ExportBegun(Ok(())))) => {
                 m.phase = MovePhase::Copy;
@@ -333,7 +358,49 @@ impl<M: Memory> Index<M> {
                 if m.phase == MovePhase::Release =>
             {
                 self.complete_move(&key, &m);
+                m.phase = MovePhase::Activate;
+            }
+            (MoveStep::Activate, Ok(Response::WritesResumed(Ok(()))))
+                if m.phase == MovePhase::Activate =>
+            {
+                self.moves.remove(&key);
                 return vec![];
+            }
+            (
+                MoveStep::Export,
+                Ok(
+                    Response::Exported(Err(HousekeepingError::ChangeLogFull { .. }))
+                    | Response::DeltaExported(Err(HousekeepingError::ChangeLogFull { .. })),
+                ),
+            ) if matches!(
+                m.phase,
+                MovePhase::Copy | MovePhase::Delta | MovePhase::Cutover
+            ) =>
+            {
+                // The source's change log passed its bound (writes outpace the move): call
+                // the move off rather than let the log grow.
+                self.move_chunks.remove(&key);
+                m.phase = MovePhase::Unwind;
+            }
+            (
+                MoveStep::Unwind,
+                Ok(Response::WritesResumed(Ok(()) | Err(ResumeWritesError::UnknownSubDb))),
+            ) if m.phase == MovePhase::Unwind => {
+                // The source serves writes again (or the SubDB is gone from it): reclaim the
+                // target's part.
+                self.move_chunks.remove(&key);
+                m.phase = MovePhase::Abort;
+            }
+            (
+                MoveStep::Unwind,
+                Ok(Response::WritesResumed(Err(ResumeWritesError::Moved { to }))),
+            ) if m.phase == MovePhase::Unwind
+                && to.partition == m.target
+                && Some(to.subdb) == m.target_subdb =>
+            {
+                // The release had landed (its reply was lost): the move can only complete.
+                self.complete_move(&key, &m);
+                m.phase = MovePhase::Activate;
             }
             (
                 MoveStep::BeginExport | MoveStep::Export,
@@ -359,14 +426,100 @@ impl<M: Memory> Index<M> {
                 self.forget_move(&key, &m);
                 return vec![];
             }
-            // Anything else failed: the same step is retried (by the next tick).
+            // Anything else failed: the same step is retried by the next tick, within the
+            // move's failure budget.
             _ => {
-                self.moves.insert(key, m);
+                let failures = m.failures.unwrap_or(0).saturating_add(1);
+                m.failures = Some(failures);
+                if failures >= MAX_MOVE_FAILURES {
+                    m.failures = None;
+                    match self.give_up(&key, m) {
+                        Some(m) => self.moves.insert(key, m),
+                        None => return vec![],
+                    };
+                } else {
+                    self.moves.insert(key, m);
+                }
                 return vec![];
             }
         }
+        m.failures = None;
         self.moves.insert(key.clone(), m);
         self.drive_move(&key)
+    }
+
+    /// A move's call failed `MAX_MOVE_FAILURES` times in a row (a target out of cycles or
+    /// memory, trapping on import, stopped for good): what happens next, by phase. Returns the
+    /// record to keep, or `None` when the move is forgotten.
+    ///
+    /// - before the release (begin-export … finish, and the release itself): call it off
+    ///   (`Unwind`: the source drops its change log and resumes writes; then `Abort`);
+    /// - begin-import: nothing was exported; forget the move (an import the target may have
+    ///   opened without its answer reaching us stays empty and invisible);
+    /// - unwind: the source itself keeps failing; keep trying (the source's writes are paused
+    ///   only if the cutover had begun, and nothing but the source can resume them);
+    /// - abort: the target keeps refusing to reclaim its partial import; forget the move (the
+    ///   invisible partial import stays on the broken target);
+    /// - activate: the directory already routes to the target; keep trying (the target's
+    ///   writes resume once it answers).
+    fn give_up(&mut self, outer_key: &str, mut m: MoveRecord) -> Option<MoveRecord> {
+        match m.phase {
+            MovePhase::BeginImport => {
+                self.forget_move(outer_key, &m);
+                None
+            }
+            MovePhase::BeginExport
+            | MovePhase::Copy
+            | MovePhase::Delta
+            | MovePhase::Cutover
+            | MovePhase::Finish
+            | MovePhase::Release => {
+                self.move_chunks.remove(&outer_key.to_string());
+                m.phase = MovePhase::Unwind;
+                Some(m)
+            }
+            MovePhase::Abort => {
+                self.forget_move(outer_key, &m);
+                None
+            }
+            MovePhase::Unwind | MovePhase::Activate => Some(m),
+        }
+    }
+
+    /// Moves in progress, for admins and dashboards (the same list `stats` carries).
+    pub fn list_moves(&self) -> Vec<MoveInfo> {
+        self.moves()
+    }
+
+    /// Calls a move off (admins): before the release, the source drops its change log and
+    /// resumes writes and the target's partial import is reclaimed, as when the failure budget
+    /// is spent. A move whose source was released can only complete (`TooLate`).
+    pub fn cancel_move(
+        &mut self,
+        env: &Env,
+        outer_key: &str,
+    ) -> Result<Vec<Call>, CancelMoveError> {
+        if !self.is_admin(&env.caller) {
+            return Err(CancelMoveError::NotAuthorized);
+        }
+        let key = outer_key.to_string();
+        let Some(mut m) = self.moves.get(&key) else {
+            return Err(CancelMoveError::UnknownMove);
+        };
+        match m.phase {
+            MovePhase::Activate => return Err(CancelMoveError::TooLate),
+            MovePhase::Unwind | MovePhase::Abort => return Ok(vec![]),
+            MovePhase::BeginImport => {
+                // A `begin_import` may be in flight: learn its answer first, then unwind (the
+                // reply handler sees the phase and reclaims the import).
+                m.phase = MovePhase::Unwind;
+            }
+            _ => m.phase = MovePhase::Unwind,
+        }
+        m.failures = None;
+        self.move_chunks.remove(&key);
+        self.moves.insert(key.clone(), m);
+        Ok(self.drive_move(&key))
     }
 
     /// Forgets a called-off move and the room it reserved on the target.
@@ -381,12 +534,14 @@ impl<M: Memory> Index<M> {
     }
 
     /// The source is released: point the directory at the target and settle the registry.
+    /// The move stays (phase `Activate`) until the target's writes are resumed.
     fn complete_move(&mut self, outer_key: &str, m: &MoveRecord) {
         let key = outer_key.to_string();
-        self.moves.remove(&key);
         self.move_chunks.remove(&key);
+        let Some(to) = m.target_subdb else {
+            return;
+        };
         if let Some(mut entry) = self.directory.get(&key) {
-            let to: SubDbId = m.target_subdb.expect("import opened");
             self.reverse.remove(&reverse_key(&entry.inner()));
             entry.partition = m.target;
             entry.subdb = to;

@@ -68,7 +68,14 @@ pub struct Upload {
     pub received: u64,
 }
 
-#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+/// The index's configuration and counters (one stable cell).
+///
+/// Persisted as [`StoredConfig`], where every field is optional: a configuration written by
+/// an older build (fewer fields) decodes with defaults for what it lacks, and one written by a
+/// newer build (more fields) decodes too (Candid skips unknown record fields). Bytes that do
+/// not decode at all give a configuration without magic, which `Index::open` refuses with a
+/// typed error instead of trapping.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub magic: ByteBuf,
     pub version: u16,
@@ -90,6 +97,117 @@ pub struct Config {
     pub next_partition_seq: u64,
     pub wasm: Option<WasmMeta>,
     pub upload: Option<Upload>,
+}
+
+impl Default for Config {
+    /// Defaults of every setting; no magic (an empty memory is not an index).
+    fn default() -> Self {
+        Config {
+            magic: ByteBuf::new(),
+            version: 0,
+            admins: vec![],
+            spare_pool_target: crate::DEFAULT_SPARE_POOL_TARGET,
+            move_cap_bytes: crate::DEFAULT_MOVE_CAP_BYTES,
+            partition_cycles: crate::DEFAULT_PARTITION_CYCLES,
+            placement: Placement::default(),
+            inline_install_limit: crate::DEFAULT_INLINE_INSTALL_LIMIT,
+            op_window: crate::DEFAULT_OP_WINDOW,
+            stats_period_ns: crate::DEFAULT_STATS_PERIOD_NS,
+            routing_version: 0,
+            next_call_id: 0,
+            next_job_id: 0,
+            next_op_seq: 0,
+            next_partition_seq: 0,
+            wasm: None,
+            upload: None,
+        }
+    }
+}
+
+/// The persisted form of [`Config`]: every field optional (see there).
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredConfig {
+    pub magic: Option<ByteBuf>,
+    pub version: Option<u16>,
+    pub admins: Option<Vec<Principal>>,
+    pub spare_pool_target: Option<u32>,
+    pub move_cap_bytes: Option<u64>,
+    pub partition_cycles: Option<u128>,
+    pub placement: Option<Placement>,
+    pub inline_install_limit: Option<u64>,
+    pub op_window: Option<u64>,
+    pub stats_period_ns: Option<u64>,
+    pub routing_version: Option<u64>,
+    pub next_call_id: Option<CallId>,
+    pub next_job_id: Option<u64>,
+    pub next_op_seq: Option<u64>,
+    pub next_partition_seq: Option<u64>,
+    pub wasm: Option<WasmMeta>,
+    pub upload: Option<Upload>,
+}
+
+impl From<&Config> for StoredConfig {
+    fn from(c: &Config) -> Self {
+        StoredConfig {
+            magic: Some(c.magic.clone()),
+            version: Some(c.version),
+            admins: Some(c.admins.clone()),
+            spare_pool_target: Some(c.spare_pool_target),
+            move_cap_bytes: Some(c.move_cap_bytes),
+            partition_cycles: Some(c.partition_cycles),
+            placement: Some(c.placement),
+            inline_install_limit: Some(c.inline_install_limit),
+            op_window: Some(c.op_window),
+            stats_period_ns: Some(c.stats_period_ns),
+            routing_version: Some(c.routing_version),
+            next_call_id: Some(c.next_call_id),
+            next_job_id: Some(c.next_job_id),
+            next_op_seq: Some(c.next_op_seq),
+            next_partition_seq: Some(c.next_partition_seq),
+            wasm: c.wasm.clone(),
+            upload: c.upload.clone(),
+        }
+    }
+}
+
+impl From<StoredConfig> for Config {
+    fn from(s: StoredConfig) -> Self {
+        let d = Config::default();
+        Config {
+            magic: s.magic.unwrap_or(d.magic),
+            version: s.version.unwrap_or(d.version),
+            admins: s.admins.unwrap_or(d.admins),
+            spare_pool_target: s.spare_pool_target.unwrap_or(d.spare_pool_target),
+            move_cap_bytes: s.move_cap_bytes.unwrap_or(d.move_cap_bytes),
+            partition_cycles: s.partition_cycles.unwrap_or(d.partition_cycles),
+            placement: s.placement.unwrap_or(d.placement),
+            inline_install_limit: s.inline_install_limit.unwrap_or(d.inline_install_limit),
+            op_window: s.op_window.unwrap_or(d.op_window),
+            stats_period_ns: s.stats_period_ns.unwrap_or(d.stats_period_ns),
+            routing_version: s.routing_version.unwrap_or(d.routing_version),
+            next_call_id: s.next_call_id.unwrap_or(d.next_call_id),
+            next_job_id: s.next_job_id.unwrap_or(d.next_job_id),
+            next_op_seq: s.next_op_seq.unwrap_or(d.next_op_seq),
+            next_partition_seq: s.next_partition_seq.unwrap_or(d.next_partition_seq),
+            wasm: s.wasm,
+            upload: s.upload,
+        }
+    }
+}
+
+impl Storable for Config {
+    fn to_bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(candid::encode_one(StoredConfig::from(self)).expect("encoding the config"))
+    }
+    fn into_bytes(self) -> Vec<u8> {
+        candid::encode_one(StoredConfig::from(&self)).expect("encoding the config")
+    }
+    fn from_bytes(bytes: Cow<[u8]>) -> Self {
+        candid::decode_one::<StoredConfig>(&bytes)
+            .map(Config::from)
+            .unwrap_or_default()
+    }
+    const BOUND: Bound = Bound::Unbounded;
 }
 
 /// Directory state of one outer key.
@@ -230,7 +348,14 @@ pub struct JobRecord {
     /// The call driving the current step, if one is in flight.
     pub call: Option<CallId>,
     pub mode: InstallMode,
+    /// Calls made for this job.
     pub attempts: u32,
+    /// SHA-256 of the module this job installs, pinned when it starts uploading or installing.
+    /// A different active module (an admin re-upload) restarts the upload with the new one.
+    pub module: Option<ByteBuf>,
+    /// Failed steps since the last step that succeeded; at `MAX_JOB_FAILURES` the job is
+    /// dropped. (Optional so records written before it existed decode.)
+    pub failures: Option<u32>,
 }
 
 /// What an in-flight call's reply is for.
@@ -251,6 +376,8 @@ pub enum MoveStep {
     Import,
     Release,
     Abort,
+    Activate,
+    Unwind,
 }
 
 /// Where a move is. Each phase is re-entered safely after any failure or upgrade: every call
@@ -267,15 +394,21 @@ pub enum MovePhase {
     Delta,
     /// Freeze the source and ship the last changes.
     Cutover,
-    /// Apply the final chunk on the target, making it live (still unrouted: the source is
-    /// frozen and serves reads with identical data).
+    /// Apply the final chunk on the target, making it live for reads with writes paused
+    /// (still unrouted: the source is frozen and serves reads with identical data).
     Finish,
     /// Release the source (tombstone `Moved { to }`, free the data); on success the directory
     /// flips to the target.
     Release,
-    /// Called off (the SubDB vanished from the source before the cutover): reclaim the
-    /// target's partial import, then forget the move.
+    /// The directory routes to the target: end its write pause (`resume_writes`), then forget
+    /// the move. Until then the target refuses user writes with `WritesPaused`.
+    Activate,
+    /// Called off: reclaim the target's partial import (`abort_import`), then forget the move.
     Abort,
+    /// Being called off (failure budget spent, change log full, or an admin's cancel): the
+    /// source stops exporting, drops its change log and resumes writes (`resume_writes`); then
+    /// `Abort`. Should the source answer that it was released, the move completes instead.
+    Unwind,
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -295,6 +428,9 @@ pub struct MoveRecord {
     /// Bytes of the SubDB when the move began (registry estimate).
     pub bytes: u64,
     pub started_at: u64,
+    /// Consecutive failed calls; reset by every call that succeeds. (Optional so records
+    /// written before it existed decode.)
+    pub failures: Option<u32>,
 }
 
 /// A chunk fetched from the source and not yet applied by the target.
@@ -317,7 +453,6 @@ pub enum PendingCall {
 }
 
 candid_storable!(
-    Config,
     PartitionRecord,
     OpRecord,
     JobRecord,

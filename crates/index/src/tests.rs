@@ -420,7 +420,7 @@ fn create_call_carries_access_and_cap() {
             assert_eq!(args.access.owner, p(ALICE));
             assert_eq!(args.access.readers, vec![p(BOB)]);
             assert_eq!(args.hard_cap, Some(10));
-            assert_eq!(args.op_id, op(3));
+            assert_eq!(args.op_id, partition_create_op(&op(3), "shared"));
         }
         other => panic!("{other:?}"),
     }
@@ -765,4 +765,385 @@ fn open_refuses_foreign_layouts() {
             supported: 1
         })
     );
+}
+
+// ---- the timer survives admins and callers (issue 10, item 5) ---------------------------
+
+/// A job mid-upload when the admin swaps in a module with fewer chunks: `tick` used to index
+/// the old chunk list and panic on every run. The job now restarts its upload with the new
+/// module, and the canister ends up installed with exactly the new module's chunks.
+#[test]
+fn wasm_swapped_mid_upload_restarts_the_upload_with_the_new_module() {
+    let (_, mut index) = fresh();
+    index.update_cfg(|c| c.inline_install_limit = 100);
+    let big: Vec<u8> = (0..(2 * WASM_CHUNK_BYTES + 5)).map(|i| i as u8).collect();
+    upload(&mut index, &big);
+    let c = index.tick(&env(p(ADMIN)));
+    let r = index.on_reply(
+        &env(p(ADMIN)),
+        c[0].id,
+        Ok(Response::CanisterCreated(p(101))),
+    );
+    // Two chunks of three arrive.
+    let mut call = r.calls[0].clone();
+    for _ in 0..2 {
+        let Request::UploadChunk { chunk, .. } = &call.request else {
+            panic!("{call:?}")
+        };
+        let hash = ByteBuf::from(Sha256::digest(chunk).to_vec());
+        let r = index.on_reply(
+            &env(p(ADMIN)),
+            call.id,
+            Ok(Response::ChunkUploaded { hash }),
+        );
+        call = r.calls[0].clone();
+    }
+    // The third is lost; meanwhile a one-chunk module becomes active.
+    index.on_reply(
+        &env(p(ADMIN)),
+        call.id,
+        Err(Reject {
+            message: "lost".into(),
+            certain: false,
+        }),
+    );
+    let small: Vec<u8> = (0..300).map(|i| (i * 7) as u8).collect();
+    upload(&mut index, &small);
+    let mut calls = index.tick(&env(p(ADMIN)));
+    let mut uploads = vec![];
+    let mut installed = None;
+    while let Some(call) = calls.pop() {
+        let reply = match call.request {
+            Request::UploadChunk { chunk, .. } => {
+                uploads.push(chunk.to_vec());
+                Response::ChunkUploaded {
+                    hash: ByteBuf::from(Sha256::digest(&chunk).to_vec()),
+                }
+            }
+            Request::InstallChunkedCode {
+                chunk_hashes,
+                wasm_sha256,
+                mode,
+                ..
+            } => {
+                installed = Some((chunk_hashes, wasm_sha256, mode));
+                Response::Installed
+            }
+            Request::Stats(_) => Response::Stats(Ok(PartitionStats::default())),
+            other => panic!("{other:?}"),
+        };
+        calls.extend(index.on_reply(&env(p(ADMIN)), call.id, Ok(reply)).calls);
+    }
+    assert_eq!(uploads, vec![small.clone()]);
+    let (hashes, sha, _) = installed.expect("installed");
+    assert_eq!(hashes.len(), 1);
+    assert_eq!(sha.as_slice(), Sha256::digest(&small).as_slice());
+    assert_eq!(index.stats().partitions.len(), 1);
+}
+
+/// A creation job that keeps failing is dropped after `MAX_JOB_FAILURES` and no longer
+/// counts toward the spare pool: the next tick starts a fresh job.
+#[test]
+fn a_job_that_keeps_failing_is_dropped_and_replaced() {
+    let (_, mut index) = fresh();
+    upload(&mut index, WASM);
+    let reject = || {
+        Err(Reject {
+            message: "out of cycles".into(),
+            certain: true,
+        })
+    };
+    let first_job = index.jobs.keys().next();
+    assert_eq!(first_job, None);
+    let mut seen_jobs = std::collections::BTreeSet::new();
+    for _ in 0..(MAX_JOB_FAILURES + 1) {
+        let calls = index.tick(&env(p(ADMIN)));
+        assert_eq!(calls.len(), 1, "one job, one call");
+        seen_jobs.extend(index.jobs.keys());
+        index.on_reply(&env(p(ADMIN)), calls[0].id, reject());
+    }
+    assert!(index.jobs.len() <= 1);
+    assert_eq!(
+        seen_jobs.len(),
+        2,
+        "the first job was dropped after {MAX_JOB_FAILURES} failures and replaced"
+    );
+}
+
+/// A configuration written by an older build (fewer fields) still opens, with defaults for
+/// what it lacks, and one from a newer build (more fields) opens too.
+#[test]
+fn persisted_config_decodes_with_missing_and_extra_fields() {
+    #[derive(candid::CandidType)]
+    struct Old {
+        magic: ByteBuf,
+        version: u16,
+        admins: Vec<Principal>,
+    }
+    let old = candid::encode_one(Old {
+        magic: ByteBuf::from(MAGIC.to_vec()),
+        version: LAYOUT_VERSION,
+        admins: vec![p(ADMIN)],
+    })
+    .unwrap();
+    let c = <Config as ic_stable_structures::Storable>::from_bytes(old.into());
+    assert_eq!(c.admins, vec![p(ADMIN)]);
+    assert_eq!(c.op_window, DEFAULT_OP_WINDOW);
+    assert_eq!(c.stats_period_ns, DEFAULT_STATS_PERIOD_NS);
+    assert_eq!(c.inline_install_limit, DEFAULT_INLINE_INSTALL_LIMIT);
+    #[derive(candid::CandidType)]
+    struct Newer {
+        magic: ByteBuf,
+        version: u16,
+        admins: Vec<Principal>,
+        a_future_field: Vec<String>,
+    }
+    let newer = candid::encode_one(Newer {
+        magic: ByteBuf::from(MAGIC.to_vec()),
+        version: LAYOUT_VERSION,
+        admins: vec![p(ALICE)],
+        a_future_field: vec!["x".into()],
+    })
+    .unwrap();
+    let c = <Config as ic_stable_structures::Storable>::from_bytes(newer.into());
+    assert_eq!(c.admins, vec![p(ALICE)]);
+}
+
+mod tick_never_traps {
+    //! Random states and operation sequences — admins re-uploading modules, callers creating
+    //! and deleting, partitions and the management canister answering anything (success,
+    //! refusal, a reply of the wrong kind, a reject, silence), upgrades — with `tick` run
+    //! between them. Nothing may panic: a trap in `tick` would stop the timer's work for good.
+    use super::*;
+    use flotilla_types::partition::ExportDeltaReply;
+    use flotilla_types::partition::ExportReply;
+    use flotilla_types::{Chunk, ImportError, SubDbStats};
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Tick,
+        Upload { len: usize, partial: bool },
+        Create { name: u8, op: u8, caller: u8 },
+        Delete { name: u8, op: u8, caller: u8 },
+        Reply { pick: usize, kind: u8, n: u64 },
+        Upgrade,
+    }
+
+    fn op_strategy() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => Just(Op::Tick),
+            1 => (prop_oneof![Just(50usize), Just(300), Just(WASM_CHUNK_BYTES + 3), Just(2 * WASM_CHUNK_BYTES + 1)], any::<bool>())
+                .prop_map(|(len, partial)| Op::Upload { len, partial }),
+            2 => (0u8..6, 0u8..8, 1u8..4).prop_map(|(name, op, caller)| Op::Create { name, op, caller }),
+            1 => (0u8..6, 0u8..8, 1u8..4).prop_map(|(name, op, caller)| Op::Delete { name, op, caller }),
+            8 => (any::<usize>(), 0u8..6, 0u64..5_000).prop_map(|(pick, kind, n)| Op::Reply { pick, kind, n }),
+            1 => Just(Op::Upgrade),
+        ]
+    }
+
+    /// A reply to `req`: `kind` 0–1 success, 2 the callee's refusal, 3 a certain reject, 4 an
+    /// uncertain one, 5 a reply of the wrong kind.
+    fn reply(req: &Request, kind: u8, n: u64, next_id: &mut u8) -> CallResult {
+        let lost = |certain| {
+            Err(Reject {
+                message: "x".into(),
+                certain,
+            })
+        };
+        match kind {
+            3 => return lost(true),
+            4 => return lost(false),
+            5 => return Ok(Response::Installed),
+            _ => {}
+        }
+        let ok = kind < 2;
+        let chunk = Chunk {
+            seq: n,
+            ..Chunk::default()
+        };
+        Ok(match req {
+            Request::CreateCanister { .. } => {
+                *next_id = next_id.wrapping_add(1);
+                Response::CanisterCreated(p(100u8.wrapping_add(*next_id)))
+            }
+            Request::InstallCode { .. } | Request::InstallChunkedCode { .. } if !ok => {
+                return lost(true)
+            }
+            Request::InstallCode { .. } | Request::InstallChunkedCode { .. } => Response::Installed,
+            Request::UploadChunk { chunk, .. } => Response::ChunkUploaded {
+                hash: ByteBuf::from(Sha256::digest(chunk).to_vec()),
+            },
+            Request::CreateSubDb(_) => Response::SubDbCreated(if ok {
+                Ok(n as u32)
+            } else {
+                Err(CreateSubDbError::InvalidHardCap)
+            }),
+            Request::DeleteSubDb(_) => Response::SubDbDeleted(if ok {
+                Ok(())
+            } else {
+                Err(DeleteSubDbError::WritesPaused)
+            }),
+            Request::Stats(_) => Response::Stats(Ok(PartitionStats {
+                live_subdbs: n % 7,
+                bytes: n * 1_000_003,
+                purging_bytes: n % 3,
+                subdbs: (0..(n % 7) as u32)
+                    .map(|id| SubDbStats {
+                        id,
+                        items: n,
+                        bytes: n.wrapping_mul(id as u64 + 1) * 997,
+                        hard_cap: None,
+                    })
+                    .collect(),
+                ..PartitionStats::default()
+            })),
+            Request::BeginImport(_) => Response::ImportBegun(Ok(n as u32)),
+            Request::BeginExport(_) => Response::ExportBegun(Ok(())),
+            Request::ExportChunk(_) => Response::Exported(Ok(ExportReply {
+                chunk,
+                next: (!n.is_multiple_of(3)).then(|| ByteBuf::from(vec![1])),
+            })),
+            Request::ExportDelta(_) => Response::DeltaExported(Ok(ExportDeltaReply {
+                chunk,
+                version: n,
+                more: n.is_multiple_of(2),
+            })),
+            Request::ImportChunk(_) => Response::Imported(if ok {
+                Ok(())
+            } else {
+                Err(ImportError::UnknownImport)
+            }),
+            Request::Release(_) => Response::Released(Ok(())),
+            Request::AbortImport(_) => Response::ImportAborted(Ok(())),
+            #[allow(unreachable_patterns)]
+            _ => return lost(true),
+        })
+    }
+
+    fn wasm(len: usize, salt: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ salt)
+            .collect()
+    }
+
+    fn run(ops: Vec<Op>, inline_small: bool) {
+        let (raw, mut index) = fresh();
+        if inline_small {
+            index.update_cfg(|c| c.inline_install_limit = 100);
+        }
+        let mut calls: Vec<Call> = vec![];
+        let mut next_id = 0u8;
+        let mut salt = 0u8;
+        for (step, action) in ops.into_iter().enumerate() {
+            let now = 1_000 + step as u64 * 3_000_000_000;
+            let e = |caller: Principal| Env {
+                caller,
+                now,
+                self_id: p(200),
+            };
+            match action {
+                Op::Tick => calls.extend(index.tick(&e(p(ADMIN)))),
+                Op::Upload { len, partial } => {
+                    salt = salt.wrapping_add(1);
+                    let w = wasm(len, salt);
+                    let sha = ByteBuf::from(Sha256::digest(&w).to_vec());
+                    for (i, piece) in w.chunks(MAX_WASM_UPLOAD_CHUNK_BYTES).enumerate() {
+                        let chunk = WasmChunk {
+                            offset: (i * MAX_WASM_UPLOAD_CHUNK_BYTES) as u64,
+                            bytes: ByteBuf::from(piece.to_vec()),
+                            total_len: w.len() as u64,
+                            sha256: sha.clone(),
+                        };
+                        let _ = index.upload_partition_wasm(&e(p(ADMIN)), chunk);
+                        if partial {
+                            break;
+                        }
+                    }
+                }
+                Op::Create {
+                    name,
+                    op: o,
+                    caller,
+                } => {
+                    let mut req = create_req(&format!("k{name}"), o);
+                    req.hard_cap = (o % 2 == 0).then_some(5);
+                    if let Step::Await(c) = index.create_subdb(&e(p(caller)), req) {
+                        calls.push(c);
+                    }
+                }
+                Op::Delete {
+                    name,
+                    op: o,
+                    caller,
+                } => {
+                    let req = DeleteRequest {
+                        outer_key: format!("k{name}"),
+                        op_id: op(100 + o),
+                    };
+                    if let Step::Await(c) = index.delete_subdb(&e(p(caller)), req) {
+                        calls.push(c);
+                    }
+                }
+                Op::Reply { pick, kind, n } => {
+                    if !calls.is_empty() {
+                        let call = calls.swap_remove(pick % calls.len());
+                        let result = reply(&call.request, kind, n, &mut next_id);
+                        calls.extend(index.on_reply(&e(p(200)), call.id, result).calls);
+                    }
+                }
+                Op::Upgrade => {
+                    let m = mm(&raw);
+                    index = Index::open(|id| m.get(id)).expect("reopens");
+                    calls.clear();
+                }
+            }
+            let _ = index.stats();
+            let _ = index.routes(&RoutesRequest {
+                start_after: None,
+                limit: None,
+            });
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #[test]
+        fn tick_and_replies_never_panic(
+            ops in proptest::collection::vec(op_strategy(), 1..120),
+            inline_small in any::<bool>(),
+        ) {
+            run(ops, inline_small);
+        }
+    }
+}
+
+/// The op id a create carries to the partition covers the outer key: once the index's record
+/// of op id X (for "a") is gone from its window, a create of "b" reusing X reaches the
+/// partition under another op id, so the partition's own dedup cannot answer it with "a"'s
+/// SubDB (two names routed to one SubDB).
+#[test]
+fn a_reused_create_op_id_cannot_route_two_names_to_one_subdb() {
+    let (_, mut index) = fresh();
+    upload(&mut index, WASM);
+    provision(&mut index, &mut 0);
+    index.update_cfg(|c| c.op_window = 1);
+    let call = awaited(index.create_subdb(&env(p(ALICE)), create_req("a", 1)));
+    let Request::CreateSubDb(first) = call.request.clone() else {
+        panic!("{call:?}")
+    };
+    index.on_reply(&env(p(ALICE)), call.id, Ok(Response::SubDbCreated(Ok(7))));
+    // Another op pushes op 1 out of the index's window.
+    let c2 = awaited(index.create_subdb(&env(p(ALICE)), create_req("c", 2)));
+    index.on_reply(&env(p(ALICE)), c2.id, Ok(Response::SubDbCreated(Ok(8))));
+    let call = awaited(index.create_subdb(&env(p(ALICE)), create_req("b", 1)));
+    let Request::CreateSubDb(second) = call.request else {
+        panic!("{call:?}")
+    };
+    assert_eq!(first.access, second.access);
+    assert_ne!(
+        first.op_id, second.op_id,
+        "the partition would replay a's SubDB for b"
+    );
+    assert!(second.op_id.validate().is_ok());
 }

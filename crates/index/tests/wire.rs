@@ -65,6 +65,7 @@ fn every_partition_request_round_trips_through_the_partition_dispatcher() {
             finish: false,
         }),
         Request::AbortImport(1),
+        Request::ResumeWrites(0),
         Request::Release(ReleaseArgs {
             subdb: 0,
             moved_to: InnerKey {
@@ -105,6 +106,7 @@ fn every_partition_request_round_trips_through_the_partition_dispatcher() {
                 | (Request::ImportChunk(_), Response::Imported(_))
                 | (Request::Release(_), Response::Released(_))
                 | (Request::AbortImport(_), Response::ImportAborted(_))
+                | (Request::ResumeWrites(_), Response::WritesResumed(_))
         );
         assert!(matches, "{m} answered {response:?}");
     }

@@ -13,10 +13,10 @@ use candid::Principal;
 pub use flotilla_types::dispatch::{DispatchError, MethodKind, MethodSig};
 use flotilla_types::partition::{
     BatchArgs, BeginExportArgs, BeginImportArgs, BeginImportError, CreateLocalArgs, DeleteArgs,
-    DeleteSubDbArgs, ExportArgs, ExportDeltaArgs, ExportDeltaReply, ExportReply, FreezeArgs,
-    FreezeError, GetArgs, GetManyArgs, GetManyError, GetManyReply, HousekeepingError,
-    ImportChunkArgs, PartitionStats, PutArgs, ReleaseArgs, ReleaseError, ScanRequest,
-    SetAccessArgs, SetAccessError, StatsArgs, StatsError, SubDbStatsError,
+    DeleteSubDbArgs, ExportArgs, ExportDeltaArgs, ExportDeltaReply, ExportReply, GetArgs,
+    GetManyArgs, GetManyError, GetManyReply, HousekeepingError, ImportChunkArgs, PartitionStats,
+    PutArgs, ReleaseArgs, ReleaseError, ResumeWritesError, ScanRequest, SetAccessArgs,
+    SetAccessError, StatsArgs, StatsError, SubDbStatsError,
 };
 use flotilla_types::{
     BatchError, BatchOutcome, CreateSubDbError, DeleteError, DeleteSubDbError, GetError,
@@ -66,11 +66,10 @@ flotilla_types::dispatcher! {
             |p, cx| p.begin_import(cx.caller, &a);
         import_chunk(a: ImportChunkArgs) -> Result<(), ImportError> =
             |p, cx| p.import_chunk(cx.caller, &a);
-        finish_import(a: SubDbId) -> Result<SubDbStats, ImportError> =
-            |p, cx| p.finish_import(cx.caller, a);
         abort_import(a: SubDbId) -> Result<(), ImportError> =
             |p, cx| p.abort_import(cx.caller, a);
-        freeze(a: FreezeArgs) -> Result<(), FreezeError> = |p, cx| p.freeze(cx.caller, &a);
+        resume_writes(a: SubDbId) -> Result<(), ResumeWritesError> =
+            |p, cx| p.resume_writes(cx.caller, a);
         release(a: ReleaseArgs) -> Result<(), ReleaseError> = |p, cx| p.release(cx.caller, &a);
     }
 }

@@ -22,7 +22,8 @@
 //! # Who may call what
 //!
 //! User endpoints follow the SubDB's [`Access`]: readers read, writers read and write, the
-//! owner does everything (and `delete_subdb` is also open to the index). Housekeeping
+//! owner also changes the access lists. `delete_subdb` is the index's alone (owners delete
+//! through the index). Housekeeping
 //! endpoints accept only the index principal recorded at install; anyone else gets
 //! `NotAuthorized`. A refused call changes nothing.
 //!
@@ -48,8 +49,8 @@ use flotilla_types::limits::{
 use flotilla_types::partition::{
     Access, BatchArgs, BeginExportArgs, BeginImportArgs, BeginImportError, CreateLocalArgs,
     DeleteArgs, DeleteSubDbArgs, ExportArgs, ExportDeltaArgs, ExportDeltaReply, ExportReply,
-    FreezeArgs, FreezeError, GetArgs, GetManyArgs, GetManyError, GetManyReply, HousekeepingError,
-    ImportChunkArgs, PartitionInit, PartitionStats, PutArgs, ReleaseArgs, ReleaseError,
+    GetArgs, GetManyArgs, GetManyError, GetManyReply, HousekeepingError, ImportChunkArgs,
+    PartitionInit, PartitionStats, PutArgs, ReleaseArgs, ReleaseError, ResumeWritesError,
     ScanRequest, SetAccessArgs, SetAccessError, StatsArgs, StatsError, SubDbStatsError,
     MAX_STATS_SUBDBS,
 };
@@ -127,6 +128,26 @@ user_error!(
     DeleteSubDbError,
     SetAccessError,
     SubDbStatsError
+);
+
+/// Errors of user endpoints that mutate: they also report a write pause.
+trait WriteError: UserError {
+    fn writes_paused() -> Self;
+}
+
+macro_rules! write_error {
+    ($($t:ident),*) => {$(
+        impl WriteError for $t {
+            fn writes_paused() -> Self { $t::WritesPaused }
+        }
+    )*};
+}
+write_error!(
+    PutError,
+    DeleteError,
+    DeleteSubDbError,
+    SetAccessError,
+    BatchError
 );
 
 /// Where a SubDB id leads.
@@ -241,6 +262,24 @@ impl<M: Memory> Partition<M> {
         }
     }
 
+    /// The one gate of every user mutation (put, delete, set_access, and any endpoint added
+    /// later that writes): [`Self::authorize`], then refuses with `WritesPaused` while the
+    /// SubDB's writes are paused — a move's source during the cutover, or a move's target from
+    /// the moment it went live until the index, having routed the SubDB there, calls
+    /// [`Partition::resume_writes`]. Reads are never paused.
+    fn authorize_write<E: WriteError>(
+        &self,
+        caller: &Principal,
+        id: SubDbId,
+        need: Need,
+    ) -> Result<bool, E> {
+        let live = self.authorize::<E>(caller, id, need)?;
+        if live && self.store.is_frozen(id) {
+            return Err(E::writes_paused());
+        }
+        Ok(live)
+    }
+
     fn authorize_read<E: UserError>(&self, caller: &Principal, id: SubDbId) -> Result<(), E> {
         if self.authorize::<E>(caller, id, Need::Read)? {
             Ok(())
@@ -257,7 +296,7 @@ impl<M: Memory> Partition<M> {
 
     /// Inserts or replaces an item (writers and the owner). Idempotent by op id.
     pub fn put(&mut self, caller: Principal, args: &PutArgs) -> Result<PutOutcome, PutError> {
-        self.authorize::<PutError>(&caller, args.subdb, Need::Write)?;
+        self.authorize_write::<PutError>(&caller, args.subdb, Need::Write)?;
         let op = OpCtx {
             op_id: &args.op_id,
             salt: caller.as_slice(),
@@ -267,7 +306,7 @@ impl<M: Memory> Partition<M> {
 
     /// Removes an item (writers and the owner); `true` if it was there. Idempotent by op id.
     pub fn delete(&mut self, caller: Principal, args: &DeleteArgs) -> Result<bool, DeleteError> {
-        self.authorize::<DeleteError>(&caller, args.subdb, Need::Write)?;
+        self.authorize_write::<DeleteError>(&caller, args.subdb, Need::Write)?;
         let op = OpCtx {
             op_id: &args.op_id,
             salt: caller.as_slice(),
@@ -283,7 +322,7 @@ impl<M: Memory> Partition<M> {
         caller: Principal,
         args: &BatchArgs,
     ) -> Result<BatchOutcome, BatchError> {
-        self.authorize::<BatchError>(&caller, args.subdb, Need::Write)?;
+        self.authorize_write::<BatchError>(&caller, args.subdb, Need::Write)?;
         let op = OpCtx {
             op_id: &args.op_id,
             salt: caller.as_slice(),
@@ -358,18 +397,19 @@ impl<M: Memory> Partition<M> {
         self.store.stats(subdb).ok_or(SubDbStatsError::UnknownSubDb)
     }
 
-    /// Deletes a SubDB (its owner, or the index). Idempotent by op id.
+    /// Deletes a SubDB. The index only: a SubDB's life (its name, its route, its deletion)
+    /// has one authority, the index, which owners ask (`delete_subdb` there); a delete behind
+    /// its back would leave the directory routing to a dead SubDB. Idempotent by op id.
     pub fn delete_subdb(
         &mut self,
         caller: Principal,
         args: &DeleteSubDbArgs,
     ) -> Result<(), DeleteSubDbError> {
-        if self.is_index(&caller) {
-            if let Located::Moved(to) = self.locate(args.subdb) {
-                return Err(DeleteSubDbError::Moved { to });
-            }
-        } else {
-            self.authorize::<DeleteSubDbError>(&caller, args.subdb, Need::Own)?;
+        if !self.is_index(&caller) {
+            return Err(DeleteSubDbError::NotAuthorized);
+        }
+        if let Located::Moved(to) = self.locate(args.subdb) {
+            return Err(DeleteSubDbError::Moved { to });
         }
         let op = OpCtx {
             op_id: &args.op_id,
@@ -384,7 +424,7 @@ impl<M: Memory> Partition<M> {
         caller: Principal,
         args: &SetAccessArgs,
     ) -> Result<(), SetAccessError> {
-        if !self.authorize::<SetAccessError>(&caller, args.subdb, Need::Own)? {
+        if !self.authorize_write::<SetAccessError>(&caller, args.subdb, Need::Own)? {
             return Err(SetAccessError::UnknownSubDb);
         }
         for list in [&args.readers, &args.writers] {
@@ -397,10 +437,6 @@ impl<M: Memory> Partition<M> {
         }
         if args.writers.contains(&Principal::anonymous()) {
             return Err(SetAccessError::AnonymousWriter);
-        }
-        // A change made during a move's cutover would miss the copy: refuse it like a write.
-        if self.store.is_frozen(args.subdb) {
-            return Err(SetAccessError::WritesPaused);
         }
         let owner = self
             .access(args.subdb)
@@ -595,18 +631,6 @@ impl<M: Memory> Partition<M> {
         Ok(())
     }
 
-    /// Makes an imported SubDB live. Idempotent.
-    pub fn finish_import(
-        &mut self,
-        caller: Principal,
-        subdb: SubDbId,
-    ) -> Result<SubDbStats, ImportError> {
-        if !self.is_index(&caller) {
-            return Err(ImportError::NotAuthorized);
-        }
-        self.store.finish_import(subdb)
-    }
-
     /// Abandons an import and reclaims what arrived.
     pub fn abort_import(&mut self, caller: Principal, subdb: SubDbId) -> Result<(), ImportError> {
         if !self.is_index(&caller) {
@@ -615,15 +639,24 @@ impl<M: Memory> Partition<M> {
         self.store.abort_import(subdb)
     }
 
-    /// Pauses or resumes writes to a live SubDB (a move's cutover). Idempotent.
-    pub fn freeze(&mut self, caller: Principal, args: &FreezeArgs) -> Result<(), FreezeError> {
+    /// Ends a SubDB's write pause (index only; idempotent): on a move's target once the
+    /// directory routes to it, or on a source whose move was called off (its change tracking
+    /// stops and its change log is dropped). A released source answers `Moved`.
+    pub fn resume_writes(
+        &mut self,
+        caller: Principal,
+        subdb: SubDbId,
+    ) -> Result<(), ResumeWritesError> {
         if !self.is_index(&caller) {
-            return Err(FreezeError::NotAuthorized);
+            return Err(ResumeWritesError::NotAuthorized);
         }
-        if self.store.set_frozen(args.subdb, args.frozen) {
+        if let Some(to) = self.tombstone(subdb) {
+            return Err(ResumeWritesError::Moved { to });
+        }
+        if self.store.resume_writes(subdb) {
             Ok(())
         } else {
-            Err(FreezeError::UnknownSubDb)
+            Err(ResumeWritesError::UnknownSubDb)
         }
     }
 
@@ -692,11 +725,6 @@ fn housekeeping_error(e: ExportError) -> HousekeepingError {
         ExportError::UnknownSubDb => HousekeepingError::UnknownSubDb,
         ExportError::InvalidToken => HousekeepingError::InvalidToken,
         ExportError::NotExporting => HousekeepingError::NotExporting,
-        ExportError::NotAuthorized => HousekeepingError::NotAuthorized,
-        ExportError::BudgetTooSmall { budget, min } => HousekeepingError::InvalidBudget {
-            budget,
-            min,
-            max: REPLY_BUDGET_BYTES as u64,
-        },
+        ExportError::ChangeLogFull { max } => HousekeepingError::ChangeLogFull { max },
     }
 }

@@ -154,14 +154,7 @@ fn install_then_open_keeps_index_access_tombstones_and_imports() {
         let s = create(&mut p, 1, access());
         p.put(WRITER, &put_args(s, b"k", b"v", 2)).unwrap();
         let moved = create(&mut p, 3, access());
-        p.freeze(
-            INDEX,
-            &FreezeArgs {
-                subdb: moved,
-                frozen: true,
-            },
-        )
-        .unwrap();
+        assert!(p.store.set_frozen(moved, true));
         let to = InnerKey {
             partition: TARGET_PARTITION,
             subdb: 41,
@@ -471,7 +464,7 @@ fn readers_read_writers_write_owner_does_everything() {
     );
 
     f.p.delete_subdb(
-        OWNER,
+        INDEX,
         &DeleteSubDbArgs {
             subdb: s,
             op_id: op(25),
@@ -652,14 +645,7 @@ fn set_access_limits_and_pause() {
     .unwrap();
     assert_eq!(f.p.access(s).unwrap().readers, full);
     // Frozen for a cutover: refused like a write.
-    f.p.freeze(
-        INDEX,
-        &FreezeArgs {
-            subdb: s,
-            frozen: true,
-        },
-    )
-    .unwrap();
+    assert!(f.p.store.set_frozen(s, true));
     let before = snapshot(&f);
     assert_eq!(
         f.p.set_access(
@@ -676,11 +662,13 @@ fn set_access_limits_and_pause() {
 }
 
 #[test]
-fn delete_subdb_by_owner_or_index_only() {
+fn delete_subdb_by_the_index_only() {
     let mut f = fixture();
     let s = f.s;
     let before = snapshot(&f);
-    for who in [WRITER, READER, STRANGER, ANON, OTHER_CANISTER] {
+    // Not even the owner: owners delete through the index, the one authority over a SubDB's
+    // life (a delete behind its back would leave the directory routing to a dead SubDB).
+    for who in [OWNER, WRITER, READER, STRANGER, ANON, OTHER_CANISTER] {
         assert_eq!(
             f.p.delete_subdb(
                 who,
@@ -702,14 +690,13 @@ fn delete_subdb_by_owner_or_index_only() {
     assert_eq!(f.p.store().status(s), SubDbStatus::Absent);
     // A retry (the reply was lost) gets the first result although the SubDB is gone.
     assert_eq!(f.p.delete_subdb(INDEX, &args), Ok(()));
-    // The same op id from someone else is not a replay.
     assert_eq!(
         f.p.delete_subdb(OWNER, &args),
-        Err(DeleteSubDbError::OpIdConflict)
+        Err(DeleteSubDbError::NotAuthorized)
     );
     assert_eq!(
         f.p.delete_subdb(
-            OWNER,
+            INDEX,
             &DeleteSubDbArgs {
                 subdb: s,
                 op_id: op(52)
@@ -834,17 +821,10 @@ fn authorization_matrix_housekeeping_endpoints() {
             ),
             Err(ImportError::NotAuthorized)
         );
-        assert_eq!(f.p.finish_import(who, imp), Err(ImportError::NotAuthorized));
         assert_eq!(f.p.abort_import(who, imp), Err(ImportError::NotAuthorized));
         assert_eq!(
-            f.p.freeze(
-                who,
-                &FreezeArgs {
-                    subdb: s,
-                    frozen: true
-                }
-            ),
-            Err(FreezeError::NotAuthorized)
+            f.p.resume_writes(who, s),
+            Err(ResumeWritesError::NotAuthorized)
         );
         assert_eq!(
             f.p.release(
@@ -875,14 +855,7 @@ fn stale_inner_key_after_release_answers_moved() {
         partition: TARGET_PARTITION,
         subdb: 5,
     };
-    f.p.freeze(
-        INDEX,
-        &FreezeArgs {
-            subdb: s,
-            frozen: true,
-        },
-    )
-    .unwrap();
+    assert!(f.p.store.set_frozen(s, true));
     f.p.release(
         INDEX,
         &ReleaseArgs {
@@ -925,18 +898,16 @@ fn stale_inner_key_after_release_answers_moved() {
             Err(SetAccessError::Moved { to })
         );
     }
-    for who in [OWNER, INDEX] {
-        assert_eq!(
-            f.p.delete_subdb(
-                who,
-                &DeleteSubDbArgs {
-                    subdb: s,
-                    op_id: op(82)
-                }
-            ),
-            Err(DeleteSubDbError::Moved { to })
-        );
-    }
+    assert_eq!(
+        f.p.delete_subdb(
+            INDEX,
+            &DeleteSubDbArgs {
+                subdb: s,
+                op_id: op(82)
+            }
+        ),
+        Err(DeleteSubDbError::Moved { to })
+    );
     assert_unchanged(&f, &before, "calls on a moved SubDB");
 }
 
@@ -948,7 +919,7 @@ fn unknown_ids_answer_unknown_subdb() {
             .unwrap();
     let deleted = create(&mut f.p, 91, access());
     f.p.delete_subdb(
-        OWNER,
+        INDEX,
         &DeleteSubDbArgs {
             subdb: deleted,
             op_id: op(92),
@@ -988,26 +959,20 @@ fn unknown_ids_answer_unknown_subdb() {
                 ),
                 Err(SetAccessError::UnknownSubDb)
             );
-            assert_eq!(
-                f.p.delete_subdb(
-                    who,
-                    &DeleteSubDbArgs {
-                        subdb: id,
-                        op_id: op(95)
-                    }
-                ),
-                Err(DeleteSubDbError::UnknownSubDb)
-            );
         }
         assert_eq!(
-            f.p.freeze(
+            f.p.delete_subdb(
                 INDEX,
-                &FreezeArgs {
+                &DeleteSubDbArgs {
                     subdb: id,
-                    frozen: true
+                    op_id: op(95)
                 }
             ),
-            Err(FreezeError::UnknownSubDb)
+            Err(DeleteSubDbError::UnknownSubDb)
+        );
+        assert_eq!(
+            f.p.resume_writes(INDEX, id),
+            Err(ResumeWritesError::UnknownSubDb)
         );
         assert_eq!(
             f.p.export_chunk(
@@ -1333,29 +1298,25 @@ fn a_move_end_to_end_keeps_data_access_and_op_ids() {
         })
     );
     // Cutover: pause writes at the source, finish the import, release the source.
-    f.p.freeze(
-        INDEX,
-        &FreezeArgs {
-            subdb: s,
-            frozen: true,
-        },
-    )
-    .unwrap();
-    f.p.freeze(
-        INDEX,
-        &FreezeArgs {
-            subdb: s,
-            frozen: true,
-        },
-    )
-    .unwrap();
+    assert!(f.p.store.set_frozen(s, true));
+    assert!(f.p.store.set_frozen(s, true));
     assert_eq!(
         f.p.put(WRITER, &put_args(s, b"late", b"v", 130)),
         Err(PutError::WritesPaused)
     );
     assert_eq!(value(&f.p, READER, s, b"a"), Some(b"v".to_vec()));
-    let stats = b.finish_import(INDEX, new).unwrap();
-    assert_eq!(b.finish_import(INDEX, new), Ok(stats));
+    let fin = ImportChunkArgs {
+        subdb: new,
+        chunk: Chunk {
+            seq: next_seq(&mut f.p, s),
+            ..Chunk::default()
+        },
+        finish: true,
+    };
+    b.import_chunk(INDEX, &fin).unwrap();
+    // A retried final chunk is accepted and changes nothing.
+    b.import_chunk(INDEX, &fin).unwrap();
+    let stats = b.store().stats(new).unwrap();
     assert_eq!(stats.items, 8);
     let to = InnerKey {
         partition: TARGET_PARTITION,
@@ -1397,7 +1358,9 @@ fn a_move_end_to_end_keeps_data_access_and_op_ids() {
         Err(GetError::Moved { to })
     );
 
-    // At the new home: same data, same access lists, and op ids still replay.
+    // At the new home: same data, same access lists, and op ids still replay, once the
+    // index (its directory now routing here) has resumed writes.
+    b.resume_writes(INDEX, new).unwrap();
     assert_eq!(b.access(new), Some(access()));
     assert_eq!(value(&b, READER, new, b"x\x03"), Some(big.clone()));
     assert_eq!(
@@ -1454,7 +1417,17 @@ fn abort_import_reclaims_and_retries_name_the_aborted_import() {
     assert_eq!(b.store().totals().items, 3);
     b.abort_import(INDEX, id).unwrap();
     assert_eq!(b.abort_import(INDEX, id), Err(ImportError::UnknownImport));
-    assert_eq!(b.finish_import(INDEX, id), Err(ImportError::UnknownImport));
+    assert_eq!(
+        b.import_chunk(
+            INDEX,
+            &ImportChunkArgs {
+                subdb: id,
+                chunk: Chunk::default(),
+                finish: true
+            }
+        ),
+        Err(ImportError::UnknownImport)
+    );
     b.housekeep(PURGE_BATCH);
     assert_eq!(b.store().totals().items, 0);
     // The op id keeps naming the aborted import: a late retry opens nothing new.
@@ -1495,14 +1468,7 @@ fn freeze_pauses_writes_and_release_needs_it() {
         Err(ReleaseError::NotFrozen)
     );
     assert_unchanged(&f, &before, "release of a SubDB not frozen");
-    f.p.freeze(
-        INDEX,
-        &FreezeArgs {
-            subdb: s,
-            frozen: true,
-        },
-    )
-    .unwrap();
+    assert!(f.p.store.set_frozen(s, true));
     assert_eq!(
         f.p.put(WRITER, &put_args(s, b"a", b"x", 140)),
         Err(PutError::WritesPaused)
@@ -1513,7 +1479,7 @@ fn freeze_pauses_writes_and_release_needs_it() {
     );
     assert_eq!(
         f.p.delete_subdb(
-            OWNER,
+            INDEX,
             &DeleteSubDbArgs {
                 subdb: s,
                 op_id: op(142)
@@ -1523,14 +1489,7 @@ fn freeze_pauses_writes_and_release_needs_it() {
     );
     assert_eq!(value(&f.p, READER, s, b"a"), Some(b"v".to_vec()));
     // A move called off: writes resume.
-    f.p.freeze(
-        INDEX,
-        &FreezeArgs {
-            subdb: s,
-            frozen: false,
-        },
-    )
-    .unwrap();
+    assert!(f.p.store.set_frozen(s, false));
     f.p.put(WRITER, &put_args(s, b"a", b"x", 140)).unwrap();
 }
 
@@ -1547,7 +1506,7 @@ fn housekeep_reclaims_deleted_subdbs_in_batches() {
             .expect("direct store write for setup");
     }
     p.delete_subdb(
-        OWNER,
+        INDEX,
         &DeleteSubDbArgs {
             subdb: s,
             op_id: op(2),
@@ -1640,4 +1599,83 @@ fn checks_against_long_lists() {
     assert!(v.may_write(&WRITER) && v.may_read(&WRITER));
     assert!(v.is_owner(&OWNER) && !v.is_owner(&WRITER));
     assert!(!v.may_read(&STRANGER));
+}
+
+// ---- a moved SubDB's new home waits for the directory (issue 10, item 3) --------------------
+
+/// `import_chunk(finish)` makes the target live for reads while its source still serves; until
+/// the index has flipped its directory and called `resume_writes`, the target refuses every
+/// user mutation (`WritesPaused`, which clients retry), even from its owner.
+#[test]
+fn a_finished_import_refuses_user_writes_until_the_index_resumes_them() {
+    let mut f = fixture();
+    let s = f.s;
+    let raw_b = VectorMemory::default();
+    let mut b = install_on(&raw_b);
+    let t = copy_subdb(&mut f.p, &mut b, s, MIN_CHUNK_BUDGET_BYTES as u64);
+    let seq = next_seq(&mut f.p, s);
+    b.import_chunk(
+        INDEX,
+        &ImportChunkArgs {
+            subdb: t,
+            chunk: Chunk {
+                seq,
+                ..Chunk::default()
+            },
+            finish: true,
+        },
+    )
+    .unwrap();
+    // Reads are served.
+    assert_eq!(value(&b, READER, t, b"a"), Some(b"v".to_vec()));
+    // Writes, deletes, access changes and deleting the SubDB are refused, to everyone.
+    for who in [OWNER, WRITER] {
+        assert_eq!(
+            b.put(who, &put_args(t, b"z", b"v", 90)),
+            Err(PutError::WritesPaused)
+        );
+        assert_eq!(
+            b.delete(who, &del_args(t, b"a", 91)),
+            Err(DeleteError::WritesPaused)
+        );
+    }
+    assert_eq!(
+        b.set_access(
+            OWNER,
+            &SetAccessArgs {
+                subdb: t,
+                readers: vec![],
+                writers: vec![],
+            }
+        ),
+        Err(SetAccessError::WritesPaused)
+    );
+    assert_eq!(
+        b.delete_subdb(
+            INDEX,
+            &DeleteSubDbArgs {
+                subdb: t,
+                op_id: op(92)
+            }
+        ),
+        Err(DeleteSubDbError::WritesPaused)
+    );
+    // Only the index resumes writes; then the target is an ordinary live SubDB.
+    for who in [OWNER, STRANGER, ANON] {
+        assert_eq!(
+            b.resume_writes(who, t),
+            Err(ResumeWritesError::NotAuthorized)
+        );
+    }
+    b.resume_writes(INDEX, t).unwrap();
+    b.resume_writes(INDEX, t).unwrap();
+    b.put(WRITER, &put_args(t, b"z", b"v2", 93)).unwrap();
+    assert_eq!(value(&b, READER, t, b"z"), Some(b"v2".to_vec()));
+    // The survivor of an upgrade is the same.
+    let mut b = reopen(&raw_b);
+    assert_eq!(value(&b, READER, t, b"z"), Some(b"v2".to_vec()));
+    assert_eq!(
+        b.resume_writes(INDEX, 9_999),
+        Err(ResumeWritesError::UnknownSubDb)
+    );
 }

@@ -131,14 +131,7 @@ fn batch_routing_store_errors_and_op_ids() {
     assert_eq!(value(&f.p, OWNER, s, b"z"), Some(b"later".to_vec()));
     assert_eq!(f.p.batch(OWNER, &args), Err(BatchError::OpIdConflict));
     // Frozen for a cutover, then moved away.
-    f.p.freeze(
-        INDEX,
-        &FreezeArgs {
-            subdb: s,
-            frozen: true,
-        },
-    )
-    .unwrap();
+    assert!(f.p.store.set_frozen(s, true));
     assert_eq!(
         f.p.batch(WRITER, &batch_args(s, vec![put(b"a", b"")], 34)),
         Err(BatchError::WritesPaused)
@@ -193,14 +186,7 @@ fn get_many_answers_each_pair_as_get_does() {
     f.p.put(OWNER, &put_args(public, b"q", b"open", 41))
         .unwrap();
     let moved = create(&mut f.p, 4, access());
-    f.p.freeze(
-        INDEX,
-        &FreezeArgs {
-            subdb: moved,
-            frozen: true,
-        },
-    )
-    .unwrap();
+    assert!(f.p.store.set_frozen(moved, true));
     let to = InnerKey {
         partition: TARGET_PARTITION,
         subdb: 9,

@@ -208,6 +208,14 @@ impl World {
         }
         let sources: BTreeMap<InnerKey, &str> =
             moves.iter().map(|m| (m.source, m.phase.as_str())).collect();
+        // A finished import stays frozen until the index resumes its writes (or reclaims it).
+        let frozen_targets: BTreeSet<_> = moves
+            .iter()
+            .filter(|m| {
+                ["finish", "release", "activate", "unwind", "abort"].contains(&m.phase.as_str())
+            })
+            .map(|m| m.target)
+            .collect();
         let mut frozen_seen = 0;
         for (id, c) in &self.canisters {
             for (sid, _, frozen) in c.live_subdbs() {
@@ -219,7 +227,7 @@ impl World {
                     partition: *id,
                     subdb: sid,
                 };
-                if !sources.contains_key(&k) {
+                if !sources.contains_key(&k) && !frozen_targets.contains(id) {
                     found.push((
                         ViolationKind::TwoHomes,
                         format!(

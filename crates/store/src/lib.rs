@@ -19,8 +19,8 @@ pub mod memory;
 pub mod oplog;
 
 use flotilla_types::limits::{
-    DEFAULT_SCAN_ITEMS, ITEM_OVERHEAD_BYTES, MAX_KEY_BYTES, MAX_SCAN_ITEMS, MAX_SUBDB_META_BYTES,
-    MAX_VALUE_BYTES, OP_ID_MAX_BYTES, OP_ID_MIN_BYTES, REPLY_BUDGET_BYTES,
+    DEFAULT_SCAN_ITEMS, ITEM_OVERHEAD_BYTES, MAX_EXPORT_CHANGES, MAX_KEY_BYTES, MAX_SCAN_ITEMS,
+    MAX_SUBDB_META_BYTES, MAX_VALUE_BYTES, OP_ID_MAX_BYTES, OP_ID_MIN_BYTES, REPLY_BUDGET_BYTES,
 };
 use flotilla_types::{
     BatchError, Chunk, ChunkHeader, CreateSubDbError, DeleteError, DeleteSubDbError, Entry,
@@ -107,6 +107,10 @@ pub struct Store<M: Memory> {
 }
 
 /// Tags of tracked changes.
+/// The frontier value of an exporting SubDB whose change log overflowed
+/// ([`MAX_EXPORT_CHANGES`]): nothing more is logged and its exports answer `ChangeLogFull`.
+/// (Other frontiers: `1 ++ key`, the copy passed `key`; `2`, the copy passed every item.)
+const FRONTIER_OVERFLOWED: u8 = 3;
 const DIRTY_ITEM: u8 = 0;
 const DIRTY_OP: u8 = 1;
 
@@ -705,6 +709,7 @@ impl<M: Memory> Store<M> {
         budget: usize,
     ) -> Result<(Chunk, Option<Vec<u8>>), ExportError> {
         let slot = self.live_slot(id).ok_or(ExportError::UnknownSubDb)?;
+        self.check_log(id)?;
         let token = match token {
             None => ExportToken::Items(None),
             Some(t) => ExportToken::decode(t).ok_or(ExportError::InvalidToken)?,
@@ -795,15 +800,22 @@ impl<M: Memory> Store<M> {
         Ok(())
     }
 
-    /// Stops tracking (a move called off) and resumes writes. False if nothing was tracked.
-    pub fn end_export(&mut self, id: SubDbId) -> bool {
-        let Some(mut slot) = self.live_slot(id).filter(|s| s.exporting) else {
+    /// Ends a live SubDB's write pause and its change tracking, if any: a move's target once
+    /// the index routes to it, or a source whose move was called off (its change log and copy
+    /// frontier are dropped; a later `begin_export` starts from scratch). False if not live.
+    pub fn resume_writes(&mut self, id: SubDbId) -> bool {
+        let Some(mut slot) = self.live_slot(id) else {
             return false;
         };
-        slot.exporting = false;
-        slot.frozen = false;
-        self.slots.set(id as u64, &slot);
-        self.clear_export_state(id);
+        if slot.exporting || slot.frozen {
+            let exporting = slot.exporting;
+            slot.exporting = false;
+            slot.frozen = false;
+            self.slots.set(id as u64, &slot);
+            if exporting {
+                self.clear_export_state(id);
+            }
+        }
         true
     }
 
@@ -817,9 +829,11 @@ impl<M: Memory> Store<M> {
         self.dirty_log.keys_range(lo..=hi).count() as u64
     }
 
+    /// Forgets a SubDB's copy frontier and its logged changes: at most `MAX_EXPORT_CHANGES`,
+    /// all there can be, so one message does it.
     fn clear_export_state(&mut self, id: SubDbId) {
         self.frontiers.remove(&id);
-        while self.drop_changes(id, usize::MAX) > 0 {}
+        self.drop_changes(id, MAX_EXPORT_CHANGES as usize);
     }
 
     /// Forgets up to `max` logged changes of `id`; returns how many it forgot.
@@ -845,13 +859,23 @@ impl<M: Memory> Store<M> {
             .is_none()
     }
 
+    /// `ChangeLogFull` once the SubDB's change log overflowed (see [`FRONTIER_OVERFLOWED`]).
+    fn check_log(&self, id: SubDbId) -> Result<(), ExportError> {
+        match self.frontiers.get(&id) {
+            Some(f) if f.first() == Some(&FRONTIER_OVERFLOWED) => Err(ExportError::ChangeLogFull {
+                max: MAX_EXPORT_CHANGES,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Records that the copy has exported items up to `last` (`None`: all of them).
     fn advance_frontier(&mut self, id: SubDbId, last: Option<&[u8]>) {
         let current = self.frontiers.get(&id);
         let new = match last {
             None => vec![2],
             Some(k) => match &current {
-                Some(c) if c[0] == 2 || &c[1..] >= k => return,
+                Some(c) if c[0] != 1 || &c[1..] >= k => return,
                 _ => [&[1u8][..], k].concat(),
             },
         };
@@ -867,7 +891,7 @@ impl<M: Memory> Store<M> {
         }
         let covered = match self.frontiers.get(&id) {
             None => false,
-            Some(f) => f[0] == 2 || key <= &f[1..],
+            Some(f) => f[0] == 2 || (f[0] == 1 && key <= &f[1..]),
         };
         if covered {
             self.mark_dirty(id, DIRTY_ITEM, key);
@@ -875,12 +899,24 @@ impl<M: Memory> Store<M> {
     }
 
     fn mark_dirty(&mut self, id: SubDbId, tag: u8, key: &[u8]) {
+        let mut tagged = vec![tag];
+        tagged.extend_from_slice(key);
+        let frontier = self.frontiers.get(&id);
+        if frontier.as_ref().and_then(|f| f.first()) == Some(&FRONTIER_OVERFLOWED) {
+            return;
+        }
+        if self.dirty_log.len() >= MAX_EXPORT_CHANGES
+            && !self.dirty_keys.contains_key(&scoped_key(id, &tagged))
+        {
+            // The log is full: stop logging this SubDB; its export now answers
+            // `ChangeLogFull` and the index calls the move off (`resume_writes` drops the log).
+            self.frontiers.insert(id, vec![FRONTIER_OVERFLOWED]);
+            return;
+        }
         let mut h = *self.header.get();
         h.dirty_version += 1;
         let version = h.dirty_version;
         self.header.set(h);
-        let mut tagged = vec![tag];
-        tagged.extend_from_slice(key);
         if let Some(old) = self.dirty_keys.insert(scoped_key(id, &tagged), version) {
             self.dirty_log.remove(&log_key(id, old));
         }
@@ -904,6 +940,7 @@ impl<M: Memory> Store<M> {
         if !slot.exporting {
             return Err(ExportError::NotExporting);
         }
+        self.check_log(id)?;
         if freeze && !slot.frozen {
             slot.frozen = true;
             self.slots.set(id as u64, &slot);
@@ -1032,7 +1069,8 @@ impl<M: Memory> Store<M> {
         Ok(())
     }
 
-    /// Makes an imported SubDB live. Idempotent.
+    /// Makes an imported SubDB live, with writes paused (see [`Store::resume_writes`]).
+    /// Idempotent.
     pub fn finish_import(&mut self, id: SubDbId) -> Result<SubDbStats, ImportError> {
         let mut slot = match self.slot(id) {
             Some(s) if s.state == SlotState::Importing => s,
@@ -1040,15 +1078,23 @@ impl<M: Memory> Store<M> {
             _ => return Err(ImportError::UnknownImport),
         };
         slot.state = SlotState::Live;
+        // Live for reads, but writes stay paused until the index, having routed the SubDB
+        // here, calls `resume_writes`: the source still serves until then.
+        slot.frozen = true;
         self.slots.set(id as u64, &slot);
         self.totals.live_subdbs += 1;
         Ok(self.stats(id).unwrap())
     }
 
-    /// Abandons an import, reclaiming what arrived.
+    /// Abandons an import, reclaiming what arrived — also a finished one whose writes were
+    /// never resumed (live, paused, and not exporting: nobody routes to it yet, since the index
+    /// resumes its writes only after routing there).
     pub fn abort_import(&mut self, id: SubDbId) -> Result<(), ImportError> {
         match self.slot(id) {
-            Some(mut s) if s.state == SlotState::Importing => {
+            Some(mut s)
+                if s.state == SlotState::Importing
+                    || (s.state == SlotState::Live && s.frozen && !s.exporting) =>
+            {
                 self.discard(id, &mut s);
                 Ok(())
             }

@@ -620,6 +620,16 @@ fn import_errors_and_abort() {
     assert_eq!(s.abort_import(t), Err(ImportError::UnknownImport));
     let id = s.create_subdb(None, None, b"").unwrap();
     assert_eq!(s.abort_import(id), Err(ImportError::AlreadyFinished));
+    // A finished import whose writes were never resumed (unrouted) can still be abandoned;
+    // once resumed it is an ordinary SubDB.
+    let t = s.begin_import();
+    s.finish_import(t).unwrap();
+    s.abort_import(t).unwrap();
+    assert!(!s.exists(t));
+    let t = s.begin_import();
+    s.finish_import(t).unwrap();
+    assert!(s.resume_writes(t));
+    assert_eq!(s.abort_import(t), Err(ImportError::AlreadyFinished));
     assert_eq!(
         s.export_chunk(id, 0, Some(&[9, 9]), MIN_CHUNK_BUDGET_BYTES)
             .unwrap_err(),
@@ -834,7 +844,7 @@ fn delta_is_forgotten_only_when_acknowledged() {
     }
     let small = s.export_delta(id, 3, d2.version, 40, false).unwrap();
     assert!(small.more && small.chunk.puts.len() == 1);
-    assert!(s.end_export(id));
+    assert!(s.resume_writes(id));
     assert!(!s.is_exporting(id));
     assert_eq!(s.pending_changes(id), 0);
     assert_eq!(
@@ -997,4 +1007,37 @@ fn releasing_reclaims_logged_changes_in_bounded_steps() {
     while s.purge_step(PURGE_BATCH) > 0 || s.pending_changes(id) > 0 {}
     assert_eq!(s.pending_changes(id), 0);
     assert_eq!(s.totals().items, 0);
+}
+
+/// The change log of an exporting SubDB is bounded: past `MAX_EXPORT_CHANGES` it stops
+/// logging, the export answers `ChangeLogFull` (the index then calls the move off), writes go
+/// on, and `resume_writes` drops the log in one bounded step; a later export starts afresh.
+#[test]
+fn the_change_log_is_bounded_and_overflow_calls_the_export_off() {
+    let mut s = store();
+    let id = s.create_subdb(None, None, b"").unwrap();
+    s.put(None, id, b"a", b"v").unwrap();
+    s.begin_export(id).unwrap();
+    let (_, next) = s.export_chunk(id, 0, None, 1 << 20).unwrap();
+    assert!(next.is_none(), "one chunk copies everything");
+    for i in 0..MAX_EXPORT_CHANGES {
+        s.put(None, id, &i.to_be_bytes(), b"x").unwrap();
+    }
+    assert_eq!(s.pending_changes(id), MAX_EXPORT_CHANGES);
+    // Rewriting a logged key does not grow the log; a new key overflows it.
+    s.put(None, id, &0u64.to_be_bytes(), b"y").unwrap();
+    assert!(s.export_delta(id, 1, 0, 1 << 20, false).is_ok());
+    s.put(None, id, b"one too many", b"x").unwrap();
+    let full = ExportError::ChangeLogFull {
+        max: MAX_EXPORT_CHANGES,
+    };
+    assert_eq!(s.export_delta(id, 1, 0, 1 << 20, false).unwrap_err(), full);
+    assert_eq!(s.export_chunk(id, 1, None, 1 << 20).unwrap_err(), full);
+    // Writes go on.
+    s.put(None, id, b"later", b"x").unwrap();
+    assert!(s.resume_writes(id));
+    assert_eq!(s.pending_changes(id), 0);
+    assert!(!s.is_exporting(id));
+    s.begin_export(id).unwrap();
+    assert!(s.export_chunk(id, 0, None, 1 << 20).is_ok());
 }

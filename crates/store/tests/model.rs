@@ -624,7 +624,7 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
                 prop_assert_eq!(full_scan(&dst, t, all)?, want);
-                prop_assert!(s.end_export(id));
+                prop_assert!(s.resume_writes(id));
             }
             Op::Reopen => {
                 drop(s);

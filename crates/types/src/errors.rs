@@ -159,14 +159,12 @@ pub enum ScanError {
 pub enum ExportError {
     #[error("no such SubDB")]
     UnknownSubDb,
-    #[error("the chunk budget {budget} is below the {min} bytes one item may need")]
-    BudgetTooSmall { budget: u64, min: u64 },
     #[error("the resume token is malformed")]
     InvalidToken,
     #[error("changes to this SubDB are not being tracked; call begin_export first")]
     NotExporting,
-    #[error("only the index may call this")]
-    NotAuthorized,
+    #[error("the change log passed {max} changes; the export was called off")]
+    ChangeLogFull { max: u64 },
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Error)]

@@ -11,7 +11,7 @@ use thiserror::Error;
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct IndexInit {
     pub admins: Vec<Principal>,
-    /// Spare partitions kept ready (default 1).
+    /// Spare partitions kept ready (default 1, at most `limits::MAX_SPARE_POOL_TARGET`).
     pub spare_pool_target: Option<u32>,
     /// A partition holding more than this many bytes sheds SubDBs (default 1 GiB).
     pub move_cap_bytes: Option<u64>,
@@ -142,8 +142,11 @@ pub struct MoveInfo {
     pub outer_key: String,
     pub source: InnerKey,
     pub target: Principal,
-    /// begin-import, begin-export, copy, delta, cutover or finish.
+    /// begin-import, begin-export, copy, delta, cutover, finish, release, activate, or, for a
+    /// move being called off, unwind then abort.
     pub phase: String,
+    /// Consecutive failed calls (at `limits::MAX_MOVE_FAILURES` the move is called off).
+    pub failures: u32,
     /// Chunks applied by the target so far.
     pub chunks: u64,
     /// Size of the SubDB when the move began.
@@ -203,4 +206,17 @@ pub enum AdminError {
     LastAdmin,
     #[error("the anonymous principal cannot be an admin")]
     Anonymous,
+}
+
+/// The error of `cancel_move` (admins call a move off).
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Error)]
+pub enum CancelMoveError {
+    #[error("only an admin may do this")]
+    NotAuthorized,
+    #[error("no move of this SubDB is in progress")]
+    UnknownMove,
+    #[error(
+        "the source is released and the directory routes to the target: the move can only complete"
+    )]
+    TooLate,
 }

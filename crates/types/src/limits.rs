@@ -63,3 +63,18 @@ const _: () = assert!(MAX_BATCH_OPS <= u16::MAX as usize);
 // A reply of only errors (or absent values) always fits, and so does one largest value.
 const _: () = assert!(MAX_GET_MANY_KEYS * GET_MANY_RESULT_OVERHEAD_BYTES < REPLY_BUDGET_BYTES);
 const _: () = assert!(GET_MANY_RESULT_OVERHEAD_BYTES + MAX_VALUE_BYTES < REPLY_BUDGET_BYTES);
+
+/// Failed steps after which the index drops a partition-creation job (it then no longer
+/// counts toward the spare pool; the next `tick` starts a fresh one if the pool is short).
+pub const MAX_JOB_FAILURES: u32 = 10;
+/// Largest spare pool the index keeps (a larger `spare_pool_target` at install is lowered to
+/// this), so one `tick` starts a bounded number of creation jobs.
+pub const MAX_SPARE_POOL_TARGET: u32 = 64;
+/// Most changes a partition's change log holds for the SubDBs it is exporting (moves in
+/// progress). Past it, the exporting SubDB stops logging and its export answers
+/// `ChangeLogFull`: the index calls the move off rather than let the log grow without end.
+/// Bounds the work of dropping the log too (`resume_writes`).
+pub const MAX_EXPORT_CHANGES: u64 = 50_000;
+/// Consecutive failed calls after which the index calls a move off (before the release) or,
+/// for the calls that call it off, gives up on reclaiming the target's partial import.
+pub const MAX_MOVE_FAILURES: u32 = 10;

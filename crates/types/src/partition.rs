@@ -175,6 +175,8 @@ pub enum HousekeepingError {
     InvalidToken,
     #[error("changes to this SubDB are not being tracked; call begin_export first")]
     NotExporting,
+    #[error("the change log passed {max} changes; the export was called off")]
+    ChangeLogFull { max: u64 },
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -230,20 +232,16 @@ pub struct ExportDeltaReply {
     pub more: bool,
 }
 
-/// Housekeeping: pause (`frozen: true`) or resume writes to a SubDB, for a move's cutover.
-/// Reads go on while frozen. Idempotent.
-#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct FreezeArgs {
-    pub subdb: SubDbId,
-    pub frozen: bool,
-}
-
+/// The error of `resume_writes` (housekeeping: the index ends a SubDB's write pause — on a
+/// move's target once the directory routes to it, or on a source whose move was called off).
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Error)]
-pub enum FreezeError {
+pub enum ResumeWritesError {
     #[error("only the index may call this")]
     NotAuthorized,
     #[error("no such SubDB")]
     UnknownSubDb,
+    #[error("the SubDB moved to {to:?}")]
+    Moved { to: InnerKey },
 }
 
 /// Housekeeping: the SubDB now lives at `moved_to`; keep a tombstone and free the data.
