@@ -1,0 +1,173 @@
+//! The state a canister's wasm sees through the System API: its stable memory (with the
+//! undo journal that makes a trap roll it back) and the context of the running message.
+
+use crate::limits::JOURNAL_PAGE_BYTES;
+use candid::Principal;
+use std::collections::HashMap;
+
+/// What kind of message runs: it decides which System API functions are allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Init,
+    PreUpgrade,
+    PostUpgrade,
+    Update,
+    Query,
+    Reply,
+    Reject,
+    Cleanup,
+    Timer,
+}
+
+impl Kind {
+    pub fn has_arg(self) -> bool {
+        matches!(
+            self,
+            Kind::Init | Kind::PostUpgrade | Kind::Update | Kind::Query | Kind::Reply
+        )
+    }
+
+    pub fn can_call(self) -> bool {
+        matches!(
+            self,
+            Kind::Update | Kind::Reply | Kind::Reject | Kind::Timer
+        )
+    }
+}
+
+/// Where execution enters the module.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// An exported function, by name (`canister_update put`, `canister_init`, ...).
+    Export(String),
+    /// A function of table 0 called with one `i32` environment argument (a callback).
+    Table(u32, u32),
+}
+
+/// A call the canister made (`call_new` ... `call_perform`), sent when its message commits.
+#[derive(Clone, Debug)]
+pub struct OutCall {
+    pub callee: Principal,
+    pub method: String,
+    pub arg: Vec<u8>,
+    pub cycles: u128,
+    pub reply: Entry,
+    pub reject: Entry,
+    pub cleanup: Option<Entry>,
+}
+
+/// How the canister answered the message's call context.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    Reply(Vec<u8>),
+    /// `msg_reject`: a CANISTER_REJECT with this message.
+    Reject(String),
+}
+
+/// The context of one running message.
+#[derive(Clone, Debug)]
+pub struct Exec {
+    pub kind: Kind,
+    pub self_id: Principal,
+    pub caller: Principal,
+    pub method: String,
+    pub arg: Vec<u8>,
+    /// `(code, message)` in a reject callback.
+    pub reject: Option<(u32, String)>,
+    /// The call context still awaits its answer (false once answered, and for system
+    /// messages that have nobody to answer).
+    pub needs_reply: bool,
+    pub reply_data: Vec<u8>,
+    pub response: Option<Response>,
+    pub pending: Option<OutCall>,
+    pub calls: Vec<OutCall>,
+    pub time: u64,
+    pub balance: u128,
+    pub cycles_available: u128,
+    pub cycles_accepted: u128,
+    pub cycles_refunded: u128,
+    pub timer: u64,
+    pub controllers: Vec<Principal>,
+    pub version: u64,
+    /// 1 running, 2 stopping, 3 stopped (`ic0.canister_status`).
+    pub status: u32,
+    /// Fuel given to this message: instructions used = `limit - fuel left`.
+    pub limit: u64,
+    /// Instructions earlier messages of the same call context used.
+    pub context_instructions: u64,
+    pub certified_data: Option<Vec<u8>>,
+}
+
+impl Exec {
+    pub fn can_reply(&self) -> bool {
+        self.needs_reply && self.response.is_none()
+    }
+}
+
+/// Store data of one canister instance.
+#[derive(Default)]
+pub struct Host {
+    pub stable: Vec<u8>,
+    /// Journal pages saved before their first write in this message: page → old bytes.
+    undo: HashMap<u64, Box<[u8]>>,
+    /// Stable memory length at the message start, once the message grew it.
+    undo_len: Option<usize>,
+    pub exec: Option<Exec>,
+    /// `debug_print` lines, with the printing canister; drained by the testbed.
+    pub log: Vec<(Principal, String)>,
+}
+
+impl Host {
+    pub fn exec(&self) -> &Exec {
+        self.exec
+            .as_ref()
+            .expect("System API call outside a message")
+    }
+
+    pub fn exec_mut(&mut self) -> &mut Exec {
+        self.exec
+            .as_mut()
+            .expect("System API call outside a message")
+    }
+
+    /// Saves the journal pages of `[off, off + size)` not yet saved in this message.
+    pub fn journal(&mut self, off: u64, size: u64) {
+        if size == 0 {
+            return;
+        }
+        let first = off / JOURNAL_PAGE_BYTES;
+        let last = (off + size - 1) / JOURNAL_PAGE_BYTES;
+        for page in first..=last {
+            let stable = &self.stable;
+            self.undo.entry(page).or_insert_with(|| {
+                let a = (page * JOURNAL_PAGE_BYTES) as usize;
+                let b = (a + JOURNAL_PAGE_BYTES as usize).min(stable.len());
+                stable[a..b].into()
+            });
+        }
+    }
+
+    /// Remembers the length before the first growth of this message.
+    pub fn journal_len(&mut self) {
+        if self.undo_len.is_none() {
+            self.undo_len = Some(self.stable.len());
+        }
+    }
+
+    /// Keeps this message's stable writes.
+    pub fn commit_stable(&mut self) {
+        self.undo.clear();
+        self.undo_len = None;
+    }
+
+    /// Undoes this message's stable writes and growth.
+    pub fn rollback_stable(&mut self) {
+        for (page, old) in self.undo.drain() {
+            let a = (page * JOURNAL_PAGE_BYTES) as usize;
+            self.stable[a..a + old.len()].copy_from_slice(&old);
+        }
+        if let Some(len) = self.undo_len.take() {
+            self.stable.truncate(len);
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! The end-to-end scenario (`flotilla_testbed::world`) with the real canister wasm built by
+//! `scripts/build-wasm.sh`, on the testbed; and on PocketIC when `POCKET_IC_BIN` is set.
+
+use flotilla_testbed::world::{run, ScenarioConfig};
+use flotilla_testbed::{Config, Testbed};
+use std::path::PathBuf;
+use std::time::Instant;
+
+fn wasm(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/wasm")
+        .join(format!("{name}.wasm.gz"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}. Build the canister wasm first: scripts/build-wasm.sh",
+            path.display()
+        )
+    })
+}
+
+#[test]
+fn scenario_on_the_testbed_with_the_real_wasm() {
+    let (index, partition) = (wasm("index"), wasm("partition"));
+    let started = Instant::now();
+    let mut tb = Testbed::new(Config::default());
+    let report = run(&mut tb, &index, &partition, ScenarioConfig::default());
+    println!(
+        "testbed scenario: {report:?}; {} rounds, {:.1} s",
+        tb.round(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(report.partitions >= 3, "{report:?}");
+    assert!(report.moves_seen >= 1, "{report:?}");
+    assert!(report.upgrades >= 4, "{report:?}");
+}
+
+#[test]
+fn scenario_on_pocket_ic() {
+    match std::env::var_os("POCKET_IC_BIN") {
+        None => println!(
+            "skipped: POCKET_IC_BIN is not set (the PocketIC server is a download from outside \
+             the package registries, so it cannot be installed here)"
+        ),
+        Some(bin) => println!(
+            "skipped: POCKET_IC_BIN={} is set, but no PocketIC implementation of `World` exists \
+             yet (the `pocket-ic` client crate is not a dependency); see docs/testbed.md",
+            bin.to_string_lossy()
+        ),
+    }
+}
