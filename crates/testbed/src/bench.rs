@@ -128,10 +128,6 @@ fn op_id(n: u64) -> OpId {
 
 struct Bed {
     tb: Testbed,
-    index: Principal,
-    user: Principal,
-    part: Principal,
-    bare: Principal,
     subdb: u32,
     ops: u64,
 }
@@ -200,10 +196,6 @@ pub fn run(partition_wasm: &[u8], bare_wasm: &[u8], cfg: BenchConfig, progress: 
     .unwrap_or_else(|e| panic!("bare-map install: {e}"));
     let mut b = Bed {
         tb,
-        index,
-        user,
-        part,
-        bare,
         subdb: 0,
         ops: 0,
     };
@@ -390,7 +382,6 @@ pub fn run(partition_wasm: &[u8], bare_wasm: &[u8], cfg: BenchConfig, progress: 
         }
     }
     let nchunks = pe.len() as f64;
-    let _ = b.index;
     rows.push(Row {
         op: "empty query (ic-cdk + Candid floor)",
         partition: None,

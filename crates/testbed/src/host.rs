@@ -118,6 +118,13 @@ pub struct Host {
 }
 
 impl Host {
+    pub fn with_stable(stable: Vec<u8>) -> Host {
+        Host {
+            stable,
+            ..Host::default()
+        }
+    }
+
     pub fn exec(&self) -> &Exec {
         self.exec
             .as_ref()

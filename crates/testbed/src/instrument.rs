@@ -50,8 +50,6 @@ fn kind_byte(k: ExternalKind) -> u8 {
         ExternalKind::Memory => 2,
         ExternalKind::Global => 3,
         ExternalKind::Tag => 4,
-        // Not produced by canister toolchains; encoded as the spec says.
-        ExternalKind::FuncExact => 0,
     }
 }
 
@@ -95,7 +93,7 @@ pub fn prepare(wasm: &[u8]) -> Result<Prepared, PrepareError> {
     for payload in Parser::new(0).parse_all(wasm) {
         match payload.map_err(perr)? {
             Payload::ImportSection(r) => {
-                for imp in r.into_imports() {
+                for imp in r {
                     match imp.map_err(perr)?.ty {
                         TypeRef::Global(g) => {
                             if g.mutable {

@@ -14,7 +14,7 @@ pub mod limits;
 mod mgmt;
 pub mod world;
 
-use crate::host::{Entry, Exec, Host, Kind, OutCall, Response};
+use crate::host::{Entry, Exec, Host, Kind, Response};
 use crate::instrument::{global_export, prepare, TABLE_EXPORT};
 use crate::limits::*;
 use candid::Principal;
@@ -36,19 +36,6 @@ pub enum RejectCode {
     CanisterReject = 4,
     CanisterError = 5,
     SysUnknown = 6,
-}
-
-impl RejectCode {
-    fn from_u32(c: u32) -> RejectCode {
-        match c {
-            1 => RejectCode::SysFatal,
-            2 => RejectCode::SysTransient,
-            3 => RejectCode::DestinationInvalid,
-            4 => RejectCode::CanisterReject,
-            6 => RejectCode::SysUnknown,
-            _ => RejectCode::CanisterError,
-        }
-    }
 }
 
 /// A call that did not get a reply.
@@ -299,13 +286,7 @@ fn compile(bytes: &[u8]) -> Result<Code, String> {
 /// Makes an instance of `code` whose store holds `stable`.
 fn instantiate(code: &Code, stable: Vec<u8>) -> Result<Live, String> {
     let s = shared();
-    let mut store = Store::new(
-        &s.engine,
-        Host {
-            stable,
-            ..Host::default()
-        },
-    );
+    let mut store = Store::new(&s.engine, Host::with_stable(stable));
     store.set_fuel(0).expect("fuel is on");
     let instance = s
         .linker
@@ -729,7 +710,7 @@ impl Testbed {
                 format!("canister {canister} has no query method '{method}'"),
             ));
         }
-        let exec = exec_for(
+        let mut exec = exec_for(
             Kind::Query,
             canister,
             c.controllers.clone(),
@@ -742,6 +723,7 @@ impl Testbed {
             method,
             arg,
         );
+        exec.needs_reply = true;
         let run = live.run(
             &Entry::Export(name),
             exec,

@@ -137,7 +137,7 @@ pub struct ScenarioConfig {
 impl Default for ScenarioConfig {
     fn default() -> Self {
         ScenarioConfig {
-            move_cap_bytes: 48 * 1024,
+            move_cap_bytes: 40 * 1024,
             value_bytes: 2000,
             items_per_subdb: 12,
             upload_chunk_bytes: 1024 * 1024,
@@ -552,7 +552,7 @@ pub fn run<W: World>(
             let want = r.subs[&outer].model[&k0].clone();
             assert_eq!(r.get(&outer, &k0), Some(want));
             r.report.reads_during_move += 2;
-            if !upgraded && m.chunks > 0 {
+            if !upgraded {
                 upgraded = true;
                 upgrade_all(&mut r, index_wasm, partition_wasm);
             }
