@@ -158,6 +158,10 @@ pub struct ScenarioReport {
     pub reads_during_move: usize,
     pub writes_during_move: usize,
     pub upgrades: usize,
+    /// The move's phase when the index and partitions were upgraded (`None`: no move was
+    /// in progress then).
+    pub upgraded_during_move_phase: Option<String>,
+    pub move_phases_seen: std::collections::BTreeSet<String>,
     pub refusals_checked: usize,
 }
 
@@ -521,28 +525,39 @@ pub fn run<W: World>(
             let v = value((n * 1000 + i) as u64, vb);
             r.put(&outer, key(i), v);
         }
-        // Let stats refresh so the index sees the partition's size and sheds or fills.
-        for _ in 0..12 {
-            r.housekeeping();
-            r.w.tick();
-        }
-        // While a move runs: keep reading and writing the moving SubDB, and upgrade the
+        // Let stats refresh so the index sees the partition's size and sheds or fills. While
+        // a move runs, keep writing and reading the moving SubDB every round, and upgrade the
         // index and every partition in the middle of it (once).
+        let mut quiet = 0;
         let mut st = r.stats();
-        while let Some(m) = st.moves.first().cloned() {
+        while quiet < 12 {
+            let Some(m) = st.moves.first().cloned() else {
+                quiet += 1;
+                if quiet % 4 == 1 {
+                    r.housekeeping();
+                }
+                r.w.tick();
+                st = r.stats();
+                continue;
+            };
+            quiet = 0;
+            r.report.move_phases_seen.insert(m.phase.clone());
             moved.insert(m.outer_key.clone(), m.source);
             let outer = m.outer_key.clone();
-            let i = r.subs[&outer].model.len() + r.report.writes_during_move;
-            let v = value(i as u64 * 7 + 3, 300);
-            r.put(&outer, key(10_000 + i), v.clone());
-            r.report.writes_during_move += 1;
-            let got = r.get(&outer, &key(10_000 + i));
-            assert_eq!(
-                got.as_deref(),
-                Some(&v[..]),
-                "{}: read-your-write during a move",
-                r.w.name()
-            );
+            for _ in 0..3 {
+                let i = 10_000 + r.report.writes_during_move;
+                let v = value(i as u64 * 7 + 3, 300);
+                r.put(&outer, key(i), v.clone());
+                r.report.writes_during_move += 1;
+                let got = r.get(&outer, &key(i));
+                assert_eq!(
+                    got.as_deref(),
+                    Some(&v[..]),
+                    "{}: read-your-write during a move",
+                    r.w.name()
+                );
+                r.report.reads_during_move += 1;
+            }
             let k0 = r.subs[&outer]
                 .model
                 .keys()
@@ -551,12 +566,13 @@ pub fn run<W: World>(
                 .expect("non-empty");
             let want = r.subs[&outer].model[&k0].clone();
             assert_eq!(r.get(&outer, &k0), Some(want));
-            r.report.reads_during_move += 2;
-            if !upgraded {
+            r.report.reads_during_move += 1;
+            // Mid-way: while items or changes are being copied.
+            if !upgraded && (m.phase == "copy" || m.phase == "delta") {
                 upgraded = true;
+                r.report.upgraded_during_move_phase = Some(m.phase.clone());
                 upgrade_all(&mut r, index_wasm, partition_wasm);
             }
-            r.housekeeping();
             r.w.tick();
             st = r.stats();
         }
