@@ -4,7 +4,7 @@
 //! stable memory — as the IC would count it against the instruction limit (see
 //! `docs/testbed.md` for how the testbed counts).
 
-use crate::{Config, InstallMode, Testbed};
+use crate::{ApiStats, Config, InstallMode, Testbed};
 use candid::{CandidType, Principal};
 use flotilla_types::limits::REPLY_BUDGET_BYTES;
 use flotilla_types::partition::{
@@ -42,8 +42,8 @@ impl Default for BenchConfig {
 #[derive(Clone, Debug)]
 pub struct Row {
     pub op: &'static str,
-    pub partition: Option<f64>,
-    pub bare: Option<f64>,
+    pub partition: Option<Figure>,
+    pub bare: Option<Figure>,
     /// The target ratio partition / bare, where one is set.
     pub target: Option<f64>,
     pub note: &'static str,
@@ -51,7 +51,7 @@ pub struct Row {
 
 impl Row {
     pub fn ratio(&self) -> Option<f64> {
-        Some(self.partition? / self.bare?)
+        Some(self.partition?.instructions / self.bare?.instructions)
     }
 
     pub fn met(&self) -> Option<bool> {
@@ -77,7 +77,8 @@ impl Table {
         let mut s = String::from(
             "| Operation | partition | bare map | ratio | target | met |\n|---|---:|---:|---:|---:|---|\n",
         );
-        let f = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{:.0}", v));
+        let f =
+            |v: Option<Figure>| v.map_or("—".to_string(), |v| format!("{:.0}", v.instructions));
         for r in &self.rows {
             s.push_str(&format!(
                 "| {} | {} | {} | {} | {} | {} |\n",
@@ -92,6 +93,31 @@ impl Table {
                     None => r.note.to_string(),
                 }
             ));
+        }
+        s
+    }
+
+    /// The System API profile per operation, as Markdown.
+    pub fn profile_markdown(&self) -> String {
+        let mut s = String::from(
+            "| Operation | side | System API calls | their instructions | stable reads (bytes) | stable writes (bytes) |\n|---|---|---:|---:|---:|---:|\n",
+        );
+        for r in &self.rows {
+            for (side, fig) in [("partition", r.partition), ("bare map", r.bare)] {
+                if let Some(x) = fig {
+                    s.push_str(&format!(
+                        "| {} | {} | {:.0} | {:.0} | {:.0} ({:.0}) | {:.0} ({:.0}) |\n",
+                        r.op,
+                        side,
+                        x.api_calls,
+                        x.api_instructions,
+                        x.stable_reads,
+                        x.stable_read_bytes,
+                        x.stable_writes,
+                        x.stable_write_bytes
+                    ));
+                }
+            }
         }
         s
     }
@@ -133,20 +159,20 @@ struct Bed {
 }
 
 impl Bed {
-    fn update(&mut self, who: Principal, c: Principal, m: &str, arg: Vec<u8>) -> (Vec<u8>, u64) {
+    fn update(&mut self, who: Principal, c: Principal, m: &str, arg: Vec<u8>) -> (Vec<u8>, Sample) {
         let r = self
             .tb
             .update(who, c, m, arg)
             .unwrap_or_else(|e| panic!("{m}: {e}"));
-        (r, self.tb.last_instructions(c))
+        (r, self.tb.last_update_cost())
     }
 
-    fn query(&mut self, who: Principal, c: Principal, m: &str, arg: Vec<u8>) -> (Vec<u8>, u64) {
+    fn query(&mut self, who: Principal, c: Principal, m: &str, arg: Vec<u8>) -> (Vec<u8>, Sample) {
         let r = self
             .tb
             .query(who, c, m, arg)
             .unwrap_or_else(|e| panic!("{m}: {e}"));
-        (r, self.tb.last_instructions(c))
+        (r, (self.tb.last_instructions(c), self.tb.last_api_stats(c)))
     }
 
     fn next_op(&mut self) -> OpId {
@@ -165,8 +191,33 @@ impl Bed {
     }
 }
 
-fn mean(v: &[u64]) -> f64 {
-    v.iter().sum::<u64>() as f64 / v.len() as f64
+/// Instructions of one message and its System API profile.
+type Sample = (u64, ApiStats);
+
+/// Mean figures over samples.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Figure {
+    pub instructions: f64,
+    pub api_calls: f64,
+    pub api_instructions: f64,
+    pub stable_reads: f64,
+    pub stable_read_bytes: f64,
+    pub stable_writes: f64,
+    pub stable_write_bytes: f64,
+}
+
+fn mean(v: &[Sample]) -> Figure {
+    let n = v.len() as f64;
+    let f = |g: &dyn Fn(&Sample) -> u64| v.iter().map(g).sum::<u64>() as f64 / n;
+    Figure {
+        instructions: f(&|s| s.0),
+        api_calls: f(&|s| s.1.calls),
+        api_instructions: f(&|s| s.1.instructions),
+        stable_reads: f(&|s| s.1.stable_reads),
+        stable_read_bytes: f(&|s| s.1.stable_read_bytes),
+        stable_writes: f(&|s| s.1.stable_writes),
+        stable_write_bytes: f(&|s| s.1.stable_write_bytes),
+    }
 }
 
 /// Runs the benchmark. `partition_wasm` and `bare_wasm` may be gzipped.

@@ -104,6 +104,30 @@ impl Exec {
     }
 }
 
+/// What one message asked of the System API: a profile beside its instruction count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApiStats {
+    /// System API calls made.
+    pub calls: u64,
+    /// Instructions charged for them (included in the message's instructions).
+    pub instructions: u64,
+    pub stable_reads: u64,
+    pub stable_read_bytes: u64,
+    pub stable_writes: u64,
+    pub stable_write_bytes: u64,
+}
+
+impl ApiStats {
+    pub fn add(&mut self, o: &ApiStats) {
+        self.calls += o.calls;
+        self.instructions += o.instructions;
+        self.stable_reads += o.stable_reads;
+        self.stable_read_bytes += o.stable_read_bytes;
+        self.stable_writes += o.stable_writes;
+        self.stable_write_bytes += o.stable_write_bytes;
+    }
+}
+
 /// Store data of one canister instance.
 #[derive(Default)]
 pub struct Host {
@@ -115,6 +139,8 @@ pub struct Host {
     pub exec: Option<Exec>,
     /// `debug_print` lines, with the printing canister; drained by the testbed.
     pub log: Vec<(Principal, String)>,
+    /// The running message's System API profile.
+    pub api: ApiStats,
 }
 
 impl Host {

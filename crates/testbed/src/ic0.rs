@@ -36,6 +36,9 @@ fn memory(c: &mut Caller<'_, Host>) -> R<Memory> {
 
 /// Charges `n` instructions on top of the wasm's own.
 fn charge(c: &mut Caller<'_, Host>, n: u64) -> R<()> {
+    let api = &mut c.data_mut().api;
+    api.calls += 1;
+    api.instructions += n;
     let fuel = c.get_fuel()?;
     if fuel < n {
         c.set_fuel(0)?;
@@ -506,6 +509,8 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             }
             let bytes = read(&mut c, src, size)?;
             let h = c.data_mut();
+            h.api.stable_writes += 1;
+            h.api.stable_write_bytes += size;
             h.journal(off, size);
             h.stable[off as usize..(off + size) as usize].copy_from_slice(&bytes);
             Ok(())
@@ -522,6 +527,9 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
                     "stable64_read: {size} bytes at {off} is out of bounds (stable memory is {len} bytes)"
                 ));
             }
+            let api = &mut c.data_mut().api;
+            api.stable_reads += 1;
+            api.stable_read_bytes += size;
             let m = memory(&mut c)?;
             let (data, host) = m.data_and_store_mut(&mut c);
             match dst.checked_add(size).filter(|&e| e <= data.len() as u64) {

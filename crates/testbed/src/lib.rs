@@ -24,6 +24,7 @@ use std::io::Read;
 use std::sync::{Arc, Mutex, OnceLock};
 use wasmtime::{Engine, Instance, Linker, Memory, Module, Store, Val};
 
+pub use host::ApiStats;
 pub use host::Kind as MessageKind;
 pub use mgmt::InstallMode;
 
@@ -171,6 +172,7 @@ struct CallContext {
     /// The canister was reinstalled or upgraded since: responses run no callback.
     deleted: bool,
     instructions: u64,
+    api: ApiStats,
 }
 
 struct Callback {
@@ -203,6 +205,7 @@ struct Run {
     exec: Exec,
     trap: Option<String>,
     instructions: u64,
+    api: ApiStats,
 }
 
 /// Per operation instruction figures (see [`Testbed::last_instructions`]).
@@ -363,6 +366,7 @@ impl Live {
         self.snapshot(snap);
         exec.limit = limit;
         self.store.data_mut().exec = Some(exec);
+        self.store.data_mut().api = ApiStats::default();
         self.store.set_fuel(limit).expect("fuel is on");
         let result = match entry {
             Entry::Export(name) => match self
@@ -391,6 +395,7 @@ impl Live {
         };
         let fuel = self.store.get_fuel().expect("fuel is on");
         let instructions = limit - fuel;
+        let api = self.store.data().api;
         match result {
             Ok(()) => {
                 let exec = self.store.data_mut().exec.take().expect("exec set");
@@ -399,6 +404,7 @@ impl Live {
                     exec,
                     trap: None,
                     instructions,
+                    api,
                 }
             }
             Err(e) => {
@@ -412,6 +418,7 @@ impl Live {
                     exec,
                     trap: Some(msg),
                     instructions,
+                    api,
                 }
             }
         }
@@ -469,6 +476,9 @@ pub struct Testbed {
     ingress: HashMap<u64, Option<CallResult>>,
     snap: Snapshot,
     last_instructions: HashMap<Principal, u64>,
+    last_api: HashMap<Principal, ApiStats>,
+    ingress_cost: HashMap<u64, (u64, ApiStats)>,
+    last_update_cost: (u64, ApiStats),
     log: Vec<(Principal, String)>,
     /// Print `debug_print` lines to stderr as they come.
     pub echo_log: bool,
@@ -490,6 +500,9 @@ impl Testbed {
             ingress: HashMap::new(),
             snap: Snapshot::default(),
             last_instructions: HashMap::new(),
+            last_api: HashMap::new(),
+            ingress_cost: HashMap::new(),
+            last_update_cost: (0, ApiStats::default()),
             log: Vec::new(),
             echo_log: std::env::var_os("TESTBED_LOG").is_some(),
         }
@@ -522,6 +535,18 @@ impl Testbed {
     /// `canister` used.
     pub fn last_instructions(&self, canister: Principal) -> u64 {
         self.last_instructions.get(&canister).copied().unwrap_or(0)
+    }
+
+    /// The System API profile of the last message `canister` executed.
+    pub fn last_api_stats(&self, canister: Principal) -> ApiStats {
+        self.last_api.get(&canister).copied().unwrap_or_default()
+    }
+
+    /// Instructions and System API profile of the call context of the last ingress update
+    /// [`Testbed::await_ingress`] returned (every message of it: the method and any
+    /// callbacks up to its answer), whatever else ran in the same rounds.
+    pub fn last_update_cost(&self) -> (u64, ApiStats) {
+        self.last_update_cost
     }
 
     pub fn status(&self, canister: Principal) -> Option<Status> {
@@ -657,6 +682,7 @@ impl Testbed {
             if let Some(Some(r)) = self.ingress.get(&id) {
                 let r = r.clone();
                 self.ingress.remove(&id);
+                self.last_update_cost = self.ingress_cost.remove(&id).unwrap_or_default();
                 return r;
             }
             self.tick();
@@ -735,6 +761,7 @@ impl Testbed {
             live.restore(&self.snap);
         }
         self.last_instructions.insert(canister, run.instructions);
+        self.last_api.insert(canister, run.api);
         self.drain_log(canister);
         if let Some(t) = run.trap {
             return Err(reject(RejectCode::CanisterError, t));
@@ -943,6 +970,7 @@ impl Testbed {
                 outstanding: 0,
                 deleted: false,
                 instructions: 0,
+                api: ApiStats::default(),
             },
         );
         let mut run = run;
@@ -993,6 +1021,7 @@ impl Testbed {
                 outstanding: 0,
                 deleted: false,
                 instructions: 0,
+                api: ApiStats::default(),
             },
         );
         self.finish(id, ctx, run, 0);
@@ -1003,10 +1032,12 @@ impl Testbed {
     fn finish(&mut self, id: Principal, ctx: u64, run: Run, available: u128) {
         self.last_instructions.insert(id, run.instructions);
         self.drain_log(id);
+        self.last_api.insert(id, run.api);
         let Run {
             exec,
             trap,
             instructions,
+            api,
         } = run;
         let c = self.canisters.get_mut(&id).expect("the canister ran");
         if trap.is_none() {
@@ -1024,6 +1055,7 @@ impl Testbed {
             };
         let context = self.contexts.get_mut(&ctx).expect("context exists");
         context.instructions += instructions;
+        context.api.add(&api);
         for call in exec.calls {
             let callback = self.next_id;
             self.next_id += 1;
@@ -1076,6 +1108,10 @@ impl Testbed {
         if let Some(a) = answer {
             context.answered = true;
             let origin = context.origin.clone();
+            if let Origin::Ingress(m) = origin {
+                self.ingress_cost
+                    .insert(m, (context.instructions, context.api));
+            }
             self.answer(origin, a, refund);
         }
         let context = &self.contexts[&ctx];

@@ -48,6 +48,8 @@ fn main() {
         t.config.items, t.config.key_bytes, t.config.value_bytes, t.config.samples
     );
     print!("{}", t.markdown());
+    println!("\nSystem API profile (mean per message):\n");
+    print!("{}", t.profile_markdown());
     println!(
         "\nexport chunk: {:.0} items, {:.0} reply bytes on average; stable memory: partition {} B, bare map {} B; run took {:.0} s",
         t.chunk_items,
