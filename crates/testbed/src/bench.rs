@@ -220,8 +220,13 @@ fn mean(v: &[Sample]) -> Figure {
     }
 }
 
-/// Runs the benchmark. `partition_wasm` and `bare_wasm` may be gzipped.
-pub fn run(partition_wasm: &[u8], bare_wasm: &[u8], cfg: BenchConfig, progress: bool) -> Table {
+/// Installs both canisters and preloads `cfg.items` items into each.
+fn setup(
+    partition_wasm: &[u8],
+    bare_wasm: &[u8],
+    cfg: &BenchConfig,
+    progress: bool,
+) -> (Bed, Principal, Principal, Principal, Principal) {
     let index = Principal::from_slice(&[0x1d; 29]);
     let user = Principal::from_slice(&[0x0e; 29]);
     let mut tb = Testbed::new(Config::default());
@@ -289,6 +294,14 @@ pub fn run(partition_wasm: &[u8], bare_wasm: &[u8], cfg: BenchConfig, progress: 
         }
     }
 
+    (b, index, user, part, bare)
+}
+
+/// Runs the benchmark. `partition_wasm` and `bare_wasm` may be gzipped.
+pub fn run(partition_wasm: &[u8], bare_wasm: &[u8], cfg: BenchConfig, progress: bool) -> Table {
+    let (mut b, index, user, part, bare) = setup(partition_wasm, bare_wasm, &cfg, progress);
+    let key = |i: usize| bytes(i as u64, cfg.key_bytes);
+    let val = |i: usize| bytes(1_000_000_000 + i as u64, cfg.value_bytes);
     let n = cfg.samples;
     let mut rows = Vec::new();
     // The cost of any message: a query that does nothing but answer.
@@ -503,5 +516,134 @@ pub fn run(partition_wasm: &[u8], bare_wasm: &[u8], cfg: BenchConfig, progress: 
         chunk_bytes: chunk_bytes as f64 / nchunks,
         partition_stable_bytes: b.tb.stable_size(part).unwrap_or(0),
         bare_stable_bytes: b.tb.stable_size(bare).unwrap_or(0),
+    }
+}
+
+/// Function profiles (see [`crate::host::Profile`]) of get, put and a 100-item scan on both
+/// canisters, after preloading `cfg.items` items. Give the modules with their name section
+/// (the raw `target/wasm32-unknown-unknown/canister/*.wasm`) to see function names.
+pub fn profile(partition_wasm: &[u8], bare_wasm: &[u8], cfg: BenchConfig) -> Vec<OpProfile> {
+    let (mut b, _index, user, part, bare) = setup(partition_wasm, bare_wasm, &cfg, false);
+    let key = |i: usize| bytes(i as u64, cfg.key_bytes);
+    let mut out = Vec::new();
+    let n = cfg.samples;
+    let subdb = b.subdb;
+    // get
+    for (side, c) in [("partition", part), ("bare map", bare)] {
+        b.tb.start_profile(c);
+        for s in 0..n {
+            let k = key(mix(s as u64) as usize % cfg.items);
+            let arg = if c == part {
+                enc(GetArgs {
+                    subdb,
+                    key: ByteBuf::from(k),
+                })
+            } else {
+                enc(ByteBuf::from(k))
+            };
+            b.query(user, c, "get", arg);
+        }
+        let (total, funcs) = b.tb.take_profile(c);
+        out.push(OpProfile {
+            op: "get",
+            side,
+            messages: n,
+            total,
+            funcs,
+        });
+    }
+    // put (fresh keys)
+    for (side, c) in [("partition", part), ("bare map", bare)] {
+        b.tb.start_profile(c);
+        for s in 0..n {
+            let k = bytes(8_000_000_000 + s as u64, cfg.key_bytes);
+            let v = bytes(s as u64, cfg.value_bytes);
+            let arg = if c == part {
+                b.part_put(k, v)
+            } else {
+                candid::encode_args((ByteBuf::from(k), ByteBuf::from(v))).expect("enc")
+            };
+            b.update(user, c, "put", arg);
+        }
+        let (total, funcs) = b.tb.take_profile(c);
+        out.push(OpProfile {
+            op: "put",
+            side,
+            messages: n,
+            total,
+            funcs,
+        });
+    }
+    // scan of 100
+    for (side, c) in [("partition", part), ("bare map", bare)] {
+        b.tb.start_profile(c);
+        for s in 0..n {
+            let k = key(mix(9_000 + s as u64) as usize % cfg.items);
+            let arg = if c == part {
+                enc(ScanRequest {
+                    subdb,
+                    args: ScanArgs {
+                        start: Some(ByteBuf::from(k)),
+                        end: None,
+                        reverse: false,
+                        limit: Some(100),
+                        max_bytes: None,
+                        cursor: None,
+                    },
+                })
+            } else {
+                candid::encode_args((ByteBuf::from(k), 100u32)).expect("enc")
+            };
+            b.query(user, c, "scan", arg);
+        }
+        let (total, funcs) = b.tb.take_profile(c);
+        out.push(OpProfile {
+            op: "scan of 100",
+            side,
+            messages: n,
+            total,
+            funcs,
+        });
+    }
+    out
+}
+
+/// The function profile of one operation on one canister, over `messages` messages.
+#[derive(Clone, Debug)]
+pub struct OpProfile {
+    pub op: &'static str,
+    pub side: &'static str,
+    pub messages: usize,
+    pub total: u64,
+    /// `(function, self, inclusive)`, by inclusive instructions, largest first.
+    pub funcs: Vec<(String, u64, u64)>,
+}
+
+impl OpProfile {
+    /// The `top` functions by self instructions, per message, as Markdown.
+    pub fn markdown(&self, top: usize) -> String {
+        let per = |x: u64| x as f64 / self.messages as f64;
+        let mut by_self = self.funcs.clone();
+        by_self.sort_by(|a, b| b.1.cmp(&a.1));
+        let mut s = format!(
+            "{} on the {}: {:.0} instructions per message\n\n| function | self | inclusive |\n|---|---:|---:|\n",
+            self.op,
+            self.side,
+            per(self.total)
+        );
+        for (f, sf, inc) in by_self.iter().take(top) {
+            let mut name = f.clone();
+            if name.len() > 110 {
+                name.truncate(110);
+                name.push('…');
+            }
+            s.push_str(&format!(
+                "| `{}` | {:.0} | {:.0} |\n",
+                name.replace('|', "\\|"),
+                per(*sf),
+                per(*inc)
+            ));
+        }
+        s
     }
 }

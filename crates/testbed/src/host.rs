@@ -128,6 +128,37 @@ impl ApiStats {
     }
 }
 
+/// A deterministic function profile: at every System API call the wasm stack is captured
+/// and the instructions executed since the previous call are charged to the innermost
+/// function (self) and to every function on the stack (inclusive). Work done between two
+/// System API calls by functions that have already returned is charged to the stack seen at
+/// the next call, so figures are attributions, not exact.
+#[derive(Clone, Debug, Default)]
+pub struct Profile {
+    /// Fuel left at the last sample.
+    pub last_fuel: u64,
+    /// Function name → (self, inclusive) instructions.
+    pub funcs: HashMap<String, (u64, u64)>,
+    /// Instructions attributed in total.
+    pub total: u64,
+}
+
+impl Profile {
+    pub fn charge(&mut self, stack: &[String], instructions: u64) {
+        self.total += instructions;
+        let mut seen = std::collections::HashSet::new();
+        for (i, f) in stack.iter().enumerate() {
+            let e = self.funcs.entry(f.clone()).or_default();
+            if i == 0 {
+                e.0 += instructions;
+            }
+            if seen.insert(f) {
+                e.1 += instructions;
+            }
+        }
+    }
+}
+
 /// Store data of one canister instance.
 #[derive(Default)]
 pub struct Host {
@@ -141,6 +172,8 @@ pub struct Host {
     pub log: Vec<(Principal, String)>,
     /// The running message's System API profile.
     pub api: ApiStats,
+    /// The function profile, when enabled.
+    pub profile: Option<Profile>,
 }
 
 impl Host {

@@ -35,7 +35,33 @@ fn memory(c: &mut Caller<'_, Host>) -> R<Memory> {
 }
 
 /// Charges `n` instructions on top of the wasm's own.
+fn sample(c: &mut Caller<'_, Host>) -> R<()> {
+    let fuel = c.get_fuel()?;
+    let Some(p) = c.data().profile.as_ref() else {
+        return Ok(());
+    };
+    let delta = p.last_fuel.saturating_sub(fuel);
+    let bt = wasmtime::WasmBacktrace::capture(&*c);
+    let stack: Vec<String> = bt
+        .frames()
+        .iter()
+        .map(|f| {
+            f.func_name().map_or_else(
+                || format!("func[{}]", f.func_index()),
+                |n| format!("{:#}", rustc_demangle::demangle(n)),
+            )
+        })
+        .collect();
+    let p = c.data_mut().profile.as_mut().expect("checked");
+    p.charge(&stack, delta);
+    p.last_fuel = fuel;
+    Ok(())
+}
+
 fn charge(c: &mut Caller<'_, Host>, n: u64) -> R<()> {
+    if c.data().profile.is_some() {
+        sample(c)?;
+    }
     let api = &mut c.data_mut().api;
     api.calls += 1;
     api.instructions += n;
@@ -45,6 +71,11 @@ fn charge(c: &mut Caller<'_, Host>, n: u64) -> R<()> {
         return trap("instruction limit exceeded");
     }
     c.set_fuel(fuel - n)?;
+    if let Some(p) = c.data_mut().profile.as_mut() {
+        // The charge itself goes to the System API, not to the caller.
+        p.charge(&["<System API>".to_string()], n);
+        p.last_fuel = fuel - n;
+    }
     Ok(())
 }
 

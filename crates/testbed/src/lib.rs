@@ -7,7 +7,7 @@
 //! fuel. Queries run at once and never commit.
 
 pub mod bench;
-mod host;
+pub mod host;
 pub mod ic0;
 pub mod instrument;
 pub mod limits;
@@ -335,8 +335,10 @@ impl Live {
             // Memory cannot shrink: start a fresh instance and load the snapshot into it.
             let stable = std::mem::take(&mut self.store.data_mut().stable);
             let log = std::mem::take(&mut self.store.data_mut().log);
+            let profile = self.store.data_mut().profile.take();
             *self = instantiate(&self.code, stable).expect("the module instantiated before");
             self.store.data_mut().log = log;
+            self.store.data_mut().profile = profile;
             let have = self.memory.data_size(&self.store) as u64;
             let want = snap.heap.len() as u64;
             if want > have {
@@ -367,6 +369,9 @@ impl Live {
         exec.limit = limit;
         self.store.data_mut().exec = Some(exec);
         self.store.data_mut().api = ApiStats::default();
+        if let Some(p) = self.store.data_mut().profile.as_mut() {
+            p.last_fuel = limit;
+        }
         self.store.set_fuel(limit).expect("fuel is on");
         let result = match entry {
             Entry::Export(name) => match self
@@ -396,6 +401,17 @@ impl Live {
         let fuel = self.store.get_fuel().expect("fuel is on");
         let instructions = limit - fuel;
         let api = self.store.data().api;
+        if let Some(p) = self.store.data_mut().profile.as_mut() {
+            // From the last System API call to the end of the message.
+            let name = match entry {
+                Entry::Export(n) => n.clone(),
+                Entry::Table(f, _) => format!("callback {f}"),
+            };
+            p.charge(
+                &[format!("<after the last System API call of {name}>")],
+                p.last_fuel.saturating_sub(fuel),
+            );
+        }
         match result {
             Ok(()) => {
                 let exec = self.store.data_mut().exec.take().expect("exec set");
@@ -535,6 +551,34 @@ impl Testbed {
     /// `canister` used.
     pub fn last_instructions(&self, canister: Principal) -> u64 {
         self.last_instructions.get(&canister).copied().unwrap_or(0)
+    }
+
+    /// Starts (or restarts) the function profile of `canister` (see [`host::Profile`]).
+    pub fn start_profile(&mut self, canister: Principal) {
+        if let Some(l) = self
+            .canisters
+            .get_mut(&canister)
+            .and_then(|c| c.live.as_mut())
+        {
+            l.store.data_mut().profile = Some(host::Profile::default());
+        }
+    }
+
+    /// Stops the function profile of `canister` and answers it: total instructions and
+    /// `(function, self, inclusive)` by inclusive instructions, largest first.
+    pub fn take_profile(&mut self, canister: Principal) -> (u64, Vec<(String, u64, u64)>) {
+        let Some(p) = self
+            .canisters
+            .get_mut(&canister)
+            .and_then(|c| c.live.as_mut())
+            .and_then(|l| l.store.data_mut().profile.take())
+        else {
+            return (0, vec![]);
+        };
+        let mut v: Vec<(String, u64, u64)> =
+            p.funcs.into_iter().map(|(k, (s, i))| (k, s, i)).collect();
+        v.sort_by(|a, b| b.2.cmp(&a.2).then(b.1.cmp(&a.1)));
+        (p.total, v)
     }
 
     /// The System API profile of the last message `canister` executed.

@@ -3,7 +3,7 @@
 //!
 //! `cargo run --release -p flotilla-testbed --bin testbed-bench -- [--items N] [--samples N]`
 
-use flotilla_testbed::bench::{run, BenchConfig};
+use flotilla_testbed::bench::{profile, run, BenchConfig};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -22,6 +22,7 @@ fn wasm(name: &str) -> Vec<u8> {
 
 fn main() {
     let mut cfg = BenchConfig::default();
+    let mut want_profile = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut num = |what: &str| -> usize {
@@ -34,11 +35,32 @@ fn main() {
             "--items" => cfg.items = num("--items"),
             "--samples" => cfg.samples = num("--samples"),
             "--chunks" => cfg.chunks = num("--chunks"),
+            "--profile" => want_profile = true,
             _ => {
-                eprintln!("usage: testbed-bench [--items N] [--samples N] [--chunks N]");
+                eprintln!(
+                    "usage: testbed-bench [--items N] [--samples N] [--chunks N] [--profile]"
+                );
                 std::process::exit(2)
             }
         }
+    }
+    if want_profile {
+        // The same code with its name section: the raw cargo output before ic-wasm shrink.
+        let raw = |n: &str| {
+            let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target/wasm32-unknown-unknown/canister")
+                .join(format!("{n}.wasm"));
+            std::fs::read(&p).unwrap_or_else(|e| {
+                eprintln!("{}: {e}. Run scripts/build-wasm.sh first", p.display());
+                std::process::exit(2)
+            })
+        };
+        let part = raw("flotilla_partition_canister");
+        let bare = raw("flotilla_bench_map_canister");
+        for p in profile(&part, &bare, cfg) {
+            println!("{}", p.markdown(15));
+        }
+        return;
     }
     let (part, bare) = (wasm("partition"), wasm("bench-map"));
     let started = Instant::now();
