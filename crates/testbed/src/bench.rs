@@ -624,7 +624,7 @@ impl OpProfile {
     pub fn markdown(&self, top: usize) -> String {
         let per = |x: u64| x as f64 / self.messages as f64;
         let mut by_self = self.funcs.clone();
-        by_self.sort_by(|a, b| b.1.cmp(&a.1));
+        by_self.sort_by_key(|b| std::cmp::Reverse(b.1));
         let mut s = format!(
             "{} on the {}: {:.0} instructions per message\n\n| function | self | inclusive |\n|---|---:|---:|\n",
             self.op,

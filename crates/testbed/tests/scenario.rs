@@ -29,6 +29,12 @@ fn scenario_on_the_testbed_with_the_real_wasm() {
         tb.round(),
         started.elapsed().as_secs_f64()
     );
+    // What the canisters printed (traps in timers and callbacks show up here).
+    let log = tb.take_log();
+    for (who, line) in log.iter().take(20) {
+        println!("debug_print [{who}] {line}");
+    }
+    println!("{} debug_print lines", log.len());
     assert!(report.partitions >= 3, "{report:?}");
     assert!(report.moves_seen >= 1, "{report:?}");
     // The index and every partition there was, in the middle of a move.
@@ -53,4 +59,25 @@ fn scenario_on_pocket_ic() {
             bin.to_string_lossy()
         ),
     }
+}
+
+/// The instruction benchmark on a small map: it runs, and its figures are sane. (The full
+/// 100,000-item table: `cargo run -p flotilla-testbed --bin testbed-bench`.)
+#[test]
+fn bench_runs_on_a_small_map() {
+    use flotilla_testbed::bench::{run, BenchConfig};
+    let cfg = BenchConfig {
+        items: 2000,
+        samples: 10,
+        chunks: 1,
+        ..BenchConfig::default()
+    };
+    let t = run(&wasm("partition"), &wasm("bench-map"), cfg, false);
+    println!("{}", t.markdown());
+    for r in &t.rows {
+        for f in [r.partition, r.bare].into_iter().flatten() {
+            assert!(f.instructions > 1000.0, "{}: {f:?}", r.op);
+        }
+    }
+    assert!(t.chunk_items >= 2000.0);
 }
