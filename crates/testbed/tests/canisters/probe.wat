@@ -3,6 +3,7 @@
 ;;   write_then_trap   the same writes (and grows stable and heap), then traps
 ;;   read (query)   replies heap[100], stable[70000], $g (8 bytes, little endian)
 ;;   spin           loops arg[0] * 1,000,000 times; replies "done"
+;;   spin_forever   never returns (until the instruction limit stops it)
 ;;   call_self      calls its own `write` with its argument; replies with the callee's reply
 ;;   set_timer      sets the global timer to time() + 1; replies "ok"
 ;;   timer_fired (query) replies the count of timer runs (1 byte)
@@ -79,6 +80,9 @@
     (i64.store (i32.const 400) (call $perf (i32.const 0)))
     (call $append (i32.const 400) (i32.const 8))
     (call $reply))
+
+  (func (export "canister_update spin_forever")
+    (loop $l (br $l)))
 
   (func (export "canister_update call_self")
     (local $len i32)
