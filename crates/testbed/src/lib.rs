@@ -495,6 +495,8 @@ pub struct Testbed {
     last_api: HashMap<Principal, ApiStats>,
     ingress_cost: HashMap<u64, (u64, ApiStats)>,
     last_update_cost: (u64, ApiStats),
+    /// Calls rejected and replies lost by the fault knobs.
+    faults: (u64, u64),
     log: Vec<(Principal, String)>,
     /// Print `debug_print` lines to stderr as they come.
     pub echo_log: bool,
@@ -519,6 +521,7 @@ impl Testbed {
             last_api: HashMap::new(),
             ingress_cost: HashMap::new(),
             last_update_cost: (0, ApiStats::default()),
+            faults: (0, 0),
             log: Vec::new(),
             echo_log: std::env::var_os("TESTBED_LOG").is_some(),
         }
@@ -579,6 +582,11 @@ impl Testbed {
             p.funcs.into_iter().map(|(k, (s, i))| (k, s, i)).collect();
         v.sort_by(|a, b| b.2.cmp(&a.2).then(b.1.cmp(&a.1)));
         (p.total, v)
+    }
+
+    /// How many inter-canister calls the fault knobs rejected and how many replies they lost.
+    pub fn faults_injected(&self) -> (u64, u64) {
+        self.faults
     }
 
     /// The System API profile of the last message `canister` executed.
@@ -918,6 +926,7 @@ impl Testbed {
             }
             Origin::Canister { callback, .. } => {
                 let result = if self.rng.permille(self.config.lose_replies_permille) {
+                    self.faults.1 += 1;
                     Err(reject(
                         RejectCode::SysUnknown,
                         "the reply was lost (testbed fault knob)",
@@ -1115,6 +1124,7 @@ impl Testbed {
             );
             context.outstanding += 1;
             if self.rng.permille(self.config.reject_calls_permille) {
+                self.faults.0 += 1;
                 self.queue.push_back(Msg::Response {
                     callback,
                     result: Err(reject(

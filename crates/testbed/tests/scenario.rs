@@ -81,3 +81,32 @@ fn bench_runs_on_a_small_map() {
     }
     assert!(t.chunk_items >= 2000.0);
 }
+
+/// The same scenario with seeded faults between canisters: 3% of calls rejected before they
+/// arrive, 2% of replies lost after the callee ran. Client calls (ingress) are not faulted.
+#[test]
+fn scenario_with_faults_on_the_testbed() {
+    let (index, partition) = (wasm("index"), wasm("partition"));
+    for seed in [1u64, 2] {
+        let mut tb = Testbed::new(Config {
+            seed,
+            reject_calls_permille: 30,
+            lose_replies_permille: 20,
+            ..Config::default()
+        });
+        let report = run(&mut tb, &index, &partition, ScenarioConfig::default());
+        let (rejected, lost) = tb.faults_injected();
+        println!(
+            "seed={seed}: {report:?}; {} rounds; {rejected} calls rejected, {lost} replies lost",
+            tb.round()
+        );
+        assert!(
+            rejected > 0 && lost > 0,
+            "seed={seed}: no fault was injected"
+        );
+        assert!(
+            report.partitions >= 3 && report.moves_seen >= 1,
+            "seed={seed}: {report:?}"
+        );
+    }
+}
