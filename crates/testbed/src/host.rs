@@ -237,3 +237,71 @@ impl Host {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Write { off: u64, bytes: Vec<u8> },
+        Grow { pages: u64 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u64..300_000, proptest::collection::vec(any::<u8>(), 0..10_000))
+                .prop_map(|(off, bytes)| Op::Write { off, bytes }),
+            1 => (0u64..3).prop_map(|pages| Op::Grow { pages }),
+        ]
+    }
+
+    fn apply(h: &mut Host, model: &mut Vec<u8>, op: &Op) {
+        match op {
+            Op::Write { off, bytes } => {
+                let end = off + bytes.len() as u64;
+                if end <= h.stable.len() as u64 {
+                    h.journal(*off, bytes.len() as u64);
+                    h.stable[*off as usize..end as usize].copy_from_slice(bytes);
+                    model[*off as usize..end as usize].copy_from_slice(bytes);
+                }
+            }
+            Op::Grow { pages } => {
+                h.journal_len();
+                let n = h.stable.len() + (*pages * crate::limits::WASM_PAGE_BYTES) as usize;
+                h.stable.resize(n, 0);
+                model.resize(n, 0);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Messages of random writes and growths, each committed or rolled back: stable
+        /// memory always equals a model that keeps exactly the committed messages.
+        #[test]
+        fn the_journal_rolls_back_exactly_the_message(
+            messages in proptest::collection::vec(
+                (proptest::collection::vec(op(), 0..12), any::<bool>()), 1..8),
+        ) {
+            let mut h = Host::with_stable(vec![0; 2 * crate::limits::WASM_PAGE_BYTES as usize]);
+            let mut committed = h.stable.clone();
+            for (ops, keep) in &messages {
+                let mut model = committed.clone();
+                for o in ops {
+                    apply(&mut h, &mut model, o);
+                }
+                prop_assert_eq!(&h.stable, &model);
+                if *keep {
+                    h.commit_stable();
+                    committed = model;
+                } else {
+                    h.rollback_stable();
+                }
+                prop_assert_eq!(&h.stable, &committed);
+            }
+        }
+    }
+}
