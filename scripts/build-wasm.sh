@@ -2,11 +2,12 @@
 # Builds the canister wasm modules:
 #   target/wasm/index.wasm.gz      (package flotilla-index-canister)
 #   target/wasm/partition.wasm.gz  (package flotilla-partition-canister)
+#   target/wasm/bench-map.wasm.gz  (package flotilla-bench-map-canister: the benchmark baseline)
 # cargo (wasm32-unknown-unknown, profile `canister`) -> ic-wasm shrink ->
 # candid:service metadata from the committed .did (public) -> gzip -n (deterministic).
 #
-# Usage: scripts/build-wasm.sh [index] [partition] [-- extra cargo build args, e.g. --locked]
-# With no canister named, builds both. Works from any cwd.
+# Usage: scripts/build-wasm.sh [index] [partition] [bench-map] [-- extra cargo build args, e.g. --locked]
+# With no canister named, builds all three. Works from any cwd.
 # Under icp-cli (ICP_WASM_OUTPUT_PATH set) with exactly one canister named,
 # the .wasm.gz is also copied to $ICP_WASM_OUTPUT_PATH.
 #
@@ -27,21 +28,21 @@ say() { echo "[build-wasm] $*"; }
 die() { echo "[build-wasm] error: $*" >&2; exit 1; }
 
 # name -> cargo package, canister dir (holds the committed .did)
-declare -A PKG=([index]=flotilla-index-canister [partition]=flotilla-partition-canister)
-declare -A DIR=([index]=canisters/index [partition]=canisters/partition)
+declare -A PKG=([index]=flotilla-index-canister [partition]=flotilla-partition-canister [bench-map]=flotilla-bench-map-canister)
+declare -A DIR=([index]=canisters/index [partition]=canisters/partition [bench-map]=canisters/bench-map)
 
 canisters=()
 cargo_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    index | partition) canisters+=("$1") ;;
+    index | partition | bench-map) canisters+=("$1") ;;
     --) shift; cargo_args=("$@"); break ;;
     -h | --help) sed -n '2,15p' "${BASH_SOURCE[0]}"; exit 0 ;;
-    *) die "unknown argument '$1' (expected index, partition, or -- cargo args)" ;;
+    *) die "unknown argument '$1' (expected index, partition, bench-map, or -- cargo args)" ;;
   esac
   shift
 done
-[ ${#canisters[@]} -gt 0 ] || canisters=(index partition)
+[ ${#canisters[@]} -gt 0 ] || canisters=(index partition bench-map)
 
 "$SCRIPT_DIR/install-wasm-tools.sh"
 # shellcheck source=/dev/null

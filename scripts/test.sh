@@ -15,7 +15,7 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "canister wasm (both canisters must build for wasm32)"
+step "canister wasm (every canister must build for wasm32)"
 scripts/build-wasm.sh -- --locked
 
 step "script tests (stub icp/dfx)"
