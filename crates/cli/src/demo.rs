@@ -56,7 +56,7 @@ pub fn run(a: DemoArgs) -> Result<(), Failure> {
     bar.enable_steady_tick(Duration::from_millis(120));
     while w.phase() != flotilla_sim::Phase::Done && !w.halted() {
         w.step();
-        if w.round() % 20 == 0 {
+        if w.round().is_multiple_of(20) {
             let s = w.snapshot();
             bar.set_prefix(s.round.to_string());
             bar.set_position(s.ops_completed.min(a.ops));

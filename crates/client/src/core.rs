@@ -196,7 +196,10 @@ pub enum Error<E> {
     TooManyRedirects { outer_key: String, hops: u32 },
     /// A reply that is not what the method returns.
     #[error("the reply of {method} does not decode: {reason}")]
-    BadReply { method: &'static str, reason: String },
+    BadReply {
+        method: &'static str,
+        reason: String,
+    },
 }
 
 /// What a transient failure was, for callers that count them (the simulator counts write
@@ -336,7 +339,11 @@ impl<O: Operation> Machine<O> {
         if self.attempts >= self.policy.max_attempts {
             return Action::Done(Err(Error::GaveUp {
                 attempts: self.attempts,
-                last: self.last.as_ref().map(|t| t.to_string()).unwrap_or_default(),
+                last: self
+                    .last
+                    .as_ref()
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
             }));
         }
         Action::Wait {

@@ -4,10 +4,9 @@
 //! `UnknownSubDb`, retries of transient failures with the same op id and a bounded
 //! exponential backoff) drives every call; a [`Transport`] carries the Candid bytes:
 //!
-//! - `agent` feature: [`agent::AgentTransport`], ic-agent over HTTP (a local replica, mainnet,
-//!   or the demo's IC endpoint), identity from a PEM file or anonymous;
-//! - `cdk` feature: [`cdk::CdkTransport`], inter-canister calls from a dapp's own canister;
-//! - the simulator's in-process world (`flotilla_sim::transport`).
+//! - the simulator's in-process world (`flotilla_sim::transport`);
+//! - not built yet: ic-agent over HTTP (a replica, mainnet, the demo's endpoint) and ic-cdk
+//!   inter-canister calls from a dapp's canister (see the README's status table).
 //!
 //! ```ignore
 //! let client = Client::new(transport, index_id);
@@ -25,18 +24,14 @@ pub mod core;
 pub mod counting;
 pub mod load;
 pub mod ops;
-#[cfg(feature = "agent")]
-pub mod agent;
-#[cfg(feature = "cdk")]
-pub mod cdk;
 
 pub use crate::core::{
     Action, Call, CallKind, Error, Machine, Policy, RejectCode, RouteCache, Transient,
     TransportError,
 };
 use crate::ops::{
-    Batch, CreateSubDb, Delete, DropSubDb, Get, GetMany, Has, IndexStatsOp, Operation, Put,
-    Routes, ScanPageOp, SetAccess, Stats,
+    Batch, CreateSubDb, Delete, DropSubDb, Get, GetMany, Has, IndexStatsOp, Operation, Put, Routes,
+    ScanPageOp, SetAccess, Stats,
 };
 use candid::Principal;
 use flotilla_types::index::{
@@ -46,8 +41,8 @@ use flotilla_types::index::{
 use flotilla_types::limits::{MAX_BATCH_BYTES, MAX_BATCH_OPS, MAX_GET_MANY_KEYS, MAX_ROUTE_BATCH};
 use flotilla_types::partition::{GetArgs, SetAccessError, SubDbStatsError};
 use flotilla_types::{
-    batch_budget_bytes, BatchError, BatchOp, BatchOutcome, DeleteError, Entry, GetError, InnerKey, OpId, PutError, PutOutcome, ScanArgs, ScanError,
-    SubDbStats,
+    batch_budget_bytes, BatchError, BatchOp, BatchOutcome, DeleteError, Entry, GetError, InnerKey,
+    OpId, PutError, PutOutcome, ScanArgs, ScanError, SubDbStats,
 };
 use futures::Stream;
 use rand_chacha::rand_core::{Rng, SeedableRng};
@@ -105,6 +100,9 @@ pub struct ScanOptions {
     /// Items per page (the partition's default, 100, if `None`).
     pub page: Option<u32>,
 }
+
+/// One key's answer in [`Client::get_many`].
+pub type GetResult = Result<Option<Vec<u8>>, Error<GetError>>;
 
 /// A Flotilla client over one transport and one index.
 pub struct Client<T: Transport> {
@@ -363,12 +361,8 @@ impl<T: Transport> Client<T> {
     /// query, then every partition involved gets one `get_many` call, all in parallel. Pairs
     /// whose SubDB moved or is unknown there are read again one by one through the usual
     /// redirect policy. `results[i]` answers `items[i]`.
-    pub async fn get_many(
-        &self,
-        items: &[(String, Vec<u8>)],
-    ) -> Vec<Result<Option<Vec<u8>>, Error<GetError>>> {
-        let mut results: Vec<Option<Result<Option<Vec<u8>>, Error<GetError>>>> =
-            (0..items.len()).map(|_| None).collect();
+    pub async fn get_many(&self, items: &[(String, Vec<u8>)]) -> Vec<GetResult> {
+        let mut results: Vec<Option<GetResult>> = (0..items.len()).map(|_| None).collect();
         // Routes for the names the cache lacks.
         let missing: Vec<String> = {
             let cache = self.cache.borrow();
@@ -478,9 +472,9 @@ impl<T: Transport> Client<T> {
                     return flotilla_types::dispatch::decode_args::<(
                         Result<Vec<Option<InnerKey>>, flotilla_types::index::RouteError>,
                     )>("route", &bytes)
-                        .ok()
-                        .and_then(|(r,)| r.ok())
-                        .ok_or(());
+                    .ok()
+                    .and_then(|(r,)| r.ok())
+                    .ok_or(());
                 }
                 Err(e) if e.retryable() => {
                     self.transport.sleep(self.policy.base_backoff).await;

@@ -9,12 +9,12 @@ use flotilla_types::index::{
     RoutesRequest,
 };
 use flotilla_types::partition::{
-    BatchArgs, DeleteArgs, GetArgs, GetManyArgs, GetManyError, GetManyReply, PutArgs,
-    ScanRequest, SetAccessArgs, SetAccessError, SubDbStatsError,
+    BatchArgs, DeleteArgs, GetArgs, GetManyArgs, GetManyError, GetManyReply, PutArgs, ScanRequest,
+    SetAccessArgs, SetAccessError, SubDbStatsError,
 };
 use flotilla_types::{
-    BatchError, BatchOp, BatchOutcome, DeleteError, DeleteSubDbError, GetError, InnerKey, OpId, PutError, PutOutcome, ScanArgs,
-    ScanError, ScanPage, SubDbStats,
+    BatchError, BatchOp, BatchOutcome, DeleteError, DeleteSubDbError, GetError, InnerKey, OpId,
+    PutError, PutOutcome, ScanArgs, ScanError, ScanPage, SubDbStats,
 };
 use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;

@@ -62,7 +62,9 @@ fn a_cache_hit_is_one_call_to_the_partition() {
     assert_eq!(c.kind, CallKind::Query);
     let done = m.on_reply(
         &mut cache,
-        Ok(encode_args((Ok::<_, GetError>(Some(ByteBuf::from(b"v".to_vec()))),))),
+        Ok(encode_args((Ok::<_, GetError>(Some(ByteBuf::from(
+            b"v".to_vec(),
+        ))),))),
     );
     assert_eq!(done, Action::Done(Ok(Some(ByteBuf::from(b"v".to_vec())))));
     assert_eq!(m.attempts(), 1);
@@ -141,7 +143,11 @@ fn redirects_are_bounded() {
 
 #[test]
 fn unknown_refreshes_the_route_once() {
-    let unknown = || Ok(encode_args((Err::<Option<ByteBuf>, _>(GetError::UnknownSubDb),)));
+    let unknown = || {
+        Ok(encode_args((Err::<Option<ByteBuf>, _>(
+            GetError::UnknownSubDb,
+        ),)))
+    };
     let mut cache = RouteCache::default();
     cache.insert("notes", ik(5, 3));
     let mut m = Machine::new(get(), pid(INDEX), Policy::default());
@@ -206,7 +212,9 @@ fn final_answers_and_hard_rejects_end_at_once() {
     cache.insert("notes", ik(5, 3));
     let mut m = Machine::new(put(), pid(INDEX), Policy::default());
     m.resume(&cache);
-    let refused = Ok(encode_args((Err::<PutOutcome, _>(PutError::NotAuthorized),)));
+    let refused = Ok(encode_args(
+        (Err::<PutOutcome, _>(PutError::NotAuthorized),),
+    ));
     assert_eq!(
         m.on_reply(&mut cache, refused),
         Action::Done(Err(Error::Refused(PutError::NotAuthorized)))
@@ -236,7 +244,10 @@ fn backoff_grows_and_stays_bounded() {
     for attempt in 0..40 {
         for jitter in [0, 1, u64::MAX / 3, u64::MAX] {
             let d = p.backoff(attempt, jitter);
-            assert!(d >= p.base_backoff && d <= p.base_backoff + p.max_backoff, "{d:?}");
+            assert!(
+                d >= p.base_backoff && d <= p.base_backoff + p.max_backoff,
+                "{d:?}"
+            );
         }
     }
     assert!(p.backoff(1, u64::MAX).as_nanos() <= 300_000_000);
