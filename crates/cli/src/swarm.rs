@@ -3,7 +3,9 @@
 
 use crate::Failure;
 use clap::Args;
-use flotilla_sim::{run_swarm_with, Bug, PlantedBugs, Report, SwarmOptions};
+use flotilla_sim::{
+    run_swarm_with, Bug, PlantedBugs, Report, SimConfig, Summary, SwarmOptions, World,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -23,6 +25,13 @@ pub struct SimArgs {
     /// drop-delta-puts.
     #[arg(long)]
     plant: Vec<Bug>,
+    /// Print every seed's run header (its knobs) and report line.
+    #[arg(long)]
+    verbose: bool,
+    /// Print every event of every seed to stderr (runs the seeds one by one; for reproducing
+    /// a single failing seed).
+    #[arg(long)]
+    trace: bool,
     /// Violations printed per failing seed.
     #[arg(long, default_value_t = 10)]
     max_violations: usize,
@@ -41,9 +50,13 @@ fn parse_range(s: &str) -> Result<Range<u64>, String> {
 }
 
 static BAR: OnceLock<ProgressBar> = OnceLock::new();
+static VERBOSE: OnceLock<bool> = OnceLock::new();
 
 fn on_report(r: &Report) {
     if let Some(bar) = BAR.get() {
+        if VERBOSE.get() == Some(&true) {
+            bar.println(format!("{}\n  {r}", r.config));
+        }
         if !r.ok() {
             bar.println(format!(
                 "seed={} FAILED: {} violation(s), first: {}; rerun: {}",
@@ -78,12 +91,29 @@ pub fn run(a: SimArgs) -> Result<(), Failure> {
         "flotilla sim: seeds {}..{} ops {} planted {:?}",
         a.seeds.start, a.seeds.end, a.ops, a.plant
     );
-    let opts = SwarmOptions {
-        threads: a.threads,
-        bugs,
-        on_report: Some(on_report),
+    let _ = VERBOSE.set(a.verbose);
+    let summary = if a.trace {
+        let mut summary = Summary::default();
+        let started = std::time::Instant::now();
+        for seed in a.seeds.clone() {
+            let cfg = SimConfig::from_seed(seed, a.ops as u64).with_bugs(bugs);
+            let mut w = World::new(cfg);
+            w.set_verbose(true);
+            w.run_to_end();
+            let r = w.report();
+            on_report(&r);
+            summary.add(&r);
+        }
+        summary.elapsed_ms = started.elapsed().as_millis();
+        summary
+    } else {
+        let opts = SwarmOptions {
+            threads: a.threads,
+            bugs,
+            on_report: Some(on_report),
+        };
+        run_swarm_with(a.seeds, a.ops, &opts)
     };
-    let summary = run_swarm_with(a.seeds, a.ops, &opts);
     bar.finish_and_clear();
     for r in &summary.failures {
         print!("{}", r.failure_text(a.max_violations));

@@ -204,7 +204,7 @@ impl SimConfig {
     /// How to rerun this seed from the command line.
     pub fn rerun_command(&self) -> String {
         let mut s = format!(
-            "cargo run -p flotilla-sim --release -- --seeds {}..{} --ops {}",
+            "cargo run --release -p flotilla-cli -- sim --seeds {}..{} --ops {} --trace",
             self.seed,
             self.seed + 1,
             self.ops
