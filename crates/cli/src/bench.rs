@@ -112,9 +112,13 @@ pub fn run(a: BenchArgs) -> Result<(), Failure> {
         .collect::<Result<Vec<_>, _>>()?;
     let homes: Vec<_> = routes
         .into_iter()
-        .map(|(r, _)| r.ok().flatten().map(|k| k.partition))
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| Failure("a benchmark SubDB could not be read".into()))?;
+        .zip(&names)
+        .map(|((r, _), n)| match r {
+            Ok(Some(k)) => Ok(k.partition),
+            Ok(None) => Err(Failure(format!("{n} has no cached route after a read"))),
+            Err(e) => Err(Failure(format!("reading {n}: {e}"))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let partitions: BTreeSet<_> = homes.iter().copied().collect();
     if partitions.len() < 8 {
         return Err(Failure(format!(

@@ -5,8 +5,9 @@
 //!
 //! - An operation on a SubDB needs its inner key. A cached route is used as is (a cache hit
 //!   costs exactly one call, to the partition). A miss asks the index's `route` query.
-//! - `Moved { to }` from a partition: the cache learns `to` and the call goes there at once
-//!   (at most [`Policy::max_redirects`] hops, then [`Error::TooManyRedirects`]).
+//! - `Moved { to }` from a partition: the cache learns `to` and the call goes there at once.
+//!   After [`Policy::max_redirects`] hops the route is asked of the index instead; as many
+//!   hops again after that end in [`Error::TooManyRedirects`].
 //! - `UnknownSubDb` from a partition: the route is refreshed from the index, once per
 //!   operation; if the index names the same place again (or nothing), the answer is final.
 //! - Transient failures (a reject that retrying can cure, a lost reply, `WritesPaused`,
@@ -256,6 +257,8 @@ pub struct Machine<O: Operation> {
     refreshed: bool,
     /// The inner key that answered `UnknownSubDb`.
     unknown_at: Option<InnerKey>,
+    /// The route was refreshed after `max_redirects` hops.
+    hops_refreshed: bool,
     last: Option<Transient>,
 }
 
@@ -270,6 +273,7 @@ impl<O: Operation> Machine<O> {
             redirects: 0,
             refreshed: false,
             unknown_at: None,
+            hops_refreshed: false,
             last: None,
         }
     }
@@ -439,10 +443,18 @@ impl<O: Operation> Machine<O> {
                 if let Target::SubDb(outer) = self.op.target() {
                     cache.insert(outer, to);
                     if self.redirects > self.policy.max_redirects {
-                        return Action::Done(Err(Error::TooManyRedirects {
-                            outer_key: outer.to_string(),
-                            hops: self.policy.max_redirects,
-                        }));
+                        if self.hops_refreshed {
+                            return Action::Done(Err(Error::TooManyRedirects {
+                                outer_key: outer.to_string(),
+                                hops: self.policy.max_redirects,
+                            }));
+                        }
+                        // A long chain of tombstones (a SubDB moved many times since this
+                        // route was cached): the index knows the current home directly.
+                        self.hops_refreshed = true;
+                        self.redirects = 0;
+                        cache.remove(outer);
+                        return self.send_route();
                     }
                 }
                 // A hop is not a retry.

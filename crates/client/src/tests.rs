@@ -135,8 +135,15 @@ fn redirects_are_bounded() {
     };
     assert!(matches!(m.on_reply(&mut cache, moved(0)), Action::Send(_)));
     assert!(matches!(m.on_reply(&mut cache, moved(1)), Action::Send(_)));
+    // A third hop: ask the index for the current home instead of following the chain.
+    let a = m.on_reply(&mut cache, moved(2));
+    assert_eq!(sent(&a), (pid(INDEX), "route"));
+    let a = m.on_reply(&mut cache, Ok(route_reply(Some(ik(20, 1)))));
+    assert_eq!(sent(&a), (pid(20), "put"));
+    assert!(matches!(m.on_reply(&mut cache, moved(3)), Action::Send(_)));
+    assert!(matches!(m.on_reply(&mut cache, moved(4)), Action::Send(_)));
     assert!(matches!(
-        m.on_reply(&mut cache, moved(2)),
+        m.on_reply(&mut cache, moved(5)),
         Action::Done(Err(Error::TooManyRedirects { .. }))
     ));
 }
