@@ -123,11 +123,11 @@ pub fn render(a: &DemoArgs, r: &Report) -> String {
     );
     line(
         "inter-canister calls per read",
-        per(r.calls_by_partition_requests, r.partition_reads),
+        per(r.calls_by_partition_reads, r.partition_reads),
     );
     line(
         "inter-canister calls per write",
-        per(r.calls_by_partition_requests, r.partition_writes),
+        per(r.calls_by_partition_writes, r.partition_writes),
     );
     line("reads that failed", r.failed_reads.to_string());
     line(

@@ -96,7 +96,8 @@ pub struct Report {
     /// caused.
     pub partition_reads: u64,
     pub partition_writes: u64,
-    pub calls_by_partition_requests: u64,
+    pub calls_by_partition_reads: u64,
+    pub calls_by_partition_writes: u64,
     /// Rounds from start to answer of completed reads and writes: p50 and p99.
     pub read_latency: (u64, u64),
     pub write_latency: (u64, u64),

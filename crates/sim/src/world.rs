@@ -156,7 +156,8 @@ pub(crate) struct Stats {
     /// caused (the design says none: a partition cannot call).
     pub partition_reads: u64,
     pub partition_writes: u64,
-    pub calls_by_partition_requests: u64,
+    pub calls_by_partition_reads: u64,
+    pub calls_by_partition_writes: u64,
 }
 
 /// Phases of a run.
@@ -1037,7 +1038,7 @@ impl World {
                     Err(e) => return self.panicked(&format!("partition {method}"), e),
                     Ok(r) => {
                         self.stats.partition_writes += 1;
-                        self.stats.calls_by_partition_requests +=
+                        self.stats.calls_by_partition_writes +=
                             self.stats.calls_sent - calls_before;
                         r
                     }
@@ -1112,8 +1113,7 @@ impl World {
                     Ok(r) => {
                         c.note_request(round);
                         self.stats.partition_reads += 1;
-                        self.stats.calls_by_partition_requests +=
-                            self.stats.calls_sent - calls_before;
+                        self.stats.calls_by_partition_reads += self.stats.calls_sent - calls_before;
                         r
                     }
                 }
@@ -1477,7 +1477,8 @@ impl World {
             longest_write_pause: self.stats.longest_write_pause,
             partition_reads: self.stats.partition_reads,
             partition_writes: self.stats.partition_writes,
-            calls_by_partition_requests: self.stats.calls_by_partition_requests,
+            calls_by_partition_reads: self.stats.calls_by_partition_reads,
+            calls_by_partition_writes: self.stats.calls_by_partition_writes,
             read_latency: percentiles(&self.stats.read_latencies),
             write_latency: percentiles(&self.stats.write_latencies),
             failed_reads: self.stats.failed_reads,
