@@ -280,6 +280,6 @@ mod tests {
         });
         assert!(c
             .rerun_command()
-            .contains("--seeds 3..4 --ops 50 --plant drop-delta-puts"));
+            .contains("--seeds 3..4 --ops 50 --trace --plant drop-delta-puts"));
     }
 }
