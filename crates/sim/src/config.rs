@@ -204,7 +204,7 @@ impl SimConfig {
     /// How to rerun this seed from the command line.
     pub fn rerun_command(&self) -> String {
         let mut s = format!(
-            "cargo run --release -p flotilla-cli -- sim --seeds {}..{} --ops {} --trace",
+            "cargo run --release -p flotilla-cli -- sim --seeds {}..{} --ops {}",
             self.seed,
             self.seed + 1,
             self.ops
@@ -215,6 +215,7 @@ impl SimConfig {
         if self.bugs.drop_delta_puts {
             s.push_str(" --plant drop-delta-puts");
         }
+        s.push_str(" --trace");
         if *self != SimConfig::from_seed(self.seed, self.ops).with_bugs(self.bugs) {
             s = format!(
                 "run the same SimConfig again (its knobs differ from the seed's defaults, so \
@@ -280,6 +281,6 @@ mod tests {
         });
         assert!(c
             .rerun_command()
-            .contains("--seeds 3..4 --ops 50 --trace --plant drop-delta-puts"));
+            .contains("--seeds 3..4 --ops 50 --plant drop-delta-puts --trace"));
     }
 }
