@@ -3,11 +3,13 @@
 #   target/wasm/index.wasm.gz      (package flotilla-index-canister)
 #   target/wasm/partition.wasm.gz  (package flotilla-partition-canister)
 #   target/wasm/bench-map.wasm.gz  (package flotilla-bench-map-canister: the benchmark baseline)
+#   target/wasm/example-dapp.wasm.gz (package flotilla-example-dapp-canister: a dapp canister
+#                                   using the Rust client's ic-cdk transport)
 # cargo (wasm32-unknown-unknown, profile `canister`) -> ic-wasm shrink ->
 # candid:service metadata from the committed .did (public) -> gzip -n (deterministic).
 #
-# Usage: scripts/build-wasm.sh [index] [partition] [bench-map] [-- extra cargo build args, e.g. --locked]
-# With no canister named, builds all three. Works from any cwd.
+# Usage: scripts/build-wasm.sh [index] [partition] [bench-map] [example-dapp] [-- extra cargo build args, e.g. --locked]
+# With no canister named, builds all four. Works from any cwd.
 # Under icp-cli (ICP_WASM_OUTPUT_PATH set) with exactly one canister named,
 # the .wasm.gz is also copied to $ICP_WASM_OUTPUT_PATH.
 #
@@ -28,21 +30,23 @@ say() { echo "[build-wasm] $*"; }
 die() { echo "[build-wasm] error: $*" >&2; exit 1; }
 
 # name -> cargo package, canister dir (holds the committed .did)
-declare -A PKG=([index]=flotilla-index-canister [partition]=flotilla-partition-canister [bench-map]=flotilla-bench-map-canister)
-declare -A DIR=([index]=canisters/index [partition]=canisters/partition [bench-map]=canisters/bench-map)
+declare -A PKG=([index]=flotilla-index-canister [partition]=flotilla-partition-canister
+               [bench-map]=flotilla-bench-map-canister [example-dapp]=flotilla-example-dapp-canister)
+declare -A DIR=([index]=canisters/index [partition]=canisters/partition
+               [bench-map]=canisters/bench-map [example-dapp]=canisters/example-dapp)
 
 canisters=()
 cargo_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    index | partition | bench-map) canisters+=("$1") ;;
+    index | partition | bench-map | example-dapp) canisters+=("$1") ;;
     --) shift; cargo_args=("$@"); break ;;
     -h | --help) sed -n '2,15p' "${BASH_SOURCE[0]}"; exit 0 ;;
-    *) die "unknown argument '$1' (expected index, partition, bench-map, or -- cargo args)" ;;
+    *) die "unknown argument '$1' (expected index, partition, bench-map, example-dapp, or -- cargo args)" ;;
   esac
   shift
 done
-[ ${#canisters[@]} -gt 0 ] || canisters=(index partition bench-map)
+[ ${#canisters[@]} -gt 0 ] || canisters=(index partition bench-map example-dapp)
 
 "$SCRIPT_DIR/install-wasm-tools.sh"
 # shellcheck source=/dev/null

@@ -33,6 +33,11 @@ impl<T: Transport> Counting<T> {
         std::mem::take(&mut *self.counts.borrow_mut())
     }
 
+    /// The counts so far (without resetting).
+    pub fn counts(&self) -> Counts {
+        self.counts.borrow().clone()
+    }
+
     /// Calls made to `canister` so far (without resetting).
     pub fn calls_to(&self, canister: Principal) -> u64 {
         self.counts

@@ -5,8 +5,8 @@
 //! exponential backoff) drives every call; a [`Transport`] carries the Candid bytes:
 //!
 //! - the simulator's in-process world (`flotilla_sim::transport`);
-//! - not built yet: ic-agent over HTTP (a replica, mainnet, the demo's endpoint) and ic-cdk
-//!   inter-canister calls from a dapp's canister (see the README's status table).
+//! - [`cdk::CdkTransport`] (feature `cdk`): inter-canister calls from a dapp's own canister;
+//! - not built yet: ic-agent over HTTP (a replica, mainnet, the demo's endpoint).
 //!
 //! ```ignore
 //! let client = Client::new(transport, index_id);
@@ -20,6 +20,8 @@
 //! the transport's random source (the OS, or the IC's `raw_rand`), so a retry is never
 //! applied twice.
 
+#[cfg(feature = "cdk")]
+pub mod cdk;
 pub mod core;
 pub mod counting;
 pub mod load;
