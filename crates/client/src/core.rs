@@ -313,6 +313,8 @@ impl<O: Operation> Machine<O> {
         let Target::SubDb(outer) = self.op.target() else {
             unreachable!("only SubDB operations need a route");
         };
+        // A route query is a send like any other: one that keeps failing ends in `GaveUp`.
+        self.attempts += 1;
         self.awaiting = Awaiting::Route;
         Action::Send(Call {
             canister: self.index,

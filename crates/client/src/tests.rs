@@ -213,6 +213,28 @@ fn transient_failures_retry_with_the_same_bytes_until_the_budget() {
     ));
 }
 
+/// Regression: route queries were not counted, so a read with no cached route whose index
+/// kept failing retried forever (found by the ic-agent wire test).
+#[test]
+fn a_failing_route_query_gives_up_within_the_budget() {
+    let policy = Policy {
+        max_attempts: 3,
+        ..Policy::default()
+    };
+    let mut cache = RouteCache::default();
+    let mut m = Machine::new(get(), pid(INDEX), policy);
+    let busy = || Err(TransportError::new(RejectCode::SysTransient, "busy"));
+    assert_eq!(sent(&m.resume(&cache)), (pid(INDEX), "route"));
+    assert_eq!(m.on_reply(&mut cache, busy()), Action::Wait { attempt: 1 });
+    assert_eq!(sent(&m.resume(&cache)), (pid(INDEX), "route"));
+    assert_eq!(m.on_reply(&mut cache, busy()), Action::Wait { attempt: 2 });
+    assert_eq!(sent(&m.resume(&cache)), (pid(INDEX), "route"));
+    assert!(matches!(
+        m.on_reply(&mut cache, busy()),
+        Action::Done(Err(Error::GaveUp { attempts: 3, .. }))
+    ));
+}
+
 #[test]
 fn final_answers_and_hard_rejects_end_at_once() {
     let mut cache = RouteCache::default();
