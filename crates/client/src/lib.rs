@@ -6,7 +6,8 @@
 //!
 //! - the simulator's in-process world (`flotilla_sim::transport`);
 //! - [`cdk::CdkTransport`] (feature `cdk`): inter-canister calls from a dapp's own canister;
-//! - not built yet: ic-agent over HTTP (a replica, mainnet, the demo's endpoint).
+//! - [`agent::AgentTransport`] (feature `agent`): ic-agent over the IC's HTTP interface (a
+//!   replica, mainnet).
 //!
 //! ```ignore
 //! let client = Client::new(transport, index_id);
@@ -20,6 +21,8 @@
 //! the transport's random source (the OS, or the IC's `raw_rand`), so a retry is never
 //! applied twice.
 
+#[cfg(feature = "agent")]
+pub mod agent;
 #[cfg(feature = "cdk")]
 pub mod cdk;
 pub mod core;
@@ -142,6 +145,12 @@ impl<T: Transport> Client<T> {
     /// The cached route of a SubDB, if any.
     pub fn cached_route(&self, outer: &str) -> Option<InnerKey> {
         self.cache.borrow().get(outer)
+    }
+
+    /// Caches a route known from elsewhere (an inner key the application stored). A stale one
+    /// costs one `Moved` hop or one index query, never a wrong answer.
+    pub fn remember_route(&self, outer: &str, inner: InnerKey) {
+        self.cache.borrow_mut().insert(outer, inner);
     }
 
     /// Forgets every cached route.
