@@ -1,8 +1,13 @@
-//! `flotilla`: the demo (an embedded, simulated Flotilla deployment), the simulator swarm and
-//! the benchmarks. Every failure is one line saying what to do, with a non-zero exit code.
+//! `flotilla`: the demo (an embedded, simulated Flotilla deployment), the data commands
+//! against a deployment (over ic-agent), the simulator swarm and the benchmarks. Every failure is one line saying what to do, with a non-zero exit code.
 
 mod bench;
+mod data;
+#[cfg(test)]
+mod data_tests;
 mod demo;
+mod project;
+mod records;
 mod swarm;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +23,8 @@ use std::process::ExitCode;
                   write the partitions directly."
 )]
 struct Cli {
+    #[command(flatten)]
+    conn: data::Conn,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,6 +38,8 @@ enum Command {
     Sim(swarm::SimArgs),
     /// Measure the client in the simulator: parallel get_many, batched loads.
     Bench(bench::BenchArgs),
+    #[command(flatten)]
+    Data(data::DataCmd),
 }
 
 /// A failure the user can act on: one line, and the exit code.
@@ -42,6 +51,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a),
         Command::Sim(a) => swarm::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Data(c) => data::run(cli.conn, c),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,389 @@
+//! The data commands end to end against a simulated deployment: the same `exec` the binary
+//! runs over ic-agent, here over the simulator's in-process transport. Each world is seeded;
+//! a failure names its seed.
+
+use crate::data::{exec, Conn, DataCmd, Output};
+use crate::Failure;
+use candid::Principal;
+use flotilla_client::Client;
+use flotilla_sim::transport::{block_on, SharedWorld, SimTransport};
+use flotilla_sim::{Faults, SimConfig, World};
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+fn world(seed: u64) -> SharedWorld {
+    let mut cfg = SimConfig::from_seed(seed, 0).with_faults(Faults::NONE);
+    cfg.clients = 0;
+    cfg.move_cap_bytes = 1 << 30;
+    cfg.spare_pool_target = 1;
+    let mut w = World::new(cfg);
+    w.set_open_ended(true);
+    Rc::new(RefCell::new(w))
+}
+
+fn conn(output: Output) -> Conn {
+    Conn {
+        network: "local".into(),
+        index: None,
+        identity: None,
+        output,
+        hex: false,
+    }
+}
+
+struct Cli {
+    w: SharedWorld,
+    client: Client<SimTransport>,
+    seed: u64,
+}
+
+impl Cli {
+    fn new(seed: u64) -> Cli {
+        let w = world(seed);
+        let index = w.borrow().index_id();
+        let me = Principal::self_authenticating([9u8; 32]);
+        let client = Client::new(SimTransport::new(w.clone(), me, [seed as u8; 32]), index);
+        Cli { w, client, seed }
+    }
+
+    /// Runs a command to its end; what it printed, or its failure line.
+    fn run(&self, output: Output, cmd: DataCmd) -> Result<String, String> {
+        self.run_within(u64::MAX / 2, output, cmd)
+            .unwrap_or_else(|| panic!("seed={}: the world stalled", self.seed))
+    }
+
+    /// As `run`, but gives up after `rounds` simulated rounds (the process was killed): `None`.
+    fn run_within(
+        &self,
+        rounds: u64,
+        output: Output,
+        cmd: DataCmd,
+    ) -> Option<Result<String, String>> {
+        let c = conn(output);
+        let mut out = vec![];
+        let r = block_on(
+            &self.w,
+            rounds,
+            exec(&self.client, &c, &cmd, &mut out, false),
+        );
+        match r {
+            Ok((Ok(()), _)) => Some(Ok(String::from_utf8(out).unwrap())),
+            Ok((Err(Failure(line)), _)) => Some(Err(line)),
+            Err(_) => None,
+        }
+    }
+
+    fn ok(&self, cmd: DataCmd) -> String {
+        let shown = format!("{cmd:?}");
+        self.run(Output::Text, cmd)
+            .unwrap_or_else(|e| panic!("seed={}: {shown}: {e}", self.seed))
+    }
+
+    fn json(&self, cmd: DataCmd) -> String {
+        let shown = format!("{cmd:?}");
+        self.run(Output::Json, cmd)
+            .unwrap_or_else(|e| panic!("seed={}: {shown}: {e}", self.seed))
+    }
+
+    fn rounds(&self) -> u64 {
+        self.w.borrow().round()
+    }
+}
+
+fn put(name: &str, k: &str, v: &str) -> DataCmd {
+    DataCmd::Put {
+        name: name.into(),
+        key: k.into(),
+        value: v.into(),
+    }
+}
+
+fn scan(
+    name: &str,
+    reverse: bool,
+    from: Option<&str>,
+    to: Option<&str>,
+    limit: Option<u64>,
+) -> DataCmd {
+    DataCmd::Scan {
+        name: name.into(),
+        reverse,
+        from: from.map(Into::into),
+        to: to.map(Into::into),
+        limit,
+    }
+}
+
+fn create(name: &str) -> DataCmd {
+    DataCmd::Create {
+        name: name.into(),
+        hard_cap: None,
+        owner: None,
+        readers: vec![],
+        writers: vec![],
+    }
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("flotilla-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn every_data_command_works() {
+    let cli = Cli::new(21);
+    assert!(cli
+        .ok(create("notes"))
+        .starts_with("created notes on partition "));
+    let created = cli.run(Output::Text, create("notes")).unwrap_err();
+    assert!(created.contains("create notes"), "{created}");
+    for i in 0..12 {
+        assert_eq!(
+            cli.ok(put("notes", &format!("k{i:02}"), &format!("v{i}"))),
+            "ok (new)\n"
+        );
+    }
+    assert_eq!(cli.ok(put("notes", "k03", "three")), "ok (replaced)\n");
+    assert_eq!(
+        cli.ok(DataCmd::Get {
+            name: "notes".into(),
+            key: "k03".into()
+        }),
+        "three\n"
+    );
+    assert_eq!(
+        cli.json(DataCmd::Get {
+            name: "notes".into(),
+            key: "k03".into()
+        }),
+        "{\"key\":\"k03\",\"value\":\"three\"}\n"
+    );
+    assert_eq!(
+        cli.json(DataCmd::Get {
+            name: "notes".into(),
+            key: "nope".into()
+        }),
+        "{\"key\":\"nope\",\"value\":null}\n"
+    );
+    let missing = cli
+        .run(
+            Output::Text,
+            DataCmd::Get {
+                name: "notes".into(),
+                key: "nope".into(),
+            },
+        )
+        .unwrap_err();
+    assert_eq!(missing, "nope is not in notes");
+
+    let fwd = cli.ok(scan("notes", false, Some("k02"), Some("k06"), None));
+    assert_eq!(fwd, "k02\tv2\nk03\tthree\nk04\tv4\nk05\tv5\n");
+    let rev = cli.ok(scan("notes", true, None, None, Some(3)));
+    assert_eq!(rev, "k11\tv11\nk10\tv10\nk09\tv9\n");
+    let all = cli.json(scan("notes", false, None, None, None));
+    assert_eq!(all.lines().count(), 12);
+    assert_eq!(
+        all.lines().next(),
+        Some("{\"key\":\"k00\",\"value\":\"v0\"}")
+    );
+
+    assert_eq!(
+        cli.ok(DataCmd::Del {
+            name: "notes".into(),
+            key: "k00".into()
+        }),
+        "deleted\n"
+    );
+    assert_eq!(
+        cli.ok(DataCmd::Del {
+            name: "notes".into(),
+            key: "k00".into()
+        }),
+        "was not there\n"
+    );
+
+    cli.ok(create("other"));
+    let routes: serde_json::Value = serde_json::from_str(&cli.json(DataCmd::Routes)).unwrap();
+    let names: Vec<_> = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, vec!["notes", "other"]);
+    let text_routes = cli.ok(DataCmd::Routes);
+    assert!(text_routes.starts_with("notes\t"), "{text_routes}");
+
+    let stats = cli.ok(DataCmd::Stats);
+    assert!(stats.starts_with("2 SubDBs on "), "{stats}");
+    assert!(stats.contains("active"), "{stats}");
+    assert!(stats.contains("no moves in flight"), "{stats}");
+    let stats_json: serde_json::Value = serde_json::from_str(&cli.json(DataCmd::Stats)).unwrap();
+    assert_eq!(stats_json["subdbs"], 2);
+
+    assert_eq!(
+        cli.ok(DataCmd::Drop {
+            name: "other".into()
+        }),
+        "dropped other\n"
+    );
+    let gone = cli
+        .run(Output::Text, scan("other", false, None, None, None))
+        .unwrap_err();
+    assert!(
+        gone.contains("no SubDB is named \"other\"") && gone.contains("flotilla routes"),
+        "{gone}"
+    );
+}
+
+#[test]
+fn hex_keys_and_binary_values_round_trip() {
+    let cli = Cli::new(22);
+    cli.ok(create("bin"));
+    let c = Conn {
+        hex: true,
+        ..conn(Output::Json)
+    };
+    let mut out = vec![];
+    let cmd = put("bin", "00ff", "c328");
+    block_on(
+        &cli.w,
+        u64::MAX / 2,
+        exec(&cli.client, &c, &cmd, &mut out, false),
+    )
+    .unwrap()
+    .0
+    .unwrap_or_else(|e| panic!("{}", e.0));
+    let got = cli.json(scan("bin", false, None, None, None));
+    assert_eq!(got, "{\"key_hex\":\"00ff\",\"value_hex\":\"c328\"}\n");
+    let bad = Conn {
+        hex: true,
+        ..conn(Output::Text)
+    };
+    let r = block_on(
+        &cli.w,
+        1000,
+        exec(&cli.client, &bad, &put("bin", "zz", "00"), &mut out, false),
+    );
+    assert!(r.unwrap().0.unwrap_err().0.contains("not hex"));
+}
+
+fn write_jsonl(path: &Path, n: usize) {
+    let mut s = String::new();
+    for i in 0..n {
+        s += &format!(
+            "{{\"key\":\"item{i:06}\",\"value\":\"{}\"}}\n",
+            "x".repeat(90) + &format!("{i:010}")
+        );
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+/// `flotilla load` killed halfway (its future dropped mid-flight after half the rounds a full
+/// load takes) and run again: every record is there exactly once, and the checkpoint is
+/// gone. Then export, load the export into a second SubDB, and export that: equal files.
+#[test]
+fn an_interrupted_load_resumes_and_exports_round_trip() {
+    let dir = tmp("load");
+    let input = dir.join("items.jsonl");
+    let n = 40_000;
+    write_jsonl(&input, n);
+    let load_cmd = |name: &str| DataCmd::Load {
+        name: name.into(),
+        file: input.clone(),
+        format: None,
+    };
+
+    // How many rounds an uninterrupted load takes, in a world of the same seed.
+    let full = Cli::new(23);
+    full.ok(create("items"));
+    let start = full.rounds();
+    let done = full.ok(load_cmd("items"));
+    let took = full.rounds() - start;
+    assert_eq!(
+        done,
+        format!("loaded {n} items into items in 4 batched writes\n")
+    );
+
+    let cli = Cli::new(23);
+    cli.ok(create("items"));
+    assert!(cli
+        .run_within(took / 2, Output::Text, load_cmd("items"))
+        .is_none());
+    let cp = dir.join("items.jsonl.flotilla-load");
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&cp).unwrap()).unwrap();
+    let records = saved["records"].as_u64().unwrap();
+    assert!(records > 0 && records < n as u64, "seed=23: {saved}");
+    // Another SubDB may not take over this checkpoint.
+    cli.ok(create("elsewhere"));
+    let refused = cli.run(Output::Text, load_cmd("elsewhere")).unwrap_err();
+    assert!(refused.contains("belongs to another load"), "{refused}");
+    // The rerun resumes.
+    let resumed = cli.ok(load_cmd("items"));
+    assert!(
+        resumed.starts_with(&format!("loaded {n} items")),
+        "{resumed}"
+    );
+    assert!(!cp.exists());
+    let stats = cli
+        .run(Output::Json, scan("items", false, None, None, None))
+        .unwrap();
+    assert_eq!(stats.lines().count(), n);
+    let mut expected = std::fs::read_to_string(&input).unwrap();
+    assert_eq!(stats, expected, "every item once, in order, with its value");
+
+    // export -> load -> export.
+    let out1 = dir.join("out1.jsonl");
+    let said = cli.ok(DataCmd::Export {
+        name: "items".into(),
+        out: Some(out1.clone()),
+    });
+    assert_eq!(
+        said,
+        format!("exported {n} items of items to {}\n", out1.display())
+    );
+    cli.ok(create("copy"));
+    cli.ok(DataCmd::Load {
+        name: "copy".into(),
+        file: out1.clone(),
+        format: None,
+    });
+    let out2 = cli.ok(DataCmd::Export {
+        name: "copy".into(),
+        out: None,
+    });
+    expected = std::fs::read_to_string(&out1).unwrap();
+    assert_eq!(out2, expected);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_bad_record_stops_the_load_after_the_parts_before_it() {
+    let dir = tmp("bad");
+    let input = dir.join("in.csv");
+    let mut s = String::from("key,value\n");
+    for i in 0..15_000 {
+        s += &format!("k{i:05},v{i}\n");
+    }
+    s += "only-one-column\n";
+    std::fs::write(&input, s).unwrap();
+    let cli = Cli::new(24);
+    cli.ok(create("csv"));
+    let e = cli
+        .run(
+            Output::Text,
+            DataCmd::Load {
+                name: "csv".into(),
+                file: input.clone(),
+                format: None,
+            },
+        )
+        .unwrap_err();
+    assert!(e.contains("record 15001") && e.contains("1 columns"), "{e}");
+    let n = cli.ok(scan("csv", false, None, None, None)).lines().count();
+    assert_eq!(n, 10_000, "the first full part is in");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
