@@ -24,21 +24,21 @@ use std::path::PathBuf;
 pub struct Conn {
     /// `local` (icp-cli's local network, http://127.0.0.1:8000), `ic` (mainnet) or a URL
     /// (dfx's local network: http://127.0.0.1:4943).
-    #[arg(long, global = true, env = "FLOTILLA_NETWORK", default_value = "local")]
+    #[arg(long, env = "FLOTILLA_NETWORK", default_value = "local")]
     pub network: String,
     /// The index canister's id; default: the `index` canister of the icp-cli (or dfx)
     /// project around the current directory.
-    #[arg(long, global = true, env = "FLOTILLA_INDEX")]
+    #[arg(long, env = "FLOTILLA_INDEX")]
     pub index: Option<String>,
     /// A PEM file (Ed25519, secp256k1 or P-256; `icp identity export NAME > me.pem`);
     /// default: the anonymous principal.
-    #[arg(long, global = true, env = "FLOTILLA_IDENTITY")]
+    #[arg(long, env = "FLOTILLA_IDENTITY")]
     pub identity: Option<PathBuf>,
     /// How read commands print what they read.
-    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
     /// Keys and values on the command line are hex, not text.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub hex: bool,
 }
 
@@ -52,6 +52,8 @@ pub enum Output {
 pub enum DataCmd {
     /// Create a SubDB named NAME (owned by the caller unless --owner is given by an admin).
     Create {
+        #[command(flatten)]
+        conn: Conn,
         name: String,
         /// Past this many items, a put evicts the smallest key.
         #[arg(long)]
@@ -67,19 +69,37 @@ pub enum DataCmd {
         writers: Vec<String>,
     },
     /// Delete the SubDB NAME and all its items.
-    Drop { name: String },
+    Drop {
+        #[command(flatten)]
+        conn: Conn,
+        name: String,
+    },
     /// Set KEY to VALUE in NAME.
     Put {
+        #[command(flatten)]
+        conn: Conn,
         name: String,
         key: String,
         value: String,
     },
     /// Print the value of KEY in NAME.
-    Get { name: String, key: String },
+    Get {
+        #[command(flatten)]
+        conn: Conn,
+        name: String,
+        key: String,
+    },
     /// Delete KEY from NAME.
-    Del { name: String, key: String },
+    Del {
+        #[command(flatten)]
+        conn: Conn,
+        name: String,
+        key: String,
+    },
     /// Print NAME's items in key order.
     Scan {
+        #[command(flatten)]
+        conn: Conn,
         name: String,
         /// Walk from the last key down.
         #[arg(long)]
@@ -95,11 +115,19 @@ pub enum DataCmd {
         limit: Option<u64>,
     },
     /// Print every SubDB's route: outer key, partition, local id.
-    Routes,
+    Routes {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Print the fleet: partitions, bytes against the move cap, SubDBs, moves in flight.
-    Stats,
+    Stats {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Write NAME's items as JSON lines (to --out, or standard output).
     Export {
+        #[command(flatten)]
+        conn: Conn,
         name: String,
         #[arg(long)]
         out: Option<PathBuf>,
@@ -108,6 +136,8 @@ pub enum DataCmd {
     /// after an interruption continues from FILE.flotilla-load, losing and duplicating
     /// nothing.
     Load {
+        #[command(flatten)]
+        conn: Conn,
         name: String,
         file: PathBuf,
         /// Default: from the extension (.csv is CSV, anything else JSON lines).
@@ -116,8 +146,43 @@ pub enum DataCmd {
     },
 }
 
-/// Runs a data command against the network `conn` names.
-pub fn run(conn: Conn, cmd: DataCmd) -> Result<(), Failure> {
+impl DataCmd {
+    /// Where and as whom the command runs.
+    pub fn conn(&self) -> &Conn {
+        match self {
+            DataCmd::Create { conn, .. }
+            | DataCmd::Drop { conn, .. }
+            | DataCmd::Put { conn, .. }
+            | DataCmd::Get { conn, .. }
+            | DataCmd::Del { conn, .. }
+            | DataCmd::Scan { conn, .. }
+            | DataCmd::Routes { conn }
+            | DataCmd::Stats { conn }
+            | DataCmd::Export { conn, .. }
+            | DataCmd::Load { conn, .. } => conn,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn conn_mut(&mut self) -> &mut Conn {
+        match self {
+            DataCmd::Create { conn, .. }
+            | DataCmd::Drop { conn, .. }
+            | DataCmd::Put { conn, .. }
+            | DataCmd::Get { conn, .. }
+            | DataCmd::Del { conn, .. }
+            | DataCmd::Scan { conn, .. }
+            | DataCmd::Routes { conn }
+            | DataCmd::Stats { conn }
+            | DataCmd::Export { conn, .. }
+            | DataCmd::Load { conn, .. } => conn,
+        }
+    }
+}
+
+/// Runs a data command against the network its `Conn` names.
+pub fn run(cmd: DataCmd) -> Result<(), Failure> {
+    let conn = cmd.conn();
     let network = Network::parse(&conn.network).map_err(|e| Failure(e.to_string()))?;
     let environment = if network.is_mainnet() { "ic" } else { "local" };
     let index = match &conn.index {
@@ -146,7 +211,7 @@ pub fn run(conn: Conn, cmd: DataCmd) -> Result<(), Failure> {
             })?;
         let client = Client::new(transport, index);
         let mut out = std::io::stdout().lock();
-        exec(&client, &conn, &cmd, &mut out, true).await
+        exec(&client, &cmd, &mut out, true).await
     })
 }
 
@@ -191,11 +256,11 @@ fn shown(b: &[u8]) -> String {
 /// during loads.
 pub async fn exec<T: Transport>(
     client: &Client<T>,
-    conn: &Conn,
     cmd: &DataCmd,
     out: &mut dyn Write,
     progress: bool,
 ) -> Result<(), Failure> {
+    let conn = cmd.conn();
     let json = conn.output == Output::Json;
     match cmd {
         DataCmd::Create {
@@ -204,6 +269,7 @@ pub async fn exec<T: Transport>(
             owner,
             readers,
             writers,
+            ..
         } => {
             let opts = CreateOptions {
                 hard_cap: *hard_cap,
@@ -236,14 +302,16 @@ pub async fn exec<T: Transport>(
                 .map_err(io)
             }
         }
-        DataCmd::Drop { name } => {
+        DataCmd::Drop { name, .. } => {
             client
                 .delete_subdb(name)
                 .await
                 .map_err(|e| fail(&format!("drop {name}"), e))?;
             writeln!(out, "dropped {name}").map_err(io)
         }
-        DataCmd::Put { name, key, value } => {
+        DataCmd::Put {
+            name, key, value, ..
+        } => {
             let k = bytes(conn, key, "key")?;
             let v = bytes(conn, value, "value")?;
             let r = client
@@ -263,7 +331,7 @@ pub async fn exec<T: Transport>(
                 writeln!(out, "ok ({what}{ev})").map_err(io)
             }
         }
-        DataCmd::Get { name, key } => {
+        DataCmd::Get { name, key, .. } => {
             let k = bytes(conn, key, "key")?;
             let v = client
                 .get(name, &k)
@@ -278,7 +346,7 @@ pub async fn exec<T: Transport>(
                 }
             }
         }
-        DataCmd::Del { name, key } => {
+        DataCmd::Del { name, key, .. } => {
             let k = bytes(conn, key, "key")?;
             let existed = client
                 .delete(name, &k)
@@ -297,6 +365,7 @@ pub async fn exec<T: Transport>(
             from,
             to,
             limit,
+            ..
         } => {
             let opts = ScanOptions {
                 from: from
@@ -319,7 +388,7 @@ pub async fn exec<T: Transport>(
             }
             Ok(())
         }
-        DataCmd::Routes => {
+        DataCmd::Routes { .. } => {
             let mut req = RoutesRequest::default();
             let mut all = vec![];
             loop {
@@ -351,7 +420,7 @@ pub async fn exec<T: Transport>(
                 Ok(())
             }
         }
-        DataCmd::Stats => {
+        DataCmd::Stats { .. } => {
             let s = client.index_stats().await.map_err(|e| fail("stats", e))?;
             if json {
                 let v = serde_json::to_value(&s).map_err(|e| Failure(e.to_string()))?;
@@ -360,7 +429,9 @@ pub async fn exec<T: Transport>(
                 write!(out, "{}", fleet_table(&s)).map_err(io)
             }
         }
-        DataCmd::Export { name, out: file } => {
+        DataCmd::Export {
+            name, out: file, ..
+        } => {
             let mut sink: Box<dyn Write> = match file {
                 Some(p) => Box::new(std::io::BufWriter::new(
                     std::fs::File::create(p)
@@ -382,7 +453,9 @@ pub async fn exec<T: Transport>(
             }
             Ok(())
         }
-        DataCmd::Load { name, file, format } => {
+        DataCmd::Load {
+            name, file, format, ..
+        } => {
             let format = format.unwrap_or_else(|| Format::of(file));
             let id = records::load_id(name, file)
                 .map_err(|e| Failure(format!("cannot read {}: {e}", file.display())))?;

@@ -58,15 +58,11 @@ impl Cli {
         &self,
         rounds: u64,
         output: Output,
-        cmd: DataCmd,
+        mut cmd: DataCmd,
     ) -> Option<Result<String, String>> {
-        let c = conn(output);
+        cmd.conn_mut().output = output;
         let mut out = vec![];
-        let r = block_on(
-            &self.w,
-            rounds,
-            exec(&self.client, &c, &cmd, &mut out, false),
-        );
+        let r = block_on(&self.w, rounds, exec(&self.client, &cmd, &mut out, false));
         match r {
             Ok((Ok(()), _)) => Some(Ok(String::from_utf8(out).unwrap())),
             Ok((Err(Failure(line)), _)) => Some(Err(line)),
@@ -93,6 +89,7 @@ impl Cli {
 
 fn put(name: &str, k: &str, v: &str) -> DataCmd {
     DataCmd::Put {
+        conn: conn(Output::Text),
         name: name.into(),
         key: k.into(),
         value: v.into(),
@@ -107,6 +104,7 @@ fn scan(
     limit: Option<u64>,
 ) -> DataCmd {
     DataCmd::Scan {
+        conn: conn(Output::Text),
         name: name.into(),
         reverse,
         from: from.map(Into::into),
@@ -117,6 +115,7 @@ fn scan(
 
 fn create(name: &str) -> DataCmd {
     DataCmd::Create {
+        conn: conn(Output::Text),
         name: name.into(),
         hard_cap: None,
         owner: None,
@@ -149,6 +148,7 @@ fn every_data_command_works() {
     assert_eq!(cli.ok(put("notes", "k03", "three")), "ok (replaced)\n");
     assert_eq!(
         cli.ok(DataCmd::Get {
+            conn: conn(Output::Text),
             name: "notes".into(),
             key: "k03".into()
         }),
@@ -156,6 +156,7 @@ fn every_data_command_works() {
     );
     assert_eq!(
         cli.json(DataCmd::Get {
+            conn: conn(Output::Text),
             name: "notes".into(),
             key: "k03".into()
         }),
@@ -163,6 +164,7 @@ fn every_data_command_works() {
     );
     assert_eq!(
         cli.json(DataCmd::Get {
+            conn: conn(Output::Text),
             name: "notes".into(),
             key: "nope".into()
         }),
@@ -172,6 +174,7 @@ fn every_data_command_works() {
         .run(
             Output::Text,
             DataCmd::Get {
+                conn: conn(Output::Text),
                 name: "notes".into(),
                 key: "nope".into(),
             },
@@ -192,6 +195,7 @@ fn every_data_command_works() {
 
     assert_eq!(
         cli.ok(DataCmd::Del {
+            conn: conn(Output::Text),
             name: "notes".into(),
             key: "k00".into()
         }),
@@ -199,6 +203,7 @@ fn every_data_command_works() {
     );
     assert_eq!(
         cli.ok(DataCmd::Del {
+            conn: conn(Output::Text),
             name: "notes".into(),
             key: "k00".into()
         }),
@@ -206,7 +211,10 @@ fn every_data_command_works() {
     );
 
     cli.ok(create("other"));
-    let routes: serde_json::Value = serde_json::from_str(&cli.json(DataCmd::Routes)).unwrap();
+    let routes: serde_json::Value = serde_json::from_str(&cli.json(DataCmd::Routes {
+        conn: conn(Output::Text),
+    }))
+    .unwrap();
     let names: Vec<_> = routes
         .as_array()
         .unwrap()
@@ -214,18 +222,26 @@ fn every_data_command_works() {
         .map(|r| r["name"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(names, vec!["notes", "other"]);
-    let text_routes = cli.ok(DataCmd::Routes);
+    let text_routes = cli.ok(DataCmd::Routes {
+        conn: conn(Output::Text),
+    });
     assert!(text_routes.starts_with("notes\t"), "{text_routes}");
 
-    let stats = cli.ok(DataCmd::Stats);
+    let stats = cli.ok(DataCmd::Stats {
+        conn: conn(Output::Text),
+    });
     assert!(stats.starts_with("2 SubDBs on "), "{stats}");
     assert!(stats.contains("active"), "{stats}");
     assert!(stats.contains("no moves in flight"), "{stats}");
-    let stats_json: serde_json::Value = serde_json::from_str(&cli.json(DataCmd::Stats)).unwrap();
+    let stats_json: serde_json::Value = serde_json::from_str(&cli.json(DataCmd::Stats {
+        conn: conn(Output::Text),
+    }))
+    .unwrap();
     assert_eq!(stats_json["subdbs"], 2);
 
     assert_eq!(
         cli.ok(DataCmd::Drop {
+            conn: conn(Output::Text),
             name: "other".into()
         }),
         "dropped other\n"
@@ -243,34 +259,16 @@ fn every_data_command_works() {
 fn hex_keys_and_binary_values_round_trip() {
     let cli = Cli::new(22);
     cli.ok(create("bin"));
-    let c = Conn {
-        hex: true,
-        ..conn(Output::Json)
-    };
-    let mut out = vec![];
-    let cmd = put("bin", "00ff", "c328");
-    block_on(
-        &cli.w,
-        u64::MAX / 2,
-        exec(&cli.client, &c, &cmd, &mut out, false),
-    )
-    .unwrap()
-    .0
-    .unwrap_or_else(|e| panic!("{}", e.0));
+    let mut cmd = put("bin", "00ff", "c328");
+    cmd.conn_mut().hex = true;
+    cli.ok(cmd);
     let got = cli.json(scan("bin", false, None, None, None));
     assert_eq!(got, "{\"key_hex\":\"00ff\",\"value_hex\":\"c328\"}\n");
-    let bad = Conn {
-        hex: true,
-        ..conn(Output::Text)
-    };
-    let r = block_on(
-        &cli.w,
-        1000,
-        exec(&cli.client, &bad, &put("bin", "zz", "00"), &mut out, false),
-    );
-    assert!(r.unwrap().0.unwrap_err().0.contains("not hex"));
+    let mut bad = put("bin", "zz", "00");
+    bad.conn_mut().hex = true;
+    let e = cli.run(Output::Text, bad).unwrap_err();
+    assert!(e.contains("not hex"), "{e}");
 }
-
 fn write_jsonl(path: &Path, n: usize) {
     let mut s = String::new();
     for i in 0..n {
@@ -292,6 +290,7 @@ fn an_interrupted_load_resumes_and_exports_round_trip() {
     let n = 40_000;
     write_jsonl(&input, n);
     let load_cmd = |name: &str| DataCmd::Load {
+        conn: conn(Output::Text),
         name: name.into(),
         file: input.clone(),
         format: None,
@@ -338,6 +337,7 @@ fn an_interrupted_load_resumes_and_exports_round_trip() {
     // export -> load -> export.
     let out1 = dir.join("out1.jsonl");
     let said = cli.ok(DataCmd::Export {
+        conn: conn(Output::Text),
         name: "items".into(),
         out: Some(out1.clone()),
     });
@@ -347,11 +347,13 @@ fn an_interrupted_load_resumes_and_exports_round_trip() {
     );
     cli.ok(create("copy"));
     cli.ok(DataCmd::Load {
+        conn: conn(Output::Text),
         name: "copy".into(),
         file: out1.clone(),
         format: None,
     });
     let out2 = cli.ok(DataCmd::Export {
+        conn: conn(Output::Text),
         name: "copy".into(),
         out: None,
     });
@@ -376,6 +378,7 @@ fn a_bad_record_stops_the_load_after_the_parts_before_it() {
         .run(
             Output::Text,
             DataCmd::Load {
+                conn: conn(Output::Text),
                 name: "csv".into(),
                 file: input.clone(),
                 format: None,

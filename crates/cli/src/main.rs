@@ -23,8 +23,6 @@ use std::process::ExitCode;
                   write the partitions directly."
 )]
 struct Cli {
-    #[command(flatten)]
-    conn: data::Conn,
     #[command(subcommand)]
     command: Command,
 }
@@ -51,7 +49,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a),
         Command::Sim(a) => swarm::run(a),
         Command::Bench(a) => bench::run(a),
-        Command::Data(c) => data::run(cli.conn, c),
+        Command::Data(c) => data::run(c),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
