@@ -21,13 +21,15 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Each PEM's principal is the self-authenticating principal of the public key openssl
+/// Each PEM's principal (SEC1 and PKCS#8 forms, as dfx and icp-cli write them) is the self-authenticating principal of the public key openssl
 /// derived from it (`*.pub.der`), and the identity signs with that key.
 #[test]
 fn identities_load_from_pem_files() {
     for (pem, der, sig_len) in [
         ("ed25519.pem", "ed25519.pub.der", 64),
         ("secp256k1.pem", "secp256k1.pub.der", 64),
+        // The same key as PKCS#8: the form `icp identity export` writes.
+        ("secp256k1.pkcs8.pem", "secp256k1.pub.der", 64),
         ("p256.pem", "p256.pub.der", 64),
     ] {
         let id = load_identity(&fixture(pem)).unwrap_or_else(|e| panic!("{pem}: {e}"));
