@@ -29,6 +29,12 @@ pub struct DemoArgs {
     /// End after the report instead of keeping the deployment running.
     #[arg(long)]
     pub no_serve: bool,
+    /// Where the IC HTTP interface listens after the report.
+    #[arg(long, default_value = "127.0.0.1:4950")]
+    pub listen: String,
+    /// Real time per simulated round while serving, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    pub round_ms: u64,
 }
 
 /// The demo's world configuration.
@@ -79,13 +85,15 @@ pub fn run(a: DemoArgs) -> Result<(), Failure> {
             r.rerun_command()
         )));
     }
-    if !a.no_serve {
-        println!(
-            "\nThe IC HTTP endpoint and the web dashboard are not built yet (see the README): \
-             nothing to serve. Use --no-serve to end right after the report."
-        );
+    if a.no_serve {
+        return Ok(());
     }
-    Ok(())
+    crate::serve::serve(
+        w,
+        &a.listen,
+        Duration::from_millis(a.round_ms.max(1)),
+        a.seed,
+    )
 }
 
 fn per(calls: u64, n: u64) -> String {

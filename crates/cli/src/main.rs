@@ -8,6 +8,9 @@ mod data_tests;
 mod demo;
 mod project;
 mod records;
+mod serve;
+#[cfg(test)]
+mod serve_tests;
 mod swarm;
 
 use clap::{Parser, Subcommand};

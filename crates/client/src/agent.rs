@@ -11,7 +11,10 @@
 //! - Networks: `ic` is mainnet (`https://icp-api.io`), `local` is icp-cli's local network
 //!   (`http://127.0.0.1:8000`; dfx's listens on 4943: pass its URL), anything else is a URL.
 //!   The root key is fetched from the network's status endpoint only for a network that is not
-//!   mainnet; mainnet's is the one built into ic-agent.
+//!   mainnet; mainnet's is the one built into ic-agent. A network whose status names it
+//!   `flotilla-demo` (the demo's endpoint, whose queries carry no node signatures) gets query
+//!   signature verification turned off; it is off mainnet, where the root key itself comes
+//!   from the same endpoint, so nothing is trusted that was not already.
 //! - Identities: PEM files as icp-cli (`icp identity export`) and dfx write them — Ed25519
 //!   (PKCS#8), secp256k1 and P-256 (SEC1 `EC PRIVATE KEY` or PKCS#8) — or the anonymous
 //!   principal. An encrypted PEM is refused with a message saying how to export a plain one.
@@ -35,6 +38,9 @@ use std::time::Duration;
 pub const MAINNET_URL: &str = "https://icp-api.io";
 /// icp-cli's local network (its implicit `local` network listens on port 8000).
 pub const LOCAL_URL: &str = "http://127.0.0.1:8000";
+
+/// How `flotilla demo`'s endpoint names itself in its status (`impl_version`).
+pub const DEMO_IMPL_VERSION: &str = "flotilla-demo";
 
 /// Where the deployment runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,15 +194,36 @@ impl AgentTransport {
         identity: Box<dyn Identity>,
         opts: AgentOptions,
     ) -> Result<AgentTransport, TransportError> {
-        let agent = Self::build(network, identity, opts)?;
-        if !network.is_mainnet() {
-            agent.fetch_root_key().await.map_err(|e| {
-                TransportError::new(
-                    RejectCode::Transport,
-                    format!("cannot reach {}: {e}", network.api_url()),
-                )
-            })?;
+        if network.is_mainnet() {
+            return Ok(AgentTransport {
+                agent: Self::build(network, identity, opts)?,
+            });
         }
+        // Off mainnet the root key comes from the network's status, which also says whether
+        // the network is `flotilla demo`: its queries carry no node signatures.
+        let probe = Self::build(network, anonymous(), opts)?;
+        let status = probe.status().await.map_err(|e| {
+            TransportError::new(
+                RejectCode::Transport,
+                format!("cannot reach {}: {e}", network.api_url()),
+            )
+        })?;
+        let root_key = status.root_key.clone().ok_or_else(|| {
+            TransportError::new(
+                RejectCode::SysFatal,
+                format!("{} gives no root key in its status", network.api_url()),
+            )
+        })?;
+        let demo = status
+            .impl_version
+            .as_deref()
+            .is_some_and(|v| v.starts_with(DEMO_IMPL_VERSION));
+        let opts = AgentOptions {
+            verify_query_signatures: opts.verify_query_signatures && !demo,
+            ..opts
+        };
+        let agent = Self::build(network, identity, opts)?;
+        agent.set_root_key(root_key);
         Ok(AgentTransport { agent })
     }
 

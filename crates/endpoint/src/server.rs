@@ -144,6 +144,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
         &Status {
             ic_api_version: "0.18.0",
             root_key: s.root.der(),
+            // Clients recognise the demo by this prefix (its queries are not node-signed).
             impl_version: concat!("flotilla-demo ", env!("CARGO_PKG_VERSION")),
             replica_health_status: "healthy",
         },

@@ -379,6 +379,16 @@ impl World {
         self.open_ended = on;
     }
 
+    /// After a finished run (its report taken), keeps the world going for calls from outside:
+    /// rounds advance again, timers (the index's tick, moves) run, the simulated users start
+    /// no new operations, and no end phase is entered.
+    pub fn keep_serving(&mut self) {
+        self.open_ended = true;
+        if self.phase == Phase::Done {
+            self.phase = Phase::Draining;
+        }
+    }
+
     /// Sends a call from outside the world (an ingress message or a query of `caller`), with
     /// the world's latencies and faults; its answer becomes available to
     /// [`World::take_reply`] with the returned ticket.
