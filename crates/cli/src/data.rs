@@ -230,7 +230,7 @@ fn bytes(conn: &Conn, s: &str, what: &str) -> Result<Vec<u8>, Failure> {
 /// A client error as one line, with what to do where that is clear.
 fn fail<E: Display>(what: &str, e: Error<E>) -> Failure {
     let hint = match &e {
-        Error::Refused(r) if r.to_string().contains("not authorized") => {
+        Error::Refused(r) if r.to_string().starts_with("the caller may not") => {
             "; pass --identity with the PEM of a principal allowed to do this"
         }
         Error::NotFound { .. } => "; `flotilla routes` lists the SubDBs",
@@ -242,6 +242,10 @@ fn fail<E: Display>(what: &str, e: Error<E>) -> Failure {
 }
 
 fn io(e: std::io::Error) -> Failure {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        // The reader went away (`flotilla scan ... | head`): nothing left to say.
+        std::process::exit(0);
+    }
     Failure(format!("cannot write the output: {e}"))
 }
 

@@ -70,6 +70,17 @@ impl Cli {
         }
     }
 
+    /// The same world, as another principal.
+    fn other_user(&self, n: u8) -> Cli {
+        let index = self.w.borrow().index_id();
+        let who = Principal::self_authenticating([n; 32]);
+        Cli {
+            w: self.w.clone(),
+            client: Client::new(SimTransport::new(self.w.clone(), who, [n; 32]), index),
+            seed: self.seed,
+        }
+    }
+
     fn ok(&self, cmd: DataCmd) -> String {
         let shown = format!("{cmd:?}");
         self.run(Output::Text, cmd)
@@ -238,6 +249,17 @@ fn every_data_command_works() {
     }))
     .unwrap();
     assert_eq!(stats_json["subdbs"], 2);
+
+    // Another principal may not read a private SubDB, and is told what to pass.
+    let stranger = cli.other_user(77);
+    let refused = stranger
+        .run(Output::Text, scan("notes", false, None, None, None))
+        .unwrap_err();
+    assert_eq!(
+        refused,
+        "scan notes: the caller may not read this SubDB; pass --identity with the PEM of a \
+         principal allowed to do this"
+    );
 
     assert_eq!(
         cli.ok(DataCmd::Drop {
