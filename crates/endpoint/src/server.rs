@@ -187,6 +187,52 @@ fn open(
     Ok((env, rid, sender, effective))
 }
 
+/// The method call a query or call envelope carries.
+struct Method {
+    canister_id: Principal,
+    method_name: String,
+    arg: Vec<u8>,
+}
+
+/// [`open`] for the query and call routes: the envelope must be of the route's kind.
+fn open_method(
+    id: &str,
+    body: &[u8],
+    want: Kind,
+) -> Result<(RequestId, Principal, Method), Response> {
+    let (env, rid, sender, _) = open(id, body)?;
+    match (want, env.content.into_owned()) {
+        (
+            Kind::Query,
+            EnvelopeContent::Query {
+                canister_id,
+                method_name,
+                arg,
+                ..
+            },
+        )
+        | (
+            Kind::Update,
+            EnvelopeContent::Call {
+                canister_id,
+                method_name,
+                arg,
+                ..
+            },
+        ) => Ok((
+            rid,
+            sender,
+            Method {
+                canister_id,
+                method_name,
+                arg,
+            },
+        )),
+        (Kind::Query, _) => Err(refuse(StatusCode::BAD_REQUEST, "not a query")),
+        (Kind::Update, _) => Err(refuse(StatusCode::BAD_REQUEST, "not a call")),
+    }
+}
+
 fn reject_code(code: u64) -> RejectCode {
     RejectCode::try_from(code).unwrap_or(RejectCode::CanisterError)
 }
@@ -196,18 +242,17 @@ async fn query(
     Path((_version, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let (env, _rid, sender, _) = match open(&id, &body) {
+    let (
+        _rid,
+        sender,
+        Method {
+            canister_id,
+            method_name,
+            arg,
+        },
+    ) = match open_method(&id, &body, Kind::Query) {
         Ok(x) => x,
         Err(r) => return r,
-    };
-    let EnvelopeContent::Query {
-        canister_id,
-        method_name,
-        arg,
-        ..
-    } = env.content.into_owned()
-    else {
-        return refuse(StatusCode::BAD_REQUEST, "not a query");
     };
     let answer = s
         .backend
@@ -235,18 +280,17 @@ async fn call(
     Path((version, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let (env, rid, sender, _) = match open(&id, &body) {
+    let (
+        rid,
+        sender,
+        Method {
+            canister_id,
+            method_name,
+            arg,
+        },
+    ) = match open_method(&id, &body, Kind::Update) {
         Ok(x) => x,
         Err(r) => return r,
-    };
-    let EnvelopeContent::Call {
-        canister_id,
-        method_name,
-        arg,
-        ..
-    } = env.content.into_owned()
-    else {
-        return refuse(StatusCode::BAD_REQUEST, "not a call");
     };
     let seen = {
         let mut reqs = s.requests.lock().expect("requests lock");
