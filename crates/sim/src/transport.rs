@@ -67,10 +67,16 @@ pub struct Reply {
 
 impl Future for Reply {
     type Output = Result<Vec<u8>, TransportError>;
-    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.world.borrow_mut().take_reply(self.ticket) {
             Some(r) => Poll::Ready(r),
-            None => Poll::Pending,
+            None => {
+                // Nothing in the world wakes a task: ask to be polled again after the next
+                // round. Combinators that poll only woken futures (`join_all` of more than 30,
+                // `FuturesUnordered`) would otherwise never look at this one again.
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
         }
     }
 }
@@ -83,10 +89,12 @@ pub struct Until {
 
 impl Future for Until {
     type Output = ();
-    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if self.world.borrow().round() >= self.round {
             Poll::Ready(())
         } else {
+            // As for `Reply`: polled again after the next round.
+            cx.waker().wake_by_ref();
             Poll::Pending
         }
     }
