@@ -15,7 +15,9 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 /// A world shared by transports and the driver.
@@ -68,13 +70,13 @@ pub struct Reply {
 impl Future for Reply {
     type Output = Result<Vec<u8>, TransportError>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.world.borrow_mut().take_reply(self.ticket) {
+        let answer = self.world.borrow_mut().take_reply(self.ticket);
+        match answer {
             Some(r) => Poll::Ready(r),
             None => {
-                // Nothing in the world wakes a task: ask to be polled again after the next
-                // round. Combinators that poll only woken futures (`join_all` of more than 30,
-                // `FuturesUnordered`) would otherwise never look at this one again.
-                cx.waker().wake_by_ref();
+                // Woken after the next round: combinators that poll only woken futures
+                // (`join_all` of more than 30, `FuturesUnordered`) look at it again then.
+                self.world.borrow_mut().park(cx.waker());
                 Poll::Pending
             }
         }
@@ -93,8 +95,8 @@ impl Future for Until {
         if self.world.borrow().round() >= self.round {
             Poll::Ready(())
         } else {
-            // As for `Reply`: polled again after the next round.
-            cx.waker().wake_by_ref();
+            // As for `Reply`: woken after the next round.
+            self.world.borrow_mut().park(cx.waker());
             Poll::Pending
         }
     }
@@ -141,29 +143,63 @@ pub struct Stalled {
     pub round: u64,
 }
 
+/// Records that a task was woken.
+struct Flag(AtomicBool);
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Polls of one round after which the world steps even if tasks keep waking each other.
+const MAX_POLLS_PER_ROUND: u32 = 10_000;
+
 /// Runs `fut` to completion, stepping `world` one round each time it cannot progress, for
 /// at most `max_rounds` rounds. Returns the output and the rounds it took.
+///
+/// Within a round, `fut` is polled again as long as a poll woke some task (a combinator's
+/// child became ready); then the world steps and every task parked on it is woken, so each
+/// waiting operation is looked at once per round, however many run side by side.
 pub fn block_on<F: Future>(
     world: &SharedWorld,
     max_rounds: u64,
     fut: F,
 ) -> Result<(F::Output, u64), Stalled> {
     let mut fut = pin!(fut);
-    let mut cx = Context::from_waker(Waker::noop());
+    let flag = Arc::new(Flag(AtomicBool::new(false)));
+    let waker = Waker::from(flag.clone());
+    let mut cx = Context::from_waker(&waker);
     let start = world.borrow().round();
+    let mut polls = 0u32;
     loop {
+        flag.0.store(false, Ordering::SeqCst);
         if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
             let took = world.borrow().round() - start;
             return Ok((v, took));
         }
-        let mut w = world.borrow_mut();
-        let before = w.round();
-        if before - start >= max_rounds {
-            return Err(Stalled { round: before });
+        polls += 1;
+        if flag.0.load(Ordering::SeqCst) && polls < MAX_POLLS_PER_ROUND {
+            continue;
         }
-        w.step();
-        if w.round() == before {
-            return Err(Stalled { round: before });
+        polls = 0;
+        let parked = {
+            let mut w = world.borrow_mut();
+            let before = w.round();
+            if before - start >= max_rounds {
+                return Err(Stalled { round: before });
+            }
+            w.step();
+            if w.round() == before {
+                return Err(Stalled { round: before });
+            }
+            w.take_parked()
+        };
+        for t in parked {
+            t.wake();
         }
     }
 }

@@ -204,6 +204,8 @@ pub struct World {
     pub(crate) call_log: VecDeque<String>,
     /// Answers to calls from outside the world, by ticket, until taken.
     pub(crate) external: BTreeMap<u64, ClientReply>,
+    /// Tasks waiting on the world, woken by the driver after the next round.
+    pub(crate) parked: Vec<std::task::Waker>,
     next_ticket: u64,
     /// The world never ends by itself (a demo or a transport drives it).
     open_ended: bool,
@@ -324,6 +326,7 @@ impl World {
             call_log: VecDeque::new(),
             verbose: false,
             external: BTreeMap::new(),
+            parked: Vec::new(),
             next_ticket: 0,
             open_ended: false,
         };
@@ -408,6 +411,17 @@ impl World {
             MethodKind::Update => self.send_ingress(from, caller, canister, method, arg),
         }
         t
+    }
+
+    /// Parks a task waiting on the world (an answer, a round): whoever steps the world wakes
+    /// it after the next round ([`World::take_parked`]).
+    pub fn park(&mut self, waker: &std::task::Waker) {
+        self.parked.push(waker.clone());
+    }
+
+    /// The tasks parked since the last call, to wake after a round.
+    pub fn take_parked(&mut self) -> Vec<std::task::Waker> {
+        std::mem::take(&mut self.parked)
     }
 
     /// The answer to an outside call, once it has arrived.
