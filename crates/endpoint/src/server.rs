@@ -5,7 +5,7 @@
 //! | `GET /api/v2/status` | CBOR status with the root key |
 //! | `POST /api/v2,v3/canister/<id>/query` | a query, answered unsigned (no node signatures) |
 //! | `POST /api/v2/canister/<id>/call` | an update, accepted (202), answered through `read_state` |
-//! | `POST /api/v3,v4/canister/<id>/call` | an update, answered synchronously with a certificate of its `request_status` (202 if it takes longer than [`SYNC_WAIT`]) |
+//! | `POST /api/v3,v4/canister/<id>/call` | an update, answered synchronously with a certificate of its `request_status` (202 if it takes longer than [`SYNC_WAIT`], or if it is a replay of a request still running) |
 //! | `POST /api/v2,v3/canister/<id>/read_state` | a certificate of `time` and of the `request_status` of the caller's own requests |
 //!
 //! Every request is authenticated ([`crate::auth`]) before anything runs. A call whose request
@@ -292,64 +292,57 @@ async fn call(
         Ok(x) => x,
         Err(r) => return r,
     };
-    let seen = {
+    let recorded = {
         let mut reqs = s.requests.lock().expect("requests lock");
-        match reqs.by_id.get(&rid) {
-            Some((_, st)) => Some(st.clone()),
-            None => {
-                reqs.insert(rid, sender, Status::Processing);
-                None
+        let recorded = reqs.by_id.get(&rid).map(|(_, st)| st.clone());
+        if recorded.is_none() {
+            reqs.insert(rid, sender, Status::Processing);
+        }
+        recorded
+    };
+    let done = match recorded {
+        // A replay: answered from the recorded status, never run again.
+        Some(st) => st,
+        None => {
+            // Runs to its end whether or not this HTTP request waits for it: dropping the
+            // handle on a timeout leaves the task running.
+            let shared = s.clone();
+            let answer = s
+                .backend
+                .call(sender, canister_id, method_name, Kind::Update, arg);
+            let task = tokio::spawn(async move {
+                let st = match answer.await {
+                    Ok(reply) => Status::Replied(reply),
+                    Err(r) => Status::Rejected {
+                        code: r.code,
+                        message: r.message,
+                    },
+                };
+                shared
+                    .requests
+                    .lock()
+                    .expect("requests lock")
+                    .insert(rid, sender, st.clone());
+                st
+            });
+            if version == "v2" {
+                return StatusCode::ACCEPTED.into_response();
+            }
+            match tokio::time::timeout(SYNC_WAIT, task).await {
+                Ok(Ok(st)) => st,
+                // Still running (or the task failed): the caller polls `read_state`.
+                _ => Status::Processing,
             }
         }
     };
-    if seen.is_none() {
-        // Runs to its end whether or not this HTTP request waits for it.
-        let shared = s.clone();
-        let answer = s
-            .backend
-            .call(sender, canister_id, method_name, Kind::Update, arg);
-        tokio::spawn(async move {
-            let st = match answer.await {
-                Ok(reply) => Status::Replied(reply),
-                Err(r) => Status::Rejected {
-                    code: r.code,
-                    message: r.message,
-                },
-            };
-            shared
-                .requests
-                .lock()
-                .expect("requests lock")
-                .insert(rid, sender, st);
-        });
-    }
-    if version == "v2" {
+    if version == "v2" || done == Status::Processing {
         return StatusCode::ACCEPTED.into_response();
     }
-    let deadline = tokio::time::Instant::now() + SYNC_WAIT;
-    loop {
-        let st = s
-            .requests
-            .lock()
-            .expect("requests lock")
-            .by_id
-            .get(&rid)
-            .map(|e| e.1.clone());
-        match st {
-            Some(Status::Processing) | None => {}
-            Some(done) => {
-                let cert = s.root.certify(state_tree(now_ns(), &[(rid, done)]));
-                return cbor(
-                    StatusCode::OK,
-                    &TransportCallResponse::Replied { certificate: cert },
-                );
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return StatusCode::ACCEPTED.into_response();
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let cert = s.root.certify(state_tree(now_ns(), &[(rid, done)]));
+    cbor(
+        StatusCode::OK,
+        &TransportCallResponse::Replied { certificate: cert },
+    )
 }
 
 async fn read_state(
