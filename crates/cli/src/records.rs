@@ -142,6 +142,8 @@ pub struct FileCheckpoint {
     path: PathBuf,
     load_id: String,
     outer: String,
+    /// The progress read at `open` (of this load), then the last saved.
+    progress: Progress,
 }
 
 impl FileCheckpoint {
@@ -150,10 +152,11 @@ impl FileCheckpoint {
     pub fn open(input: &Path, outer: &str, load_id: &[u8]) -> Result<FileCheckpoint, String> {
         let mut name = input.as_os_str().to_owned();
         name.push(".flotilla-load");
-        let cp = FileCheckpoint {
+        let mut cp = FileCheckpoint {
             path: PathBuf::from(name),
             load_id: hex::encode(load_id),
             outer: outer.to_string(),
+            progress: Progress::default(),
         };
         if let Some(s) = cp.read()? {
             if s.load_id != cp.load_id || s.outer_key != cp.outer {
@@ -164,6 +167,10 @@ impl FileCheckpoint {
                     s.outer_key
                 ));
             }
+            cp.progress = Progress {
+                parts: s.parts,
+                records: s.records,
+            };
         }
         Ok(cp)
     }
@@ -193,13 +200,7 @@ impl FileCheckpoint {
 
 impl Checkpoint for FileCheckpoint {
     fn load(&mut self) -> Progress {
-        match self.read() {
-            Ok(Some(s)) => Progress {
-                parts: s.parts,
-                records: s.records,
-            },
-            _ => Progress::default(),
-        }
+        self.progress
     }
 
     fn save(&mut self, p: Progress) -> std::io::Result<()> {
@@ -212,7 +213,9 @@ impl Checkpoint for FileCheckpoint {
         let mut tmp = self.path.as_os_str().to_owned();
         tmp.push(".tmp");
         std::fs::write(&tmp, serde_json::to_vec(&s)?)?;
-        std::fs::rename(&tmp, &self.path)
+        std::fs::rename(&tmp, &self.path)?;
+        self.progress = p;
+        Ok(())
     }
 }
 
