@@ -242,11 +242,6 @@ impl AgentTransport {
             .map_err(|e| TransportError::new(RejectCode::SysFatal, e.to_string()))
     }
 
-    /// A transport over an agent built elsewhere.
-    pub fn from_agent(agent: Agent) -> AgentTransport {
-        AgentTransport { agent }
-    }
-
     /// The principal requests are signed as.
     pub fn principal(&self) -> Principal {
         self.agent

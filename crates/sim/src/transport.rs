@@ -70,13 +70,13 @@ pub struct Reply {
 impl Future for Reply {
     type Output = Result<Vec<u8>, TransportError>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let answer = self.world.borrow_mut().take_reply(self.ticket);
-        match answer {
+        let mut world = self.world.borrow_mut();
+        match world.take_reply(self.ticket) {
             Some(r) => Poll::Ready(r),
             None => {
                 // Woken after the next round: combinators that poll only woken futures
                 // (`join_all` of more than 30, `FuturesUnordered`) look at it again then.
-                self.world.borrow_mut().park(cx.waker());
+                world.park(cx.waker());
                 Poll::Pending
             }
         }
