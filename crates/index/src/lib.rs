@@ -866,14 +866,19 @@ impl<M: Memory> Index<M> {
         }) {
             return Some(*id);
         }
-        let (id, mut rec) = parts
+        let (id, rec) = parts
             .into_iter()
             .find(|(_, r)| r.state == PartitionState::Spare)?;
+        self.promote_spare(env, id, rec);
+        Some(id)
+    }
+
+    /// Makes spare `id` active and the newest partition.
+    pub(crate) fn promote_spare(&mut self, env: &Env, id: Principal, mut rec: PartitionRecord) {
         rec.state = PartitionState::Active;
         rec.seq = self.bump_partition_seq();
         rec.stats_at = rec.stats_at.min(env.now);
         self.registry.insert(id, rec);
-        Some(id)
     }
 
     fn bump_partition_seq(&mut self) -> u64 {

@@ -126,19 +126,34 @@ impl<M: Memory> Index<M> {
             return vec![];
         };
         let Some(target) = self.newest_with_room(env, Some(partition), bytes) else {
-            // No room anywhere: make sure a partition is on its way.
-            if self.jobs.is_empty() && self.cfg().wasm.is_some() {
-                self.new_job();
-            }
+            self.ensure_partition_coming();
             return vec![];
         };
-        let mut n = 0;
-        self.update_cfg(|c| {
-            n = c.next_call_id;
-        });
+        self.start_move(env, &outer_key, source, target, bytes)
+    }
+
+    /// No partition has room for a move: make sure one is on its way (started by the next
+    /// `tick`), so a later attempt finds it.
+    fn ensure_partition_coming(&mut self) {
+        if self.jobs.is_empty() && self.cfg().wasm.is_some() {
+            self.new_job();
+        }
+    }
+
+    /// Records a move of `outer_key` from `source` to `target`, reserves `bytes` on the
+    /// target until its next stats, and returns the move's first call.
+    fn start_move(
+        &mut self,
+        env: &Env,
+        outer_key: &str,
+        source: InnerKey,
+        target: Principal,
+        bytes: u64,
+    ) -> Vec<Call> {
+        let n = self.cfg().next_call_id;
         let op = Sha256::digest([outer_key.as_bytes(), &n.to_le_bytes()].concat());
         self.moves.insert(
-            outer_key.clone(),
+            outer_key.to_string(),
             MoveRecord {
                 source,
                 target,
@@ -154,12 +169,11 @@ impl<M: Memory> Index<M> {
                 failures: None,
             },
         );
-        // Reserve the room on the target until its next stats.
         if let Some(mut rec) = self.registry.get(&target) {
             rec.bytes = rec.bytes.saturating_add(bytes);
             self.registry.insert(target, rec);
         }
-        self.drive_move(&outer_key)
+        self.drive_move(outer_key)
     }
 
     fn move_call(
