@@ -8,8 +8,8 @@ use flotilla_index::calls::{Call, CallResult, Reject, Sender};
 use flotilla_index::{Env, Finished, Index, Step};
 use flotilla_types::index::{
     AdminError, CancelMoveError, CreateError, CreateRequest, DeleteRequest,
-    DeleteSubDbRequestError, IndexInit, IndexStats, MoveInfo, RouteError, RoutesPage,
-    RoutesRequest, UploadProgress, UploadWasmError, WasmChunk,
+    DeleteSubDbRequestError, IndexInit, IndexStats, MoveInfo, MoveRequest, MoveSubDbError,
+    RouteError, RoutesPage, RoutesRequest, UploadProgress, UploadWasmError, WasmChunk,
 };
 use flotilla_types::InnerKey;
 use ic_cdk::call::{Call as IcCall, CallErrorExt};
@@ -179,6 +179,15 @@ fn upload_partition_wasm_chunk(chunk: WasmChunk) -> Result<UploadProgress, Uploa
 #[ic_cdk::query]
 fn list_moves() -> Vec<MoveInfo> {
     with(|i| i.list_moves())
+}
+
+/// Starts moving one SubDB (admins only), to the partition named or, without one, where the
+/// index's own moves would go; answers the target.
+#[ic_cdk::update]
+fn move_subdb(req: MoveRequest) -> Result<Principal, MoveSubDbError> {
+    let (target, calls) = with(|i| i.move_subdb(&env(), &req))?;
+    dispatch(calls);
+    Ok(target)
 }
 
 /// Calls a move off (admins only): the source resumes writes and drops its change log, the

@@ -15,8 +15,8 @@ use flotilla_types::dispatch::{
 };
 use flotilla_types::index::{
     AdminError, CancelMoveError, CreateError, CreateRequest, DeleteRequest,
-    DeleteSubDbRequestError, IndexStats, MoveInfo, RouteError, RoutesPage, RoutesRequest,
-    UploadProgress, UploadWasmError, WasmChunk,
+    DeleteSubDbRequestError, IndexStats, MoveInfo, MoveRequest, MoveSubDbError, RouteError,
+    RoutesPage, RoutesRequest, UploadProgress, UploadWasmError, WasmChunk,
 };
 use flotilla_types::InnerKey;
 use ic_stable_structures::Memory;
@@ -98,6 +98,11 @@ pub fn methods() -> Vec<MethodSig> {
         vec![type_of::<Result<(), DeleteSubDbRequestError>>],
     ));
     m.push(update(
+        "move_subdb",
+        vec![type_of::<MoveRequest>],
+        vec![type_of::<Result<candid::Principal, MoveSubDbError>>],
+    ));
+    m.push(update(
         "cancel_move",
         vec![type_of::<String>],
         vec![type_of::<Result<(), CancelMoveError>>],
@@ -113,7 +118,7 @@ pub fn methods() -> Vec<MethodSig> {
 /// The kind of `method`, if the index has it.
 pub fn method_kind(method: &str) -> Option<MethodKind> {
     match method {
-        "create_subdb" | "delete_subdb" | "cancel_move" | "run_housekeeping" => {
+        "create_subdb" | "delete_subdb" | "move_subdb" | "cancel_move" | "run_housekeeping" => {
             Some(MethodKind::Update)
         }
         _ => plain_method_kind(method),
@@ -145,6 +150,17 @@ pub fn update<M: Memory>(
         "delete_subdb" => {
             let (req,): (DeleteRequest,) = decode_args(method, arg)?;
             awaiting(index.delete_subdb(env, req), Pending::Delete)
+        }
+        "move_subdb" => {
+            let (req,): (MoveRequest,) = decode_args(method, arg)?;
+            let (reply, calls) = match index.move_subdb(env, &req) {
+                Ok((target, calls)) => (Ok(target), calls),
+                Err(e) => (Err::<candid::Principal, MoveSubDbError>(e), vec![]),
+            };
+            Outcome::Reply {
+                reply: encode_args((reply,)),
+                calls,
+            }
         }
         "cancel_move" => {
             let (key,): (String,) = decode_args(method, arg)?;

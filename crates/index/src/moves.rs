@@ -1,7 +1,8 @@
 //! Live SubDB moves, driven by the index as a persisted state machine.
 //!
 //! A partition whose stats show it over the move cap sheds its largest SubDB to the newest
-//! partition with room (else a spare, else one created for it). The move:
+//! partition with room (else a spare, else one created for it); an admin can also move one
+//! SubDB on request (`move_subdb`). Both start the same way (`start_move`). The move:
 //!
 //! 1. `begin_import` on the target (idempotent by the move's op id) → an invisible SubDB;
 //! 2. `begin_export` on the source: from now on it logs changes to what the copy passed;
@@ -24,7 +25,9 @@ use crate::calls::{Call, CallResult, Request, Response};
 use crate::records::*;
 use crate::{Env, Index};
 use candid::Principal;
-use flotilla_types::index::{CancelMoveError, MoveInfo};
+use flotilla_types::index::{
+    CancelMoveError, MoveInfo, MoveRequest, MoveSubDbError, PartitionState,
+};
 use flotilla_types::limits::{MAX_MOVE_FAILURES, REPLY_BUDGET_BYTES};
 use flotilla_types::partition::{
     BeginExportArgs, BeginImportArgs, ExportArgs, ExportDeltaArgs, HousekeepingError,
@@ -34,6 +37,7 @@ use flotilla_types::{ImportError, InnerKey, OpId};
 use ic_stable_structures::Memory;
 use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
 
 /// Byte budget of one move chunk.
 pub const MOVE_CHUNK_BUDGET: u64 = REPLY_BUDGET_BYTES as u64;
@@ -106,6 +110,7 @@ impl<M: Memory> Index<M> {
         {
             return vec![];
         }
+        let in_flight = self.move_calls_in_flight();
         let candidate = stats
             .subdbs
             .iter()
@@ -116,9 +121,8 @@ impl<M: Memory> Index<M> {
                 };
                 let outer = self.reverse.get(&reverse_key(&inner))?;
                 let entry = self.directory.get(&outer)?;
-                let movable = entry.state == DirState::Live
-                    && entry.inner() == inner
-                    && !self.pending.contains_key(&outer);
+                let movable =
+                    entry.inner() == inner && self.may_start_move(&outer, &entry, &in_flight);
                 movable.then_some((s.bytes, outer, inner))
             })
             .max_by_key(|(bytes, outer, _)| (*bytes, std::cmp::Reverse(outer.clone())));
@@ -130,6 +134,82 @@ impl<M: Memory> Index<M> {
             return vec![];
         };
         self.start_move(env, &outer_key, source, target, bytes)
+    }
+
+    /// Moves one SubDB on an admin's request, to `req.target` or, without one, to the
+    /// partition the index's own moves would choose. Returns the target and the move's first
+    /// call. The index keeps no per-SubDB sizes, so the move records (and reserves on the
+    /// target) 0 bytes; the target's next stats count what arrived.
+    pub fn move_subdb(
+        &mut self,
+        env: &Env,
+        req: &MoveRequest,
+    ) -> Result<(Principal, Vec<Call>), MoveSubDbError> {
+        use MoveSubDbError as E;
+        if !self.is_admin(&env.caller) {
+            return Err(E::NotAuthorized);
+        }
+        let Some(entry) = self.directory.get(&req.outer_key) else {
+            return Err(E::UnknownOuterKey);
+        };
+        if self.is_moving(&req.outer_key) {
+            return Err(E::AlreadyMoving);
+        }
+        if !self.may_start_move(&req.outer_key, &entry, &self.move_calls_in_flight()) {
+            return Err(E::Busy);
+        }
+        let source = entry.inner();
+        let bytes = 0;
+        let target = match req.target {
+            Some(t) if t == source.partition => return Err(E::SameAsSource),
+            Some(t) => {
+                let rec = self.registry.get(&t).ok_or(E::UnknownPartition)?;
+                match rec.state {
+                    PartitionState::Full => return Err(E::TargetFull),
+                    PartitionState::Spare => self.promote_spare(env, t, rec),
+                    PartitionState::Active => {}
+                }
+                t
+            }
+            None => match self.newest_with_room(env, Some(source.partition), bytes) {
+                Some(t) => t,
+                None => {
+                    self.ensure_partition_coming();
+                    return Err(E::NoTarget);
+                }
+            },
+        };
+        Ok((
+            target,
+            self.start_move(env, &req.outer_key, source, target, bytes),
+        ))
+    }
+
+    /// Whether a move of `outer_key` (not moving now) may start: the SubDB is live, no create
+    /// or delete of it is pending, and no call of an earlier move of it is in flight
+    /// (`in_flight`, from [`Self::move_calls_in_flight`]): its reply would be taken for the
+    /// new move's, whose target may differ.
+    fn may_start_move(
+        &self,
+        outer_key: &str,
+        entry: &DirEntry,
+        in_flight: &BTreeSet<String>,
+    ) -> bool {
+        entry.state == DirState::Live
+            && !self.pending.contains_key(&outer_key.to_string())
+            && !in_flight.contains(outer_key)
+    }
+
+    /// The outer keys with a move call in flight (moving now, or called off while a call was
+    /// out).
+    fn move_calls_in_flight(&self) -> BTreeSet<String> {
+        self.inflight
+            .iter()
+            .filter_map(|e| match e.value() {
+                Purpose::Move { outer_key, .. } => Some(outer_key),
+                _ => None,
+            })
+            .collect()
     }
 
     /// No partition has room for a move: make sure one is on its way (started by the next

@@ -425,7 +425,9 @@ pub struct MoveRecord {
     /// Newest change the target applied.
     pub ack: u64,
     pub delta_rounds: u32,
-    /// Bytes of the SubDB when the move began (registry estimate).
+    /// Bytes of the SubDB when the move began, from its partition's stats (0 for a move an
+    /// admin started: the index keeps no per-SubDB sizes); reserved on the target until its
+    /// next stats.
     pub bytes: u64,
     pub started_at: u64,
     /// Consecutive failed calls; reset by every call that succeeds. (Optional so records

@@ -1147,3 +1147,6 @@ fn a_reused_create_op_id_cannot_route_two_names_to_one_subdb() {
     );
     assert!(second.op_id.validate().is_ok());
 }
+
+#[path = "tests_moves.rs"]
+mod moves;

@@ -149,7 +149,8 @@ pub struct MoveInfo {
     pub failures: u32,
     /// Chunks applied by the target so far.
     pub chunks: u64,
-    /// Size of the SubDB when the move began.
+    /// Size of the SubDB when the move began, from its partition's stats; 0 for a move an
+    /// admin started with `move_subdb` (the index keeps no per-SubDB sizes).
     pub bytes: u64,
     pub started_at: u64,
 }
@@ -219,4 +220,39 @@ pub enum CancelMoveError {
         "the source is released and the directory routes to the target: the move can only complete"
     )]
     TooLate,
+}
+
+/// Argument of `move_subdb`: an admin asks the index to move one SubDB now.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct MoveRequest {
+    pub outer_key: String,
+    /// The partition to move it to: a registered partition other than the SubDB's own, not
+    /// `Full` (a spare is promoted to active). Without one, the index chooses as for its own
+    /// moves: the newest active partition with room, else a spare.
+    pub target: Option<Principal>,
+}
+
+/// The error of `move_subdb` (an admin starts a move).
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Error)]
+pub enum MoveSubDbError {
+    #[error("only an admin may do this")]
+    NotAuthorized,
+    #[error("no SubDB has this outer key")]
+    UnknownOuterKey,
+    #[error("the SubDB is being moved already")]
+    AlreadyMoving,
+    /// Being created or deleted, or a call of an earlier (called-off) move of it is still in
+    /// flight.
+    #[error("the SubDB is busy (being created or deleted, or a call of an earlier move of it is in flight); retry shortly")]
+    Busy,
+    #[error("the target is not a partition of this index")]
+    UnknownPartition,
+    #[error("the target is the partition the SubDB is on")]
+    SameAsSource,
+    /// The target is over the move cap and takes no SubDBs.
+    #[error("the target partition is full")]
+    TargetFull,
+    /// No active partition has room and no spare is ready; a partition is being created.
+    #[error("no partition has room yet; one is being created, retry shortly")]
+    NoTarget,
 }
