@@ -10,7 +10,9 @@ use flotilla_index::{Env, Index, Step};
 use flotilla_partition::dispatch::{self, Ctx};
 use flotilla_partition::Partition;
 use flotilla_store::Config;
-use flotilla_types::index::{CreateRequest, IndexInit, WasmChunk};
+use flotilla_types::index::{
+    CreateRequest, IndexInit, MoveRequest, MoveSubDbError, PartitionState, WasmChunk,
+};
 use flotilla_types::partition::{DeleteSubDbArgs, GetArgs, PartitionInit, PutArgs, SetAccessArgs};
 use flotilla_types::{GetError, InnerKey, OpId, PutError};
 use ic_stable_structures::memory_manager::{MemoryManager, VirtualMemory};
@@ -524,7 +526,13 @@ fn a_200_mib_subdb_moves_in_full_chunks_with_a_short_pause() {
 
 /// A net with SubDBs "small" and "big" (400 × 20 KB) on one partition, over its 6 MB cap.
 fn loaded() -> (Net, InnerKey) {
-    let mut net = Net::new(6_000_000);
+    loaded_with_cap(6_000_000)
+}
+
+/// "small" and "big" (400 × 20 KB, value `[i; 20_000]` at key `i`) on one partition under
+/// `move_cap`; no spare is left (the first one took them).
+fn loaded_with_cap(move_cap: u64) -> (Net, InnerKey) {
+    let mut net = Net::new(move_cap);
     for _ in 0..3 {
         net.round(None);
     }
@@ -795,4 +803,157 @@ fn an_admin_cancels_a_move() {
     net.put(&mut c, "big", b"after", b"ok", 99_999).unwrap();
     assert_eq!(net.get("big", &9u32.to_be_bytes()), Some(vec![9u8; 20_000]));
     assert!(!net.parts[&big.partition].1.store().is_exporting(big.subdb));
+}
+
+// ---- moves an admin starts (`move_subdb`) ------------------------------------------------
+
+/// A cap the index's own moves never reach: only `move_subdb` moves anything.
+const NO_CAP: u64 = 1 << 40;
+
+fn move_req(key: &str, target: Option<Principal>) -> MoveRequest {
+    MoveRequest {
+        outer_key: key.into(),
+        target,
+    }
+}
+
+/// Runs rounds until a spare partition is ready; returns it.
+fn spare(net: &mut Net) -> Principal {
+    for _ in 0..10 {
+        let spare = net
+            .index
+            .stats()
+            .partitions
+            .into_iter()
+            .find(|p| p.state == PartitionState::Spare);
+        if let Some(s) = spare {
+            return s.id;
+        }
+        net.round(None);
+    }
+    panic!("no spare partition");
+}
+
+/// Runs the move of "big" (from `big` to `target`) to its end while a writer keeps writing,
+/// then checks: the directory routes to `target`, every acknowledged write is there, the
+/// source answers `Moved`, "small" stayed home.
+fn finish_admin_move(net: &mut Net, big: InnerKey, target: Principal) {
+    let mut model: BTreeMap<Vec<u8>, Vec<u8>> = (0..400u32)
+        .map(|i| (i.to_be_bytes().to_vec(), vec![i as u8; 20_000]))
+        .collect();
+    let mut cache = big;
+    let mut op = 50_000u64;
+    for r in 0..300u32 {
+        net.round(None);
+        let (k, v) = (
+            ((r * 7) % 450).to_be_bytes().to_vec(),
+            format!("r{r}").into_bytes(),
+        );
+        match net.put(&mut cache, "big", &k, &v, op) {
+            Ok(()) => {
+                model.insert(k, v);
+                op += 1;
+            }
+            Err(PutError::WritesPaused) => {}
+            Err(e) => panic!("write failed: {e:?}"),
+        }
+        if net.index.moves().is_empty() && net.queue.is_empty() {
+            break;
+        }
+    }
+    assert!(net.index.moves().is_empty(), "the move did not end");
+    let home = net.route("big");
+    assert_eq!(home.partition, target);
+    net.put(&mut cache, "big", b"after", b"ok", op).unwrap();
+    model.insert(b"after".to_vec(), b"ok".to_vec());
+    for (k, v) in &model {
+        assert_eq!(net.get("big", k).as_ref(), Some(v), "key {k:?}");
+    }
+    let stats = net.parts[&target].1.store().stats(home.subdb).unwrap();
+    assert_eq!(stats.items, model.len() as u64);
+    let stale = GetArgs {
+        subdb: big.subdb,
+        key: ByteBuf::from(vec![0]),
+    };
+    let src = &net.parts[&big.partition].1;
+    assert_eq!(src.get(p(OWNER), &stale), Err(GetError::Moved { to: home }));
+    assert_eq!(net.route("small").partition, big.partition);
+}
+
+/// An admin moves a SubDB without naming a target: with no partition but its own, the index
+/// answers `NoTarget` and starts one; once it is ready, the move goes there and completes.
+#[test]
+fn an_admin_moves_a_subdb_where_the_index_chooses() {
+    let (mut net, big) = loaded_with_cap(NO_CAP);
+    let owner = net.env(p(OWNER));
+    assert_eq!(
+        net.index.move_subdb(&owner, &move_req("big", None)),
+        Err(MoveSubDbError::NotAuthorized)
+    );
+    let admin = net.env(p(ADMIN));
+    assert_eq!(
+        net.index.move_subdb(&admin, &move_req("big", None)),
+        Err(MoveSubDbError::NoTarget)
+    );
+    assert_eq!(net.index.stats().partitions_being_created, 1);
+    let spare = spare(&mut net);
+    let admin = net.env(p(ADMIN));
+    let (target, calls) = net
+        .index
+        .move_subdb(&admin, &move_req("big", None))
+        .unwrap();
+    assert_eq!(target, spare);
+    net.queue.extend(calls);
+    assert_eq!(
+        net.index.move_subdb(&admin, &move_req("big", None)),
+        Err(MoveSubDbError::AlreadyMoving)
+    );
+    finish_admin_move(&mut net, big, target);
+}
+
+/// An admin moves a SubDB to the partition they name; its own partition is refused.
+#[test]
+fn an_admin_moves_a_subdb_to_the_partition_named() {
+    let (mut net, big) = loaded_with_cap(NO_CAP);
+    let spare = spare(&mut net);
+    let admin = net.env(p(ADMIN));
+    assert_eq!(
+        net.index
+            .move_subdb(&admin, &move_req("big", Some(big.partition))),
+        Err(MoveSubDbError::SameAsSource)
+    );
+    let (target, calls) = net
+        .index
+        .move_subdb(&admin, &move_req("big", Some(spare)))
+        .unwrap();
+    assert_eq!(target, spare);
+    net.queue.extend(calls);
+    finish_admin_move(&mut net, big, spare);
+}
+
+/// A move an admin started is called off like any other: the SubDB stays home and writable,
+/// the target's partial import is reclaimed.
+#[test]
+fn an_admin_cancels_a_move_an_admin_started() {
+    let (mut net, big) = loaded_with_cap(NO_CAP);
+    let spare = spare(&mut net);
+    let admin = net.env(p(ADMIN));
+    let (_, calls) = net
+        .index
+        .move_subdb(&admin, &move_req("big", Some(spare)))
+        .unwrap();
+    net.queue.extend(calls);
+    run_move_with(&mut net, "copy", |net| {
+        let env = net.env(p(ADMIN));
+        let calls = net.index.cancel_move(&env, "big").unwrap();
+        net.queue.extend(calls);
+    });
+    assert_eq!(net.route("big"), big);
+    let mut c = big;
+    net.put(&mut c, "big", b"after", b"ok", 99_999).unwrap();
+    assert_eq!(net.get("big", &9u32.to_be_bytes()), Some(vec![9u8; 20_000]));
+    assert!(!net.parts[&big.partition].1.store().is_exporting(big.subdb));
+    let t = &mut net.parts.get_mut(&spare).unwrap().1;
+    while t.housekeep(1_000) > 0 {}
+    assert_eq!(t.store().totals().bytes, 0, "partial import reclaimed");
 }
