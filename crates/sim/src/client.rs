@@ -403,7 +403,7 @@ impl World {
         let mut op = match self.clients[i].op.take() {
             Some(op) => op,
             None => {
-                if !self.issuing || self.ops_started >= self.cfg.ops {
+                if !self.may_start_op() {
                     return;
                 }
                 self.ops_started += 1;

@@ -25,6 +25,7 @@ pub mod faults;
 pub mod model;
 pub mod queue;
 pub mod report;
+pub mod requests;
 pub mod rng;
 pub mod transport;
 pub mod world;
@@ -32,6 +33,7 @@ pub mod world;
 pub use config::{Bug, OpMix, PlantedBugs, SimConfig};
 pub use faults::{FaultCounts, Faults};
 pub use report::{Report, Summary, Violation, ViolationKind};
+pub use requests::{RequestRecord, Requester, Role};
 pub use world::{Phase, Snapshot, World};
 
 use std::ops::Range;

@@ -33,6 +33,7 @@ use crate::faults::{Fate, FaultCounts, Faults};
 use crate::model::Model;
 use crate::queue::Queue;
 use crate::report::{Report, Violation, ViolationKind};
+use crate::requests::{Answered, Executed, RequestLog, Requester, Role};
 use crate::rng::SimRng;
 use candid::Principal;
 use flotilla_client::{RejectCode, TransportError};
@@ -209,6 +210,12 @@ pub struct World {
     next_ticket: u64,
     /// The world never ends by itself (a demo or a transport drives it).
     open_ended: bool,
+    /// Requests from users and from outside, as the canisters executed them.
+    pub(crate) requests: RequestLog,
+    /// While serving live: the simulated users start an operation at most once per this many
+    /// rounds (all users together).
+    live_pace: Option<u64>,
+    next_live_start: u64,
 }
 
 /// Calls kept in [`World::call_log`].
@@ -329,6 +336,9 @@ impl World {
             parked: Vec::new(),
             next_ticket: 0,
             open_ended: false,
+            requests: RequestLog::default(),
+            live_pace: None,
+            next_live_start: 0,
         };
         w.canisters.insert(index_id, index);
         // The admin uploads a (fake) partition module in ≤ 1.9 MB pieces.
@@ -390,6 +400,38 @@ impl World {
         if self.phase == Phase::Done {
             self.phase = Phase::Draining;
         }
+    }
+
+    /// After a finished run (its report taken), keeps the world going with its simulated
+    /// users writing on: one new operation at most every `pace` rounds (all users together),
+    /// without end and without faults, for a demo that shows a live deployment.
+    pub fn keep_serving_live(&mut self, pace: u64) {
+        self.keep_serving();
+        self.phase = Phase::Running;
+        self.issuing = true;
+        self.faults = Faults::NONE;
+        self.live_pace = Some(pace.max(1));
+        self.next_live_start = self.round;
+    }
+
+    /// A user may start an operation now (always, but while live and ahead of the pace).
+    pub(crate) fn may_start_op(&mut self) -> bool {
+        if !self.issuing {
+            return false;
+        }
+        match self.live_pace {
+            None => self.ops_started < self.cfg.ops,
+            Some(pace) if self.round >= self.next_live_start => {
+                self.next_live_start = self.round + pace;
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// Requests from the simulated users and from outside, as executed.
+    pub fn requests(&self) -> &RequestLog {
+        &self.requests
     }
 
     /// Sends a call from outside the world (an ingress message or a query of `caller`), with
@@ -1028,9 +1070,12 @@ impl World {
         };
         let stable_memory_bytes = c.memory_bytes();
         let calls_before = self.stats.calls_sent;
-        if c.partition().is_some() {
+        let role = if c.partition().is_some() {
             c.note_request(round);
-        }
+            Role::Partition
+        } else {
+            Role::Index
+        };
         let result = match &mut c.logic {
             Logic::Index(index) => {
                 match guard(|| flotilla_index::dispatch::update(index, &env, method, arg)) {
@@ -1049,7 +1094,10 @@ impl World {
                             lost,
                         };
                         self.awaiting.insert(call.id, a);
-                        return self.send_call(call);
+                        self.send_call(call);
+                        let calls = self.stats.calls_sent - calls_before;
+                        let e = self.executed(from, caller, to, role, method, calls);
+                        return self.requests.record(e, Answered::Waiting);
                     }
                 }
             }
@@ -1077,6 +1125,17 @@ impl World {
                 Err(dispatch_reject(e))
             }
         };
+        let calls = self.stats.calls_sent - calls_before;
+        self.log_request(
+            from,
+            caller,
+            to,
+            role,
+            method,
+            MethodKind::Update,
+            calls,
+            &reply,
+        );
         if lost {
             return self.answer(from, reject(RejectCode::SysUnknown, "injected lost reply"));
         }
@@ -1120,6 +1179,11 @@ impl World {
         };
         let stable_memory_bytes = c.memory_bytes();
         let calls_before = self.stats.calls_sent;
+        let role = if c.partition().is_some() {
+            Role::Partition
+        } else {
+            Role::Index
+        };
         let result = match &c.logic {
             Logic::Index(i) => {
                 match guard(|| flotilla_index::dispatch::query(i, &env, method, arg)) {
@@ -1156,7 +1220,63 @@ impl World {
                 Err(dispatch_reject(e))
             }
         };
+        let calls = self.stats.calls_sent - calls_before;
+        self.log_request(
+            from,
+            caller,
+            to,
+            role,
+            method,
+            MethodKind::Query,
+            calls,
+            &reply,
+        );
         self.answer(from, reply);
+    }
+
+    fn executed<'a>(
+        &self,
+        from: Origin,
+        caller: Principal,
+        canister: Principal,
+        role: Role,
+        method: &'a str,
+        calls: u64,
+    ) -> Executed<'a> {
+        Executed {
+            round: self.round,
+            from: match from {
+                Origin::Client(i) => Requester::User(i),
+                Origin::External(_) => Requester::External(caller),
+            },
+            canister,
+            role,
+            method,
+            kind: MethodKind::Update,
+            calls,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn log_request(
+        &mut self,
+        from: Origin,
+        caller: Principal,
+        canister: Principal,
+        role: Role,
+        method: &str,
+        kind: MethodKind,
+        calls: u64,
+        reply: &Result<Vec<u8>, TransportError>,
+    ) {
+        let e = Executed {
+            kind,
+            ..self.executed(from, caller, canister, role, method, calls)
+        };
+        match reply {
+            Ok(bytes) => self.requests.record(e, Answered::Reply(bytes)),
+            Err(t) => self.requests.record(e, Answered::Reject(&t.message)),
+        }
     }
 
     fn deliver_call(&mut self, call: Call) {
@@ -1583,6 +1703,10 @@ impl World {
             messages_in_flight: self.queue.len(),
             moves_completed: self.observed.released.len() as u64,
             violations: self.violations.len(),
+            partition_reads: self.stats.partition_reads,
+            partition_writes: self.stats.partition_writes,
+            calls_by_partition_reads: self.stats.calls_by_partition_reads,
+            calls_by_partition_writes: self.stats.calls_by_partition_writes,
         }
     }
 
@@ -1617,6 +1741,12 @@ pub struct Snapshot {
     pub messages_in_flight: usize,
     pub moves_completed: u64,
     pub violations: usize,
+    /// Client reads and writes executed at partitions, and the inter-canister calls their
+    /// executions made.
+    pub partition_reads: u64,
+    pub partition_writes: u64,
+    pub calls_by_partition_reads: u64,
+    pub calls_by_partition_writes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
