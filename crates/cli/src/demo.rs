@@ -35,6 +35,10 @@ pub struct DemoArgs {
     /// Real time per simulated round while serving, in milliseconds.
     #[arg(long, default_value_t = 20)]
     pub round_ms: u64,
+    /// While serving, the simulated users start one operation every this many rounds (all
+    /// users together); 0 stops them after the report.
+    #[arg(long, default_value_t = 2)]
+    pub live_pace: u64,
 }
 
 /// The demo's world configuration.
@@ -87,6 +91,11 @@ pub fn run(a: DemoArgs) -> Result<(), Failure> {
     }
     if a.no_serve {
         return Ok(());
+    }
+    if a.live_pace == 0 {
+        w.keep_serving();
+    } else {
+        w.keep_serving_live(a.live_pace);
     }
     crate::serve::serve(
         w,

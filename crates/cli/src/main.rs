@@ -6,12 +6,15 @@ mod data;
 #[cfg(test)]
 mod data_tests;
 mod demo;
+mod demo_routes;
+mod observe;
 mod project;
 mod records;
 mod serve;
 #[cfg(test)]
 mod serve_tests;
 mod swarm;
+mod web;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -6,6 +6,8 @@
 //! world's usual 2-3 rounds answers in about 60 ms). Certificates carry real time; the world
 //! keeps its own simulated clock.
 
+use crate::demo_routes::{demo_router, DemoState};
+use crate::observe::{observe, Observation};
 use crate::Failure;
 use candid::Principal;
 use flotilla_client::RejectCode;
@@ -21,18 +23,35 @@ use tokio::sync::oneshot;
 /// Where a call's answer goes.
 type ReplyTo = oneshot::Sender<Result<Vec<u8>, Reject>>;
 
-pub struct Job {
-    caller: Principal,
-    canister: Principal,
-    method: String,
-    kind: Kind,
-    arg: Vec<u8>,
-    reply: ReplyTo,
+/// What the world's thread is asked to do.
+pub enum Job {
+    /// A call from outside (an ingress message or a query), answered when its reply arrives.
+    Call {
+        caller: Principal,
+        canister: Principal,
+        method: String,
+        kind: Kind,
+        arg: Vec<u8>,
+        reply: ReplyTo,
+    },
+    /// The observer's view, with the requests numbered after `after`.
+    Observe {
+        after: u64,
+        reply: oneshot::Sender<Observation>,
+    },
 }
 
 /// The endpoint's way into the world's thread.
+#[derive(Clone)]
 pub struct WorldBackend {
     jobs: mpsc::Sender<Job>,
+}
+
+impl WorldBackend {
+    /// Sends `job`; false once the world has stopped.
+    pub fn send(&self, job: Job) -> bool {
+        self.jobs.send(job).is_ok()
+    }
 }
 
 impl Backend for WorldBackend {
@@ -45,7 +64,7 @@ impl Backend for WorldBackend {
         arg: Vec<u8>,
     ) -> Answer {
         let (tx, rx) = oneshot::channel();
-        let sent = self.jobs.send(Job {
+        let sent = self.send(Job::Call {
             caller,
             canister,
             method,
@@ -54,7 +73,7 @@ impl Backend for WorldBackend {
             reply: tx,
         });
         Box::pin(async move {
-            if sent.is_err() {
+            if !sent {
                 return Err(stopped());
             }
             rx.await.unwrap_or_else(|_| Err(stopped()))
@@ -75,21 +94,35 @@ pub fn channel() -> (WorldBackend, mpsc::Receiver<Job>) {
     (WorldBackend { jobs: tx }, rx)
 }
 
-/// Runs `world` on this thread (a world stays on the thread that made it) until `stop` is
-/// set: a round every `round`, calls from the endpoint submitted as they come and answered as
-/// their replies arrive.
+/// Runs `world` (made to keep serving) on this thread (a world stays on the thread that made
+/// it) until `stop` is set: a round every `round`, calls from the endpoint submitted as they
+/// come and answered as their replies arrive.
 pub fn run_world(mut world: World, jobs: mpsc::Receiver<Job>, round: Duration, stop: &AtomicBool) {
-    world.keep_serving();
+    let round_ms = round.as_millis() as u64;
     let mut pending: Vec<(u64, ReplyTo)> = vec![];
     let mut next = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         while let Ok(job) = jobs.try_recv() {
-            let kind = match job.kind {
-                Kind::Query => MethodKind::Query,
-                Kind::Update => MethodKind::Update,
-            };
-            let t = world.submit(job.caller, job.canister, &job.method, kind, job.arg);
-            pending.push((t, job.reply));
+            match job {
+                Job::Call {
+                    caller,
+                    canister,
+                    method,
+                    kind,
+                    arg,
+                    reply,
+                } => {
+                    let kind = match kind {
+                        Kind::Query => MethodKind::Query,
+                        Kind::Update => MethodKind::Update,
+                    };
+                    let t = world.submit(caller, canister, &method, kind, arg);
+                    pending.push((t, reply));
+                }
+                Job::Observe { after, reply } => {
+                    let _ = reply.send(observe(&world, after, round_ms));
+                }
+            }
         }
         world.step();
         pending = std::mem::take(&mut pending)
@@ -121,10 +154,25 @@ pub fn run_world(mut world: World, jobs: mpsc::Receiver<Job>, round: Duration, s
     }
 }
 
-/// Serves `world` at `listen` until Ctrl-C: the endpoint on a thread of its own, the world
-/// on this one.
+/// Everything the demo serves: the IC HTTP interface (certificates signed with the root key
+/// of `seed`), the pages, the observer and the demo's control.
+pub fn app(backend: WorldBackend, demo: DemoState, seed: u64) -> axum::Router {
+    router(
+        Box::new(backend.clone()),
+        RootKey::from_seed(&seed.to_le_bytes()),
+    )
+    .merge(crate::web::router())
+    .merge(demo_router(backend, demo))
+}
+
+/// Serves `world` (made to keep serving) at `listen` until Ctrl-C: the IC HTTP interface,
+/// the pages and the observer on a thread of their own, the world on this one.
 pub fn serve(world: World, listen: &str, round: Duration, seed: u64) -> Result<(), Failure> {
     let index = world.index_id();
+    let demo = DemoState {
+        index,
+        admin: world.admin(),
+    };
     let (backend, jobs) = channel();
     let stop = Arc::new(AtomicBool::new(false));
     let listener = std::net::TcpListener::bind(listen).map_err(|e| {
@@ -137,6 +185,8 @@ pub fn serve(world: World, listen: &str, round: Duration, seed: u64) -> Result<(
         .set_nonblocking(true)
         .map_err(|e| Failure(e.to_string()))?;
     println!("\nServing the IC HTTP interface at http://{addr} (Ctrl-C to stop)");
+    println!("  dashboard        http://{addr}/");
+    println!("  notes app        http://{addr}/notes");
     println!("  index canister   {index}");
     println!("  try it           openssl genpkey -algorithm ed25519 -out me.pem");
     println!(
@@ -152,7 +202,7 @@ pub fn serve(world: World, listen: &str, round: Duration, seed: u64) -> Result<(
         let r = rt.block_on(async move {
             let listener =
                 tokio::net::TcpListener::from_std(listener).map_err(|e| Failure(e.to_string()))?;
-            let app = router(Box::new(backend), RootKey::from_seed(&seed.to_le_bytes()));
+            let app = app(backend, demo, seed);
             axum::serve(listener, app)
                 .with_graceful_shutdown(async {
                     let _ = tokio::signal::ctrl_c().await;

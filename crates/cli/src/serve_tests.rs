@@ -3,11 +3,11 @@
 //! requests and certified replies. Create, put, get, scan both ways and `get_many` across a
 //! move; another user and the anonymous principal refused a private SubDB.
 
-use crate::serve::{channel, run_world};
+use crate::demo_routes::DemoState;
+use crate::serve::{app, channel, run_world};
 use candid::Principal;
 use flotilla_client::agent::{anonymous, load_identity, AgentOptions, AgentTransport, Network};
 use flotilla_client::{Client, CreateOptions, Error, ScanOptions};
-use flotilla_endpoint::{router, RootKey};
 use flotilla_sim::{Faults, SimConfig, World};
 use flotilla_types::GetError;
 use futures::StreamExt;
@@ -48,12 +48,13 @@ async fn demo(seed: u64, move_cap: u64) -> Demo {
         cfg.clients = 0;
         cfg.move_cap_bytes = move_cap;
         cfg.spare_pool_target = 1;
-        let w = World::new(cfg);
-        tx.send(w.index_id()).unwrap();
+        let mut w = World::new(cfg);
+        w.keep_serving();
+        tx.send((w.index_id(), w.admin())).unwrap();
         run_world(w, jobs, Duration::from_millis(2), &stop_w);
     });
-    let index = rx.recv().unwrap();
-    let app = router(Box::new(backend), RootKey::from_seed(&seed.to_le_bytes()));
+    let (index, admin) = rx.recv().unwrap();
+    let app = app(backend, DemoState { index, admin }, seed);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -196,4 +197,106 @@ async fn the_rust_client_over_ic_agent_against_the_demo_endpoint() {
         assert!(w.is_err(), "{who} wrote to alice's SubDB: {w:?}");
     }
     assert_eq!(alice.get("big1", b"x").await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_pages_the_observer_and_a_forced_move_over_http() {
+    let seed = 32;
+    let d = demo(seed, 10_000_000).await;
+    let alice = client(&d, Some("ed25519.pem")).await;
+    let http = reqwest::Client::new();
+    let get_json = |path: &str| {
+        let r = http.get(format!("{}{path}", d.url)).send();
+        async move { r.await.unwrap().json::<serde_json::Value>().await.unwrap() }
+    };
+
+    let config = get_json("/flotilla/config").await;
+    assert_eq!(config["index"], d.index.to_text());
+    for page in ["/", "/notes"] {
+        let r = http.get(format!("{}{page}", d.url)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{page}");
+        assert!(r.text().await.unwrap().contains("<html"), "{page}");
+    }
+
+    alice
+        .create_subdb("notes", CreateOptions::default())
+        .await
+        .unwrap();
+    for i in 0..10u32 {
+        alice.put("notes", &i.to_be_bytes(), b"note").await.unwrap();
+    }
+    let before = alice.cached_route("notes").unwrap();
+
+    // The observer saw alice's writes executed at the partition, with no inter-canister call.
+    let seen = get_json("/flotilla/observer?after=0").await;
+    let me = alice.transport().principal().to_text();
+    let puts: Vec<&serde_json::Value> = seen["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["from"] == me.as_str() && r["method"] == "put")
+        .collect();
+    assert_eq!(puts.len(), 10, "seed={seed}: {seen}");
+    for r in &puts {
+        assert_eq!(r["role"], "partition");
+        assert_eq!(r["canister"], before.partition.to_text());
+        assert_eq!(r["outcome"], "Ok");
+        assert_eq!(r["calls"], 0);
+    }
+    assert_eq!(seen["calls_by_partition_writes"], 0);
+    let last = seen["requests"].as_array().unwrap().last().unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    let later = get_json(&format!("/flotilla/observer?after={last}")).await;
+    assert!(later["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["seq"].as_u64().unwrap() > last));
+
+    // The demo's admin moves the SubDB; alice's stale route is refreshed by her client.
+    let moved = http
+        .post(format!("{}/flotilla/demo/move", d.url))
+        .json(&serde_json::json!({ "outer_key": "notes" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 200);
+    let target = moved.json::<serde_json::Value>().await.unwrap()["target"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(target, before.partition.to_text());
+    let started = Instant::now();
+    while !alice.index_stats().await.unwrap().moves.is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(60), "seed={seed}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 0..10u32 {
+        let v = alice.get("notes", &i.to_be_bytes()).await.unwrap();
+        assert_eq!(v.as_deref(), Some(&b"note"[..]), "seed={seed}: key {i}");
+    }
+    assert_eq!(
+        alice.cached_route("notes").unwrap().partition.to_text(),
+        target
+    );
+
+    // Bad requests get a clear error.
+    for (body, status) in [
+        (serde_json::json!({ "outer_key": "absent" }), 409),
+        (
+            serde_json::json!({ "outer_key": "notes", "target": "not a principal" }),
+            400,
+        ),
+    ] {
+        let r = http
+            .post(format!("{}/flotilla/demo/move", d.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{body}");
+        let e = r.json::<serde_json::Value>().await.unwrap();
+        assert!(e["error"].as_str().is_some_and(|s| !s.is_empty()), "{e}");
+    }
 }
