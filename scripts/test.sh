@@ -22,5 +22,20 @@ scripts/build-wasm.sh -- --locked
 step "script tests (stub icp/dfx)"
 bash scripts/tests/upload-partition-wasm.sh
 
+step "web: npm packages (web/package-lock.json) and Debian's chromium"
+scripts/install-web-tools.sh
+
+step "web: bindgen, tsc --noEmit, bundle; the committed web/dist is what the sources build"
+(cd web && npm run --silent build)
+if [ -n "$(git status --porcelain -- web/dist)" ]; then
+    git status --short -- web/dist
+    echo "web/dist differs from a build of web/src: run (cd web && npm run build) and commit web/dist" >&2
+    exit 1
+fi
+
 step "cargo test"
 cargo test --workspace --locked
+
+step "web: the TypeScript client and the pages in Chromium, against a running demo"
+cargo build -p flotilla-cli --locked
+(cd web && FLOTILLA_BIN=../target/debug/flotilla npm test --silent)
