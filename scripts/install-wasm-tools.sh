@@ -124,6 +124,6 @@ fi
     echo "export RUSTC_BOOTSTRAP=1"
     echo "export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=$DEBIAN_LINKER"
   fi
-} >"$ENV_FILE.tmp"
-mv "$ENV_FILE.tmp" "$ENV_FILE"
+} >"$ENV_FILE.$$.tmp"
+mv "$ENV_FILE.$$.tmp" "$ENV_FILE"
 say "route: $route (recorded in ${ENV_FILE#"$ROOT"/})"

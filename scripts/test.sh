@@ -19,6 +19,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "canister wasm (every canister must build for wasm32)"
 scripts/build-wasm.sh -- --locked
 
+step "icp build (icp-cli from npm, project-local) on icp.yaml: both canisters"
+scripts/check-icp-build.sh
+
 step "script tests (stub icp/dfx)"
 bash scripts/tests/upload-partition-wasm.sh
 
