@@ -1,8 +1,21 @@
 use super::*;
+use calls::{Reject, Response};
+use directory::partition_create_op;
+use flotilla_types::index::{
+    AdminError, CreateRequest, DeleteRequest, IndexStats, PartitionInfo, PartitionState,
+    RouteError, RoutesRequest, UploadWasmError, WasmChunk,
+};
+use flotilla_types::limits::{
+    MAX_ACCESS_PRINCIPALS, MAX_JOB_FAILURES, MAX_PARTITION_WASM_BYTES, MAX_ROUTE_BATCH,
+    MAX_WASM_UPLOAD_CHUNK_BYTES,
+};
 use flotilla_types::partition::PartitionStats;
+use flotilla_types::partition::{DeleteSubDbArgs, PartitionInit};
 use flotilla_types::CreateSubDbError;
+use flotilla_types::{DeleteSubDbError, OpId};
 use ic_stable_structures::memory_manager::{MemoryManager, VirtualMemory};
 use ic_stable_structures::VectorMemory;
+use sha2::{Digest, Sha256};
 
 type Mem = VirtualMemory<VectorMemory>;
 

@@ -150,6 +150,30 @@ write_error!(
     BatchError
 );
 
+/// Errors of index-only endpoints (housekeeping, `delete_subdb`): anyone but the index is
+/// refused with the operation's own `NotAuthorized`.
+trait IndexOnlyError {
+    fn not_authorized() -> Self;
+}
+
+macro_rules! index_only_error {
+    ($($t:ident),*) => {$(
+        impl IndexOnlyError for $t {
+            fn not_authorized() -> Self { $t::NotAuthorized }
+        }
+    )*};
+}
+index_only_error!(
+    DeleteSubDbError,
+    CreateSubDbError,
+    StatsError,
+    HousekeepingError,
+    BeginImportError,
+    ImportError,
+    ResumeWritesError,
+    ReleaseError
+);
+
 /// Where a SubDB id leads.
 enum Located {
     /// Live here, with its metadata blob.
@@ -288,8 +312,14 @@ impl<M: Memory> Partition<M> {
         }
     }
 
-    fn is_index(&self, caller: &Principal) -> bool {
-        *caller == self.index
+    /// The guard of every index-only endpoint: `NotAuthorized` (as `E`) unless the caller is
+    /// the index recorded at install.
+    fn require_index<E: IndexOnlyError>(&self, caller: &Principal) -> Result<(), E> {
+        if *caller == self.index {
+            Ok(())
+        } else {
+            Err(E::not_authorized())
+        }
     }
 
     // ---- user endpoints -------------------------------------------------------------------
@@ -405,9 +435,7 @@ impl<M: Memory> Partition<M> {
         caller: Principal,
         args: &DeleteSubDbArgs,
     ) -> Result<(), DeleteSubDbError> {
-        if !self.is_index(&caller) {
-            return Err(DeleteSubDbError::NotAuthorized);
-        }
+        self.require_index::<DeleteSubDbError>(&caller)?;
         if let Located::Moved(to) = self.locate(args.subdb) {
             return Err(DeleteSubDbError::Moved { to });
         }
@@ -463,9 +491,7 @@ impl<M: Memory> Partition<M> {
         caller: Principal,
         args: &CreateLocalArgs,
     ) -> Result<SubDbId, CreateSubDbError> {
-        if !self.is_index(&caller) {
-            return Err(CreateSubDbError::NotAuthorized);
-        }
+        self.require_index::<CreateSubDbError>(&caller)?;
         for list in [&args.access.readers, &args.access.writers] {
             if list.len() > MAX_ACCESS_PRINCIPALS {
                 return Err(CreateSubDbError::TooManyPrincipals {
@@ -497,9 +523,7 @@ impl<M: Memory> Partition<M> {
         args: &StatsArgs,
         stable_memory_bytes: u64,
     ) -> Result<PartitionStats, StatsError> {
-        if !self.is_index(&caller) {
-            return Err(StatsError::NotAuthorized);
-        }
+        self.require_index::<StatsError>(&caller)?;
         if args.limit > MAX_STATS_SUBDBS {
             return Err(StatsError::LimitTooLarge {
                 requested: args.limit,
@@ -543,9 +567,7 @@ impl<M: Memory> Partition<M> {
     }
 
     fn check_export(&self, caller: &Principal, budget: u64) -> Result<(), HousekeepingError> {
-        if !self.is_index(caller) {
-            return Err(HousekeepingError::NotAuthorized);
-        }
+        self.require_index::<HousekeepingError>(caller)?;
         let (min, max) = (MIN_CHUNK_BUDGET_BYTES as u64, REPLY_BUDGET_BYTES as u64);
         if !(min..=max).contains(&budget) {
             return Err(HousekeepingError::InvalidBudget { budget, min, max });
@@ -559,9 +581,7 @@ impl<M: Memory> Partition<M> {
         caller: Principal,
         args: &BeginExportArgs,
     ) -> Result<(), HousekeepingError> {
-        if !self.is_index(&caller) {
-            return Err(HousekeepingError::NotAuthorized);
-        }
+        self.require_index::<HousekeepingError>(&caller)?;
         self.store
             .begin_export(args.subdb)
             .map_err(housekeeping_error)
@@ -599,9 +619,7 @@ impl<M: Memory> Partition<M> {
         caller: Principal,
         args: &BeginImportArgs,
     ) -> Result<SubDbId, BeginImportError> {
-        if !self.is_index(&caller) {
-            return Err(BeginImportError::NotAuthorized);
-        }
+        self.require_index::<BeginImportError>(&caller)?;
         args.op_id
             .validate()
             .map_err(|e| BeginImportError::InvalidOpId { len: e.len })?;
@@ -621,9 +639,7 @@ impl<M: Memory> Partition<M> {
         caller: Principal,
         args: &ImportChunkArgs,
     ) -> Result<(), ImportError> {
-        if !self.is_index(&caller) {
-            return Err(ImportError::NotAuthorized);
-        }
+        self.require_index::<ImportError>(&caller)?;
         self.store.import_chunk(args.subdb, &args.chunk)?;
         if args.finish {
             self.store.finish_import(args.subdb)?;
@@ -633,9 +649,7 @@ impl<M: Memory> Partition<M> {
 
     /// Abandons an import and reclaims what arrived.
     pub fn abort_import(&mut self, caller: Principal, subdb: SubDbId) -> Result<(), ImportError> {
-        if !self.is_index(&caller) {
-            return Err(ImportError::NotAuthorized);
-        }
+        self.require_index::<ImportError>(&caller)?;
         self.store.abort_import(subdb)
     }
 
@@ -647,9 +661,7 @@ impl<M: Memory> Partition<M> {
         caller: Principal,
         subdb: SubDbId,
     ) -> Result<(), ResumeWritesError> {
-        if !self.is_index(&caller) {
-            return Err(ResumeWritesError::NotAuthorized);
-        }
+        self.require_index::<ResumeWritesError>(&caller)?;
         if let Some(to) = self.tombstone(subdb) {
             return Err(ResumeWritesError::Moved { to });
         }
@@ -664,9 +676,7 @@ impl<M: Memory> Partition<M> {
     /// must be frozen, so no acknowledged write can be lost. Idempotent: releasing again to
     /// the same place answers `Ok`.
     pub fn release(&mut self, caller: Principal, args: &ReleaseArgs) -> Result<(), ReleaseError> {
-        if !self.is_index(&caller) {
-            return Err(ReleaseError::NotAuthorized);
-        }
+        self.require_index::<ReleaseError>(&caller)?;
         if let Some(to) = self.tombstone(args.subdb) {
             return if to == args.moved_to {
                 Ok(())

@@ -1,8 +1,16 @@
 use super::*;
+use flotilla_types::limits::{
+    MAX_EXPORT_CHANGES, MAX_SCAN_ITEMS, MAX_SUBDB_META_BYTES, MAX_VALUE_BYTES, REPLY_BUDGET_BYTES,
+};
 use flotilla_types::limits::{MAX_MESSAGE_BYTES, MIN_CHUNK_BUDGET_BYTES};
 use flotilla_types::OpId;
+use flotilla_types::{
+    Chunk, ChunkHeader, Entry, ExportError, GetError, ImportError, OpEntry, PutOutcome, ScanArgs,
+    ScanError, ScanPage,
+};
 use ic_stable_structures::memory_manager::{MemoryManager, VirtualMemory};
 use ic_stable_structures::VectorMemory;
+use serde_bytes::ByteBuf;
 
 pub(crate) type Mem = VirtualMemory<VectorMemory>;
 

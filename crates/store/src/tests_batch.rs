@@ -2,9 +2,11 @@
 
 use super::*;
 use crate::tests::{contents, ctx, fill, live_move, op, open, store, Mem};
+use flotilla_types::limits::MAX_VALUE_BYTES;
 use flotilla_types::limits::{MAX_BATCH_BYTES, MAX_BATCH_OPS};
 use flotilla_types::{batch_budget_bytes, BatchError, BatchOp, BatchOutcome, OpId};
 use ic_stable_structures::VectorMemory;
+use serde_bytes::ByteBuf;
 
 fn put(k: &[u8], v: &[u8]) -> BatchOp {
     BatchOp::Put {

@@ -1,0 +1,198 @@
+//! Partition-creation jobs: create a canister through the management canister, install the
+//! partition wasm (inline, or uploaded chunk by chunk then installed), and register the new
+//! partition as a spare. Each job is a persisted state machine with at most one call in
+//! flight; a failed step is retried by the next tick.
+
+use crate::calls::{Call, CallResult, InstallMode, Request, Response};
+use crate::records::*;
+use crate::wasm::WASM_CHUNK_BYTES;
+use crate::{Env, Index};
+use candid::Principal;
+use flotilla_types::index::PartitionState;
+use flotilla_types::limits::MAX_JOB_FAILURES;
+use flotilla_types::partition::PartitionInit;
+use ic_stable_structures::Memory;
+use serde_bytes::ByteBuf;
+
+impl<M: Memory> Index<M> {
+    /// A step for each job without a call in flight.
+    pub(crate) fn drive_idle_jobs(&mut self, env: &Env) -> Vec<Call> {
+        let mut calls = vec![];
+        let idle: Vec<u64> = self
+            .jobs
+            .iter()
+            .filter(|e| e.value().call.is_none())
+            .map(|e| *e.key())
+            .collect();
+        for job in idle {
+            calls.extend(self.job_step(env, job));
+        }
+        calls
+    }
+
+    pub(crate) fn new_job(&mut self) -> u64 {
+        let mut id = 0;
+        self.update_cfg(|c| {
+            id = c.next_job_id;
+            c.next_job_id = c.next_job_id.wrapping_add(1);
+        });
+        self.jobs.insert(
+            id,
+            JobRecord {
+                job: Job::Create,
+                call: None,
+                mode: InstallMode::Install,
+                attempts: 0,
+                module: None,
+                failures: None,
+            },
+        );
+        id
+    }
+
+    /// The call for a job's current step. Every step reads the active module afresh and
+    /// compares it with the one the job pinned: after an admin's re-upload, an upload in
+    /// progress starts over with the new module (the chunk hashes gathered so far are
+    /// dropped), so no step ever indexes a chunk list of another module.
+    fn job_step(&mut self, env: &Env, id: u64) -> Option<Call> {
+        let mut rec = self.jobs.get(&id)?;
+        if rec.call.is_some() {
+            return None;
+        }
+        let purpose = Purpose::Job { job: id };
+        let mgmt = Principal::management_canister();
+        let arg = || {
+            ByteBuf::from(
+                candid::encode_one(PartitionInit { index: env.self_id }).expect("encode init"),
+            )
+        };
+        let request = match rec.job.clone() {
+            Job::Create => Request::CreateCanister {
+                cycles: self.cfg().partition_cycles,
+            },
+            job @ (Job::Install { .. } | Job::Upload { .. } | Job::InstallChunked { .. }) => {
+                let meta = self.cfg().wasm.clone()?;
+                let canister = match &job {
+                    Job::Install { canister }
+                    | Job::Upload { canister, .. }
+                    | Job::InstallChunked { canister, .. } => *canister,
+                    Job::Create => unreachable!("matched above"),
+                };
+                let mut hashes = match job {
+                    Job::Upload { hashes, .. } | Job::InstallChunked { hashes, .. } => hashes,
+                    _ => vec![],
+                };
+                if rec.module.as_ref() != Some(&meta.sha256) {
+                    // A new module (or none pinned yet): start its upload from scratch.
+                    rec.module = Some(meta.sha256.clone());
+                    hashes.clear();
+                }
+                if meta.len <= self.cfg().inline_install_limit {
+                    rec.job = Job::Install { canister };
+                    Request::InstallCode {
+                        canister,
+                        mode: rec.mode,
+                        wasm: ByteBuf::from(self.read_wasm(meta.slot)),
+                        arg: arg(),
+                    }
+                } else {
+                    let pieces = meta.len.div_ceil(WASM_CHUNK_BYTES as u64) as usize;
+                    if hashes.len() >= pieces {
+                        hashes.truncate(pieces);
+                        rec.job = Job::InstallChunked {
+                            canister,
+                            hashes: hashes.clone(),
+                        };
+                        Request::InstallChunkedCode {
+                            canister,
+                            mode: rec.mode,
+                            chunk_hashes: hashes,
+                            wasm_sha256: meta.sha256,
+                            arg: arg(),
+                        }
+                    } else {
+                        let n = hashes.len();
+                        let chunk = self.wasm_piece(meta.slot, n)?;
+                        rec.job = Job::Upload { canister, hashes };
+                        Request::UploadChunk {
+                            canister,
+                            chunk: ByteBuf::from(chunk),
+                        }
+                    }
+                }
+            }
+        };
+        let call = self.next_call(mgmt, request, purpose);
+        rec.call = Some(call.id);
+        rec.attempts = rec.attempts.saturating_add(1);
+        self.jobs.insert(id, rec);
+        Some(call)
+    }
+
+    pub(crate) fn job_reply(&mut self, env: &Env, id: u64, result: CallResult) -> Vec<Call> {
+        let Some(mut rec) = self.jobs.get(&id) else {
+            return vec![];
+        };
+        rec.call = None;
+        let next = match (&rec.job, result) {
+            (Job::Create, Ok(Response::CanisterCreated(canister))) => {
+                Some(Job::Install { canister })
+            }
+            (
+                Job::Install { canister } | Job::InstallChunked { canister, .. },
+                Ok(Response::Installed),
+            ) => {
+                let canister = *canister;
+                self.jobs.remove(&id);
+                let seq = self.bump_partition_seq();
+                self.registry.insert(
+                    canister,
+                    PartitionRecord {
+                        state: PartitionState::Spare,
+                        seq,
+                        bytes: 0,
+                        items: 0,
+                        subdbs: 0,
+                        stable_memory_bytes: 0,
+                        stats_at: 0,
+                        created_at: env.now,
+                    },
+                );
+                return vec![];
+            }
+            (Job::Upload { canister, hashes }, Ok(Response::ChunkUploaded { hash })) => {
+                let mut hashes = hashes.clone();
+                hashes.push(hash);
+                Some(Job::Upload {
+                    canister: *canister,
+                    hashes,
+                })
+            }
+            // A failed step is retried by the next tick. An install may have run although its
+            // reply was lost: retry it as a reinstall. A lost `create_canister` reply may leave
+            // an orphan canister behind: the management canister cannot deduplicate creations.
+            (Job::Install { .. } | Job::InstallChunked { .. }, _) => {
+                rec.mode = InstallMode::Reinstall;
+                None
+            }
+            _ => None,
+        };
+        if let Some(job) = next {
+            rec.job = job;
+            rec.failures = None;
+            self.jobs.insert(id, rec);
+            self.job_step(env, id).into_iter().collect()
+        } else {
+            let failures = rec.failures.unwrap_or(0).saturating_add(1);
+            if failures >= MAX_JOB_FAILURES {
+                // Keeps failing (out of cycles, a module the canister rejects, ...): drop it,
+                // so it no longer counts toward the spare pool; the next tick starts afresh.
+                self.jobs.remove(&id);
+            } else {
+                rec.failures = Some(failures);
+                self.jobs.insert(id, rec);
+            }
+            vec![]
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The registry of partitions: placement of new SubDBs, spares and their promotion, the
+//! spare pool's top-up, partition stats (requested periodically, applied on reply) and the
+//! index's own stats.
+
+use crate::calls::{Call, CallResult, Request, Response};
+use crate::records::*;
+use crate::{Env, Index};
+use candid::Principal;
+use flotilla_types::index::{IndexStats, PartitionInfo, PartitionState, WasmInfo};
+use flotilla_types::limits::MAX_SPARE_POOL_TARGET;
+use flotilla_types::partition::{StatsArgs, MAX_STATS_SUBDBS};
+use ic_stable_structures::Memory;
+
+impl<M: Memory> Index<M> {
+    pub fn stats(&self) -> IndexStats {
+        let c = self.cfg();
+        IndexStats {
+            routing_version: c.routing_version,
+            subdbs: self.directory.len(),
+            partitions: self
+                .partitions_in_order()
+                .into_iter()
+                .map(|(id, r)| PartitionInfo {
+                    id,
+                    state: r.state,
+                    bytes: r.bytes,
+                    items: r.items,
+                    subdbs: r.subdbs,
+                    stable_memory_bytes: r.stable_memory_bytes,
+                    stats_at: r.stats_at,
+                    created_at: r.created_at,
+                })
+                .collect(),
+            spare_pool_target: c.spare_pool_target,
+            move_cap_bytes: c.move_cap_bytes,
+            partitions_being_created: self.jobs.len() as u32,
+            partition_wasm: c.wasm.as_ref().map(|w| WasmInfo {
+                len: w.len,
+                sha256: w.sha256.clone(),
+            }),
+            admins: c.admins.clone(),
+            moves: self.moves(),
+        }
+    }
+
+    // ---- placement and registry ---------------------------------------------------------
+
+    pub(crate) fn partitions_in_order(&self) -> Vec<(Principal, PartitionRecord)> {
+        let mut v: Vec<_> = self.registry.iter().map(|e| e.into_pair()).collect();
+        v.sort_by_key(|(_, r)| r.seq);
+        v
+    }
+
+    /// Where a new SubDB goes, per the placement policy; promotes a spare when needed.
+    pub(crate) fn place(&mut self, env: &Env) -> Option<Principal> {
+        match self.cfg().placement {
+            Placement::LastWithRoom => self.newest_with_room(env, None, 1),
+        }
+    }
+
+    /// The newest active partition (other than `exclude`) with room for `need` more bytes
+    /// under the move cap, else the oldest spare, promoted to active and newest.
+    pub(crate) fn newest_with_room(
+        &mut self,
+        env: &Env,
+        exclude: Option<Principal>,
+        need: u64,
+    ) -> Option<Principal> {
+        let cap = self.cfg().move_cap_bytes;
+        let parts = self.partitions_in_order();
+        if let Some((id, _)) = parts.iter().rev().find(|(id, r)| {
+            Some(*id) != exclude
+                && r.state == PartitionState::Active
+                && r.bytes.saturating_add(need) <= cap
+        }) {
+            return Some(*id);
+        }
+        let (id, rec) = parts
+            .into_iter()
+            .find(|(_, r)| r.state == PartitionState::Spare)?;
+        self.promote_spare(env, id, rec);
+        Some(id)
+    }
+
+    /// Makes spare `id` active and the newest partition.
+    pub(crate) fn promote_spare(&mut self, env: &Env, id: Principal, mut rec: PartitionRecord) {
+        rec.state = PartitionState::Active;
+        rec.seq = self.bump_partition_seq();
+        rec.stats_at = rec.stats_at.min(env.now);
+        self.registry.insert(id, rec);
+    }
+
+    pub(crate) fn bump_partition_seq(&mut self) -> u64 {
+        let mut seq = 0;
+        self.update_cfg(|c| {
+            seq = c.next_partition_seq;
+            c.next_partition_seq += 1;
+        });
+        seq
+    }
+
+    /// Keeps the spare pool full: a creation job per missing spare (once a wasm is there).
+    pub(crate) fn top_up_spares(&mut self) {
+        if self.cfg().wasm.is_some() {
+            let spares = self
+                .registry
+                .iter()
+                .filter(|e| e.value().state == PartitionState::Spare)
+                .count() as u64;
+            let mut have = spares.saturating_add(self.jobs.len());
+            let target = self.cfg().spare_pool_target.min(MAX_SPARE_POOL_TARGET) as u64;
+            while have < target {
+                self.new_job();
+                have += 1;
+            }
+        }
+    }
+
+    /// A stats call to each partition whose stats are older than the stats period, unless one
+    /// is in flight.
+    pub(crate) fn request_stale_stats(&mut self, env: &Env) -> Vec<Call> {
+        let mut calls = vec![];
+        let period = self.cfg().stats_period_ns;
+        let stale: Vec<Principal> = self
+            .registry
+            .iter()
+            .filter(|e| {
+                e.value().stats_at == 0 || env.now.saturating_sub(e.value().stats_at) >= period
+            })
+            .map(|e| *e.key())
+            .collect();
+        for p in stale {
+            let purpose = Purpose::Stats { partition: p };
+            if !self.inflight.iter().any(|e| e.value() == purpose) {
+                let req = Request::Stats(StatsArgs {
+                    from: 0,
+                    limit: MAX_STATS_SUBDBS,
+                });
+                calls.push(self.next_call(p, req, purpose));
+            }
+        }
+        calls
+    }
+
+    /// A partition's stats came back: record them, mark it full or active again by the move
+    /// cap, and maybe start moving a SubDB off it.
+    pub(crate) fn stats_reply(
+        &mut self,
+        env: &Env,
+        partition: Principal,
+        result: CallResult,
+    ) -> Vec<Call> {
+        let mut calls = vec![];
+        if let Ok(Response::Stats(Ok(stats))) = result {
+            if let Some(mut rec) = self.registry.get(&partition) {
+                // Bytes of deleted or moved-away SubDBs still being reclaimed do
+                // not count: they are on their way out.
+                rec.bytes = stats.bytes.saturating_sub(stats.purging_bytes);
+                rec.items = stats.items;
+                rec.subdbs = stats.live_subdbs;
+                rec.stable_memory_bytes = stats.stable_memory_bytes;
+                rec.stats_at = env.now;
+                if rec.state == PartitionState::Active && rec.bytes > self.cfg().move_cap_bytes {
+                    rec.state = PartitionState::Full;
+                } else if rec.state == PartitionState::Full
+                    && rec.bytes <= self.cfg().move_cap_bytes
+                {
+                    rec.state = PartitionState::Active;
+                }
+                self.registry.insert(partition, rec);
+                calls = self.maybe_start_move(env, partition, &stats);
+            }
+        }
+        calls
+    }
+}

@@ -1,0 +1,147 @@
+//! The management canister: `create_canister`, `install_code`, `upload_chunk` and
+//! `install_chunked_code`, as the index's partition-creation jobs call them.
+
+use super::{guard, principal_word, World, CREATION_FEE};
+use crate::canister::{canister_id, Canister, Logic};
+use crate::faults::Fate;
+use candid::Principal;
+use flotilla_index::calls::{Call, CallResult, InstallMode, Reject, Request, Response};
+use flotilla_partition::Partition;
+use flotilla_store::Config as StoreConfig;
+use flotilla_types::partition::PartitionInit;
+use serde_bytes::ByteBuf;
+use sha2::{Digest, Sha256};
+
+impl World {
+    pub(super) fn exec_management(&mut self, call: &Call, fate: Fate) -> CallResult {
+        let reject = |certain: bool, message: String| Err(Reject { message, certain });
+        self.stats.faults.record(false, fate);
+        match fate {
+            Fate::RejectBefore => return reject(true, "injected reject".into()),
+            Fate::Trap => return reject(false, "injected trap".into()),
+            Fate::Deliver | Fate::ReplyLost => {}
+        }
+        let result = match &call.request {
+            Request::CreateCanister { cycles } => {
+                let paid = self
+                    .canisters
+                    .get_mut(&self.index_id)
+                    .is_some_and(|c| c.charge(cycles + CREATION_FEE));
+                if paid {
+                    let id = canister_id(self.next_canister);
+                    self.next_canister += 1;
+                    self.canisters
+                        .insert(id, Canister::new(id, *cycles, self.round));
+                    self.trace(&[0xc4ea, principal_word(&id)]);
+                    self.say(|| format!("created canister {id}"));
+                    Ok(Response::CanisterCreated(id))
+                } else {
+                    reject(true, "the index cannot pay for a new canister".into())
+                }
+            }
+            Request::InstallCode {
+                canister,
+                mode,
+                arg,
+                ..
+            } => self.install(*canister, *mode, arg),
+            Request::UploadChunk { canister, chunk } => match self.canisters.get_mut(canister) {
+                Some(c) => {
+                    let hash = Sha256::digest(chunk).to_vec();
+                    c.chunk_store.insert(hash.clone(), chunk.to_vec());
+                    Ok(Response::ChunkUploaded {
+                        hash: ByteBuf::from(hash),
+                    })
+                }
+                None => reject(true, format!("no canister {canister}")),
+            },
+            Request::InstallChunkedCode {
+                canister,
+                mode,
+                chunk_hashes,
+                wasm_sha256,
+                arg,
+            } => {
+                let assembled = match self.canisters.get(canister) {
+                    None => Err(format!("no canister {canister}")),
+                    Some(c) => chunk_hashes
+                        .iter()
+                        .map(|h| {
+                            c.chunk_store
+                                .get(h.as_slice())
+                                .ok_or_else(|| "a chunk hash is not in the chunk store".to_string())
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .map(|parts| {
+                            let mut module =
+                                Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+                            for p in parts {
+                                module.extend_from_slice(p);
+                            }
+                            module
+                        }),
+                };
+                match assembled {
+                    Err(e) => reject(true, e),
+                    Ok(module) if Sha256::digest(&module).as_slice() != wasm_sha256.as_slice() => {
+                        reject(true, "wasm_module_hash does not match the chunks".into())
+                    }
+                    Ok(_) => self.install(*canister, *mode, arg),
+                }
+            }
+            other => reject(
+                true,
+                format!("the management canister has no method {}", other.method()),
+            ),
+        };
+        if fate == Fate::ReplyLost {
+            return reject(false, "injected lost reply".into());
+        }
+        result
+    }
+
+    /// `install_code` of the partition module: install into an empty canister, or upgrade.
+    fn install(&mut self, canister: Principal, mode: InstallMode, arg: &ByteBuf) -> CallResult {
+        let reject = |message: String| {
+            Err(Reject {
+                message,
+                certain: true,
+            })
+        };
+        let init: PartitionInit = match candid::decode_one(arg) {
+            Ok(i) => i,
+            Err(e) => return reject(format!("install argument does not decode: {e}")),
+        };
+        let Some(c) = self.canisters.get_mut(&canister) else {
+            return reject(format!("no canister {canister}"));
+        };
+        if mode == InstallMode::Reinstall {
+            c.wipe();
+        }
+        match mode {
+            InstallMode::Install | InstallMode::Reinstall => {
+                if !c.is_empty() {
+                    return reject(format!(
+                        "canister {canister} is not empty; install mode needs an empty canister"
+                    ));
+                }
+                let r = guard(|| Partition::install(c.memories(), &init, StoreConfig::default()));
+                match r {
+                    Err(p) => {
+                        self.panicked("partition install", p);
+                        reject("trapped".into())
+                    }
+                    Ok(Err(e)) => reject(format!("partition install trapped: {e}")),
+                    Ok(Ok(p)) => {
+                        c.logic = Logic::Partition(Box::new(p));
+                        Ok(Response::Installed)
+                    }
+                }
+            }
+            InstallMode::Upgrade => match c.upgrade() {
+                Ok(()) => Ok(Response::Installed),
+                Err(e) => reject(format!("upgrade failed: {e}")),
+            },
+        }
+    }
+}
