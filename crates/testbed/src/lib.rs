@@ -12,7 +12,6 @@ pub mod ic0;
 pub mod instrument;
 pub mod limits;
 mod mgmt;
-pub mod world;
 
 use crate::host::{Entry, Exec, Host, Kind, Response};
 use crate::instrument::{global_export, prepare, TABLE_EXPORT};
@@ -498,6 +497,9 @@ pub struct Testbed {
     /// Calls rejected and replies lost by the fault knobs.
     faults: (u64, u64),
     log: Vec<(Principal, String)>,
+    /// Modules installed in place of others, by the SHA-256 of the module asked for
+    /// ([`Testbed::substitute_module`]).
+    substitutes: HashMap<[u8; 32], Arc<Vec<u8>>>,
     /// Print `debug_print` lines to stderr as they come.
     pub echo_log: bool,
 }
@@ -523,6 +525,7 @@ impl Testbed {
             last_update_cost: (0, ApiStats::default()),
             faults: (0, 0),
             log: Vec::new(),
+            substitutes: HashMap::new(),
             echo_log: std::env::var_os("TESTBED_LOG").is_some(),
         }
     }
@@ -674,8 +677,33 @@ impl Testbed {
 
     /// Creates an empty canister with `cycles` and these controllers (the provisional API).
     pub fn create_canister(&mut self, controllers: Vec<Principal>, cycles: u128) -> Principal {
-        let id = canister_id(self.next_canister);
+        let mut id = canister_id(self.next_canister);
+        while self.canisters.contains_key(&id) {
+            self.next_canister += 1;
+            id = canister_id(self.next_canister);
+        }
         self.next_canister += 1;
+        self.insert_canister(id, controllers, cycles);
+        id
+    }
+
+    /// Creates an empty canister with the id given (as PocketIC's `create_canister_with_id`),
+    /// for a test that rebuilds a deployment whose state names its canisters. Refused if a
+    /// canister has that id. Later [`Testbed::create_canister`] ids pass over it.
+    pub fn create_canister_with_id(
+        &mut self,
+        id: Principal,
+        controllers: Vec<Principal>,
+        cycles: u128,
+    ) -> Result<(), String> {
+        if self.canisters.contains_key(&id) {
+            return Err(format!("canister {id} already exists"));
+        }
+        self.insert_canister(id, controllers, cycles);
+        Ok(())
+    }
+
+    fn insert_canister(&mut self, id: Principal, controllers: Vec<Principal>, cycles: u128) {
         self.canisters.insert(
             id,
             Canister {
@@ -690,7 +718,51 @@ impl Testbed {
                 certified_data: Vec::new(),
             },
         );
-        id
+    }
+
+    /// Replaces the whole stable memory of an installed canister (as PocketIC's
+    /// `set_stable_memory`), between messages: `bytes` padded with zeros to whole 64 KiB
+    /// pages. The heap is left alone; upgrading the canister next runs `post_upgrade` over
+    /// these bytes.
+    pub fn set_stable_memory(&mut self, canister: Principal, bytes: Vec<u8>) -> Result<(), String> {
+        let c = self
+            .canisters
+            .get_mut(&canister)
+            .ok_or_else(|| format!("canister {canister} not found"))?;
+        let live = c
+            .live
+            .as_mut()
+            .ok_or_else(|| format!("canister {canister} is empty: install a module first"))?;
+        if bytes.len() > MAX_STABLE_BYTES as usize {
+            return Err(format!(
+                "{} bytes exceed the stable memory limit",
+                bytes.len()
+            ));
+        }
+        let page = WASM_PAGE_BYTES as usize;
+        let mut stable = bytes;
+        stable.resize(stable.len().div_ceil(page) * page, 0);
+        live.store.data_mut().stable = stable;
+        Ok(())
+    }
+
+    /// From now on, whenever a module equal to `stand_in` (byte for byte, as given to
+    /// `install_code`, `install_chunked_code` or [`Testbed::install`]) is installed, `real` is
+    /// installed instead. A test uses it to let the index hold a tiny module in its stable
+    /// memory while the partitions it creates run the real one. The installed canister's
+    /// module hash is `real`'s.
+    pub fn substitute_module(&mut self, stand_in: &[u8], real: &[u8]) {
+        self.substitutes
+            .insert(Sha256::digest(stand_in).into(), Arc::new(real.to_vec()));
+    }
+
+    /// The module to install when `wasm` is asked for.
+    fn substitute(&self, wasm: &[u8]) -> Option<Arc<Vec<u8>>> {
+        if self.substitutes.is_empty() {
+            return None;
+        }
+        let h: [u8; 32] = Sha256::digest(wasm).into();
+        self.substitutes.get(&h).cloned()
     }
 
     // ---- ingress ------------------------------------------------------------------------

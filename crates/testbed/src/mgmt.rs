@@ -348,6 +348,8 @@ impl Testbed {
         arg: Vec<u8>,
     ) -> Result<(), Reject> {
         self.check_controller(caller, canister)?;
+        let substitute = self.substitute(wasm);
+        let wasm = substitute.as_deref().map_or(wasm, Vec::as_slice);
         let code = compile(wasm).map_err(|e| canister_error(format!("install_code: {e}")))?;
         let time = self.time;
         let install_limit = self.config.limits.install;

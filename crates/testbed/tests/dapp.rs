@@ -4,11 +4,45 @@
 //! partition wasm.
 
 use candid::{CandidType, Decode, Deserialize, Encode, Principal};
-use flotilla_testbed::world::{admin, upload_partition_wasm, World};
-use flotilla_testbed::{Config, Testbed};
-use flotilla_types::index::IndexInit;
+use flotilla_testbed::{Config, InstallMode, Testbed};
+use flotilla_types::index::{IndexInit, UploadProgress, UploadWasmError, WasmChunk};
 use serde_bytes::ByteBuf;
+use sha2::{Digest, Sha256};
 use std::path::PathBuf;
+
+fn admin() -> Principal {
+    Principal::from_slice(&[0xad; 29])
+}
+
+/// Creates a canister controlled by the admin and installs `wasm` with `arg`.
+fn install(tb: &mut Testbed, wasm: &[u8], arg: Vec<u8>) -> Principal {
+    let id = tb.create_canister(vec![admin()], 1_000_000_000_000_000);
+    tb.install(admin(), id, InstallMode::Install, false, wasm, arg)
+        .unwrap_or_else(|e| panic!("install: {e}"));
+    id
+}
+
+/// The admin uploads the partition module to the index in one chunk.
+fn upload_partition_wasm(tb: &mut Testbed, index: Principal, wasm: &[u8]) {
+    let c = WasmChunk {
+        sha256: ByteBuf::from(Sha256::digest(wasm).to_vec()),
+        offset: 0,
+        total_len: wasm.len() as u64,
+        bytes: ByteBuf::from(wasm.to_vec()),
+    };
+    let r = tb
+        .update(
+            admin(),
+            index,
+            "upload_partition_wasm_chunk",
+            Encode!(&c).unwrap(),
+        )
+        .expect("upload replies");
+    let p = Decode!(&r, Result<UploadProgress, UploadWasmError>)
+        .unwrap()
+        .expect("upload");
+    assert!(p.complete);
+}
 
 fn wasm(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -37,7 +71,9 @@ struct CallCount {
 }
 
 fn calls(tb: &mut Testbed, dapp: Principal) -> Vec<CallCount> {
-    let r = World::query(tb, admin(), dapp, "calls", Encode!().unwrap()).expect("calls");
+    let r = tb
+        .query(admin(), dapp, "calls", Encode!().unwrap())
+        .expect("calls");
     Decode!(&r, Vec<CallCount>).unwrap()
 }
 
@@ -64,26 +100,16 @@ fn a_dapp_canister_reads_and_writes_through_the_cdk_transport() {
         move_cap_bytes: None,
         partition_cycles: None,
     };
-    let index = World::install(&mut tb, admin(), &wasm("index"), Encode!(&init).unwrap());
-    upload_partition_wasm(&mut tb, index, &wasm("partition"), 1 << 20);
-    let dapp = World::install(
-        &mut tb,
-        admin(),
-        &wasm("example-dapp"),
-        Encode!(&index).unwrap(),
-    );
+    let index = install(&mut tb, &wasm("index"), Encode!(&init).unwrap());
+    upload_partition_wasm(&mut tb, index, &wasm("partition"));
+    let dapp = install(&mut tb, &wasm("example-dapp"), Encode!(&index).unwrap());
 
     // The index makes its first partition in the background; until then a create is refused.
     let mut created = None;
     for _ in 0..100 {
-        let r = World::update(
-            &mut tb,
-            admin(),
-            dapp,
-            "create",
-            Encode!(&"dapp/notes").unwrap(),
-        )
-        .expect("create replies");
+        let r = tb
+            .update(admin(), dapp, "create", Encode!(&"dapp/notes").unwrap())
+            .expect("create replies");
         match Decode!(&r, Result<(), DappError>).unwrap() {
             Ok(()) => {
                 created = Some(());
@@ -99,12 +125,12 @@ fn a_dapp_canister_reads_and_writes_through_the_cdk_transport() {
 
     let put = |tb: &mut Testbed, k: &str, v: &str| {
         let arg = Encode!(&"dapp/notes", &ByteBuf::from(k), &ByteBuf::from(v)).unwrap();
-        let r = World::update(tb, admin(), dapp, "put", arg).expect("put replies");
+        let r = tb.update(admin(), dapp, "put", arg).expect("put replies");
         Decode!(&r, Result<(), DappError>).unwrap().expect("put");
     };
     let get = |tb: &mut Testbed, k: &str| {
         let arg = Encode!(&"dapp/notes", &ByteBuf::from(k)).unwrap();
-        let r = World::update(tb, admin(), dapp, "get", arg).expect("get replies");
+        let r = tb.update(admin(), dapp, "get", arg).expect("get replies");
         Decode!(&r, Result<Option<ByteBuf>, DappError>)
             .unwrap()
             .expect("get")
