@@ -2,6 +2,12 @@
 //!
 //! Endpoints decode, call the logic, perform the calls it asks for with ic-cdk and feed each
 //! result back as a message to the same state machine. Nothing else lives here.
+//!
+//! Ingress hardening: `canister_inspect_message` accepts an update call only if
+//! [`Index::inspect`] does (refusing, before anything runs or is charged, admin endpoints to
+//! non-admins, SubDB creation and deletion to the anonymous principal, unknown methods and
+//! oversized arguments), and every endpoint decodes its argument as the dispatcher does,
+//! under the decoding and skipping quotas of [`flotilla_types::dispatch::decoder_config`].
 
 use candid::Principal;
 use flotilla_index::calls::{Call, CallResult, Reject, Sender};
@@ -125,34 +131,130 @@ async fn drive<R>(step: Step<R>, pick: impl FnOnce(Finished) -> Option<R>, lost:
     }
 }
 
-#[ic_cdk::update]
-async fn create_subdb(req: CreateRequest) -> Result<InnerKey, CreateError> {
-    let step = with(|i| i.create_subdb(&env(), req));
-    let pick = |f| match f {
-        Finished::Create(r) => Some(r),
-        _ => None,
+/// Runs an ingress update call only if [`Index::inspect`] accepts it; a refusal traps with its
+/// reason, which the caller gets as the reject message. The IC does not inspect queries
+/// called as queries, nor inter-canister calls.
+#[ic_cdk::inspect_message]
+fn inspect_message() {
+    let method = ic_cdk::api::msg_method_name();
+    let caller = ic_cdk::api::msg_caller();
+    let len = ic0::msg_arg_data_size();
+    match with(|i| i.inspect(&method, &caller, len)) {
+        Ok(()) => ic_cdk::api::accept_message(),
+        Err(refusal) => ic_cdk::trap(format!("refused before execution: {refusal}")),
+    }
+}
+
+/// Decodes an endpoint's argument exactly as the dispatcher does, under the quotas of
+/// [`flotilla_types::dispatch::decoder_config`]: an argument that does not decode, or costs
+/// more than the quotas, is a reject (a trap before anything ran).
+fn decode<T: candid::CandidType + for<'de> candid::Deserialize<'de>>(bytes: Vec<u8>) -> T {
+    match flotilla_types::dispatch::decode_args::<(T,)>("the endpoint", &bytes) {
+        Ok((arg,)) => arg,
+        Err(e) => ic_cdk::trap(e.to_string()),
+    }
+}
+
+/// Exports each endpoint with ic-cdk, its argument decoded by [`decode`] (the dispatcher's
+/// quotas), and declares it to `export_candid!` with its Candid types. ic-cdk declares an
+/// endpoint that has its own decoder as taking a blob, so the endpoint is hidden from
+/// `export_candid!` and a stub with the same signature declares it instead.
+macro_rules! endpoints {
+    () => {};
+    (
+        $(#[$meta:meta])*
+        $kind:ident async fn $name:ident($arg:ident: $t:ty) -> $r:ty $body:block
+        $($rest:tt)*
+    ) => {
+        $(#[$meta])*
+        #[ic_cdk::$kind(decode_with = "decode", hidden = true)]
+        async fn $name($arg: $t) -> $r $body
+        declare!($(#[$meta])* $kind $name($t) -> $r);
+        endpoints!($($rest)*);
     };
-    drive(step, pick, Err(CreateError::InProgress)).await
-}
-
-#[ic_cdk::update]
-async fn delete_subdb(req: DeleteRequest) -> Result<(), DeleteSubDbRequestError> {
-    let step = with(|i| i.delete_subdb(&env(), req));
-    let pick = |f| match f {
-        Finished::Delete(r) => Some(r),
-        _ => None,
+    (
+        $(#[$meta:meta])*
+        $kind:ident fn $name:ident($arg:ident: $t:ty) -> $r:ty $body:block
+        $($rest:tt)*
+    ) => {
+        $(#[$meta])*
+        #[ic_cdk::$kind(decode_with = "decode", hidden = true)]
+        fn $name($arg: $t) -> $r $body
+        declare!($(#[$meta])* $kind $name($t) -> $r);
+        endpoints!($($rest)*);
     };
-    drive(step, pick, Err(DeleteSubDbRequestError::InProgress)).await
 }
 
-#[ic_cdk::query]
-fn route(outer_keys: Vec<String>) -> Result<Vec<Option<InnerKey>>, RouteError> {
-    with(|i| i.route(&outer_keys))
+/// The `export_candid!` declaration of one endpoint of [`endpoints!`].
+macro_rules! declare {
+    ($(#[$meta:meta])* $kind:ident $name:ident($t:ty) -> $r:ty) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $(#[$meta])*
+            #[candid::candid_method($kind)]
+            #[allow(dead_code)]
+            fn $name(_: $t) -> $r {
+                unreachable!("a declaration for export_candid! only")
+            }
+        }
+    };
 }
 
-#[ic_cdk::query]
-fn routes(req: RoutesRequest) -> RoutesPage {
-    with(|i| i.routes(&req))
+endpoints! {
+    update async fn create_subdb(req: CreateRequest) -> Result<InnerKey, CreateError> {
+        let step = with(|i| i.create_subdb(&env(), req));
+        let pick = |f| match f {
+            Finished::Create(r) => Some(r),
+            _ => None,
+        };
+        drive(step, pick, Err(CreateError::InProgress)).await
+    }
+
+    update async fn delete_subdb(req: DeleteRequest) -> Result<(), DeleteSubDbRequestError> {
+        let step = with(|i| i.delete_subdb(&env(), req));
+        let pick = |f| match f {
+            Finished::Delete(r) => Some(r),
+            _ => None,
+        };
+        drive(step, pick, Err(DeleteSubDbRequestError::InProgress)).await
+    }
+
+    query fn route(outer_keys: Vec<String>) -> Result<Vec<Option<InnerKey>>, RouteError> {
+        with(|i| i.route(&outer_keys))
+    }
+
+    query fn routes(req: RoutesRequest) -> RoutesPage {
+        with(|i| i.routes(&req))
+    }
+
+    update fn add_admin(p: Principal) -> Result<(), AdminError> {
+        with(|i| i.add_admin(&env(), p))
+    }
+
+    update fn remove_admin(p: Principal) -> Result<(), AdminError> {
+        with(|i| i.remove_admin(&env(), p))
+    }
+
+    update fn upload_partition_wasm_chunk(chunk: WasmChunk) -> Result<UploadProgress, UploadWasmError> {
+        with(|i| i.upload_partition_wasm(&env(), chunk))
+    }
+
+    /// Starts moving one SubDB (admins only), to the partition named or, without one, where the
+    /// index's own moves would go; answers the target.
+    update fn move_subdb(req: MoveRequest) -> Result<Principal, MoveSubDbError> {
+        let (target, calls) = with(|i| i.move_subdb(&env(), &req))?;
+        dispatch(calls);
+        Ok(target)
+    }
+
+    /// Calls a move off (admins only): the source resumes writes and drops its change log, the
+    /// target's partial import is reclaimed. A move past the release can only complete.
+    update fn cancel_move(outer_key: String) -> Result<(), CancelMoveError> {
+        let calls = with(|i| i.cancel_move(&env(), &outer_key))?;
+        dispatch(calls);
+        Ok(())
+    }
 }
 
 #[ic_cdk::query]
@@ -160,43 +262,10 @@ fn stats() -> IndexStats {
     with(|i| i.stats())
 }
 
-#[ic_cdk::update]
-fn add_admin(p: Principal) -> Result<(), AdminError> {
-    with(|i| i.add_admin(&env(), p))
-}
-
-#[ic_cdk::update]
-fn remove_admin(p: Principal) -> Result<(), AdminError> {
-    with(|i| i.remove_admin(&env(), p))
-}
-
-#[ic_cdk::update]
-fn upload_partition_wasm_chunk(chunk: WasmChunk) -> Result<UploadProgress, UploadWasmError> {
-    with(|i| i.upload_partition_wasm(&env(), chunk))
-}
-
 /// Moves in progress (phase, chunks, consecutive failures).
 #[ic_cdk::query]
 fn list_moves() -> Vec<MoveInfo> {
     with(|i| i.list_moves())
-}
-
-/// Starts moving one SubDB (admins only), to the partition named or, without one, where the
-/// index's own moves would go; answers the target.
-#[ic_cdk::update]
-fn move_subdb(req: MoveRequest) -> Result<Principal, MoveSubDbError> {
-    let (target, calls) = with(|i| i.move_subdb(&env(), &req))?;
-    dispatch(calls);
-    Ok(target)
-}
-
-/// Calls a move off (admins only): the source resumes writes and drops its change log, the
-/// target's partial import is reclaimed. A move past the release can only complete.
-#[ic_cdk::update]
-fn cancel_move(outer_key: String) -> Result<(), CancelMoveError> {
-    let calls = with(|i| i.cancel_move(&env(), &outer_key))?;
-    dispatch(calls);
-    Ok(())
 }
 
 /// Runs the background work now instead of at the next timer tick (admins only).

@@ -10,6 +10,12 @@
 //!
 //! A timer reclaims deleted and released SubDBs in the background. Interface:
 //! `canisters/partition/partition.did` (a test proves it equals this code's).
+//!
+//! Ingress hardening: `canister_inspect_message` accepts an update call only if
+//! [`flotilla_partition::inspect`] does (refusing, before anything runs or is charged, ingress
+//! to index-only endpoints, writes by the anonymous principal, unknown methods and oversized
+//! arguments), and every endpoint decodes its argument as the dispatcher does, under the
+//! decoding and skipping quotas of [`flotilla_types::dispatch::decoder_config`].
 
 use flotilla_partition::Partition;
 use flotilla_store::{Config, PURGE_BATCH};
@@ -25,7 +31,7 @@ use flotilla_types::{
     ImportError, PutError, PutOutcome, ScanError, ScanPage, SubDbId, SubDbStats,
 };
 use ic_cdk::api::msg_caller;
-use ic_cdk::{init, post_upgrade, query, update};
+use ic_cdk::{init, inspect_message, post_upgrade};
 use ic_stable_structures::memory_manager::{MemoryManager, VirtualMemory};
 use ic_stable_structures::DefaultMemoryImpl;
 use serde_bytes::ByteBuf;
@@ -90,109 +96,161 @@ fn post_upgrade() {
     start(p);
 }
 
-// ---- user endpoints ---------------------------------------------------------------------
-
-#[query]
-fn get(args: GetArgs) -> Result<Option<ByteBuf>, GetError> {
-    with(|p| p.get(msg_caller(), &args))
+/// Runs an ingress update call only if [`flotilla_partition::inspect::inspect`] accepts it;
+/// a refusal traps with its reason, which the caller gets as the reject message. The IC does
+/// not inspect queries called as queries, nor the index's inter-canister calls.
+#[inspect_message]
+fn inspect_message() {
+    let method = ic_cdk::api::msg_method_name();
+    let caller = msg_caller();
+    let len = ic0::msg_arg_data_size();
+    match with(|p| flotilla_partition::inspect::inspect(&method, &caller, len, &p.index())) {
+        Ok(()) => ic_cdk::api::accept_message(),
+        Err(refusal) => ic_cdk::trap(format!("refused before execution: {refusal}")),
+    }
 }
 
-#[query]
-fn get_many(args: GetManyArgs) -> Result<GetManyReply, GetManyError> {
-    with(|p| p.get_many(msg_caller(), &args))
+/// Decodes an endpoint's argument exactly as the dispatcher does, under the quotas of
+/// [`flotilla_types::dispatch::decoder_config`]: an argument that does not decode, or costs
+/// more than the quotas, is a reject (a trap before anything ran).
+fn decode<T: candid::CandidType + for<'de> candid::Deserialize<'de>>(bytes: Vec<u8>) -> T {
+    match flotilla_types::dispatch::decode_args::<(T,)>("the endpoint", &bytes) {
+        Ok((arg,)) => arg,
+        Err(e) => ic_cdk::trap(e.to_string()),
+    }
 }
 
-#[query]
-fn has(args: GetArgs) -> Result<bool, GetError> {
-    with(|p| p.has(msg_caller(), &args))
+/// Exports each endpoint with ic-cdk, its argument decoded by [`decode`] (the dispatcher's
+/// quotas), and declares it to `export_candid!` with its Candid types. ic-cdk declares an
+/// endpoint that has its own decoder as taking a blob, so the endpoint is hidden from
+/// `export_candid!` and a stub with the same signature declares it instead.
+macro_rules! endpoints {
+    () => {};
+    (
+        $(#[$meta:meta])*
+        $kind:ident async fn $name:ident($arg:ident: $t:ty) -> $r:ty $body:block
+        $($rest:tt)*
+    ) => {
+        $(#[$meta])*
+        #[ic_cdk::$kind(decode_with = "decode", hidden = true)]
+        async fn $name($arg: $t) -> $r $body
+        declare!($(#[$meta])* $kind $name($t) -> $r);
+        endpoints!($($rest)*);
+    };
+    (
+        $(#[$meta:meta])*
+        $kind:ident fn $name:ident($arg:ident: $t:ty) -> $r:ty $body:block
+        $($rest:tt)*
+    ) => {
+        $(#[$meta])*
+        #[ic_cdk::$kind(decode_with = "decode", hidden = true)]
+        fn $name($arg: $t) -> $r $body
+        declare!($(#[$meta])* $kind $name($t) -> $r);
+        endpoints!($($rest)*);
+    };
 }
 
-#[query]
-fn scan(req: ScanRequest) -> Result<ScanPage, ScanError> {
-    with(|p| p.scan(msg_caller(), &req))
+/// The `export_candid!` declaration of one endpoint of [`endpoints!`].
+macro_rules! declare {
+    ($(#[$meta:meta])* $kind:ident $name:ident($t:ty) -> $r:ty) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $(#[$meta])*
+            #[candid::candid_method($kind)]
+            #[allow(dead_code)]
+            fn $name(_: $t) -> $r {
+                unreachable!("a declaration for export_candid! only")
+            }
+        }
+    };
 }
 
-#[query]
-fn subdb_stats(subdb: SubDbId) -> Result<SubDbStats, SubDbStatsError> {
-    with(|p| p.subdb_stats(msg_caller(), subdb))
-}
+endpoints! {
+    // ---- user endpoints ---------------------------------------------------------------------
 
-#[update]
-fn put(args: PutArgs) -> Result<PutOutcome, PutError> {
-    with_mut(|p| p.put(msg_caller(), &args))
-}
+    query fn get(args: GetArgs) -> Result<Option<ByteBuf>, GetError> {
+        with(|p| p.get(msg_caller(), &args))
+    }
 
-#[update]
-fn delete(args: DeleteArgs) -> Result<bool, DeleteError> {
-    with_mut(|p| p.delete(msg_caller(), &args))
-}
+    query fn get_many(args: GetManyArgs) -> Result<GetManyReply, GetManyError> {
+        with(|p| p.get_many(msg_caller(), &args))
+    }
 
-#[update]
-fn batch(args: BatchArgs) -> Result<BatchOutcome, BatchError> {
-    with_mut(|p| p.batch(msg_caller(), &args))
-}
+    query fn has(args: GetArgs) -> Result<bool, GetError> {
+        with(|p| p.has(msg_caller(), &args))
+    }
 
-#[update]
-fn delete_subdb(args: DeleteSubDbArgs) -> Result<(), DeleteSubDbError> {
-    with_mut(|p| p.delete_subdb(msg_caller(), &args))
-}
+    query fn scan(req: ScanRequest) -> Result<ScanPage, ScanError> {
+        with(|p| p.scan(msg_caller(), &req))
+    }
 
-#[update]
-fn set_access(args: SetAccessArgs) -> Result<(), SetAccessError> {
-    with_mut(|p| p.set_access(msg_caller(), &args))
-}
+    query fn subdb_stats(subdb: SubDbId) -> Result<SubDbStats, SubDbStatsError> {
+        with(|p| p.subdb_stats(msg_caller(), subdb))
+    }
 
-// ---- housekeeping (index only) ----------------------------------------------------------
+    update fn put(args: PutArgs) -> Result<PutOutcome, PutError> {
+        with_mut(|p| p.put(msg_caller(), &args))
+    }
 
-#[update]
-fn create_subdb_local(args: CreateLocalArgs) -> Result<SubDbId, CreateSubDbError> {
-    with_mut(|p| p.create_subdb_local(msg_caller(), &args))
-}
+    update fn delete(args: DeleteArgs) -> Result<bool, DeleteError> {
+        with_mut(|p| p.delete(msg_caller(), &args))
+    }
 
-#[update]
-fn stats(args: StatsArgs) -> Result<PartitionStats, StatsError> {
-    let stable_memory_bytes = ic_cdk::stable::stable_size() * PAGE_BYTES;
-    with(|p| p.stats(msg_caller(), &args, stable_memory_bytes))
-}
+    update fn batch(args: BatchArgs) -> Result<BatchOutcome, BatchError> {
+        with_mut(|p| p.batch(msg_caller(), &args))
+    }
 
-#[update]
-fn export_chunk(args: ExportArgs) -> Result<ExportReply, HousekeepingError> {
-    with_mut(|p| p.export_chunk(msg_caller(), &args))
-}
+    update fn delete_subdb(args: DeleteSubDbArgs) -> Result<(), DeleteSubDbError> {
+        with_mut(|p| p.delete_subdb(msg_caller(), &args))
+    }
 
-#[update]
-fn begin_export(args: BeginExportArgs) -> Result<(), HousekeepingError> {
-    with_mut(|p| p.begin_export(msg_caller(), &args))
-}
+    update fn set_access(args: SetAccessArgs) -> Result<(), SetAccessError> {
+        with_mut(|p| p.set_access(msg_caller(), &args))
+    }
 
-#[update]
-fn export_delta(args: ExportDeltaArgs) -> Result<ExportDeltaReply, HousekeepingError> {
-    with_mut(|p| p.export_delta(msg_caller(), &args))
-}
+    // ---- housekeeping (index only) ----------------------------------------------------------
 
-#[update]
-fn begin_import(args: BeginImportArgs) -> Result<SubDbId, BeginImportError> {
-    with_mut(|p| p.begin_import(msg_caller(), &args))
-}
+    update fn create_subdb_local(args: CreateLocalArgs) -> Result<SubDbId, CreateSubDbError> {
+        with_mut(|p| p.create_subdb_local(msg_caller(), &args))
+    }
 
-#[update]
-fn import_chunk(args: ImportChunkArgs) -> Result<(), ImportError> {
-    with_mut(|p| p.import_chunk(msg_caller(), &args))
-}
+    update fn stats(args: StatsArgs) -> Result<PartitionStats, StatsError> {
+        let stable_memory_bytes = ic_cdk::stable::stable_size() * PAGE_BYTES;
+        with(|p| p.stats(msg_caller(), &args, stable_memory_bytes))
+    }
 
-#[update]
-fn abort_import(subdb: SubDbId) -> Result<(), ImportError> {
-    with_mut(|p| p.abort_import(msg_caller(), subdb))
-}
+    update fn export_chunk(args: ExportArgs) -> Result<ExportReply, HousekeepingError> {
+        with_mut(|p| p.export_chunk(msg_caller(), &args))
+    }
 
-#[update]
-fn resume_writes(subdb: SubDbId) -> Result<(), ResumeWritesError> {
-    with_mut(|p| p.resume_writes(msg_caller(), subdb))
-}
+    update fn begin_export(args: BeginExportArgs) -> Result<(), HousekeepingError> {
+        with_mut(|p| p.begin_export(msg_caller(), &args))
+    }
 
-#[update]
-fn release(args: ReleaseArgs) -> Result<(), ReleaseError> {
-    with_mut(|p| p.release(msg_caller(), &args))
+    update fn export_delta(args: ExportDeltaArgs) -> Result<ExportDeltaReply, HousekeepingError> {
+        with_mut(|p| p.export_delta(msg_caller(), &args))
+    }
+
+    update fn begin_import(args: BeginImportArgs) -> Result<SubDbId, BeginImportError> {
+        with_mut(|p| p.begin_import(msg_caller(), &args))
+    }
+
+    update fn import_chunk(args: ImportChunkArgs) -> Result<(), ImportError> {
+        with_mut(|p| p.import_chunk(msg_caller(), &args))
+    }
+
+    update fn abort_import(subdb: SubDbId) -> Result<(), ImportError> {
+        with_mut(|p| p.abort_import(msg_caller(), subdb))
+    }
+
+    update fn resume_writes(subdb: SubDbId) -> Result<(), ResumeWritesError> {
+        with_mut(|p| p.resume_writes(msg_caller(), subdb))
+    }
+
+    update fn release(args: ReleaseArgs) -> Result<(), ReleaseError> {
+        with_mut(|p| p.release(msg_caller(), &args))
+    }
 }
 
 ic_cdk::export_candid!();

@@ -33,6 +33,7 @@ mod admin;
 pub mod calls;
 mod directory;
 pub mod dispatch;
+pub mod inspect;
 mod jobs;
 pub mod memory;
 pub mod moves;
@@ -256,3 +257,5 @@ impl<M: Memory> Index<M> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_fuzz;

@@ -40,8 +40,9 @@ impl<M: Memory> Index<M> {
         }
         let mut upload = match (&self.cfg().upload, chunk.offset) {
             (_, 0) => {
+                // The inactive slot is emptied below, once the piece passed every check: a
+                // refused piece leaves an upload in progress as it was.
                 let slot = self.cfg().wasm.as_ref().map_or(0, |w| w.slot ^ 1);
-                self.wasm[slot as usize].clear_new();
                 Upload {
                     slot,
                     total_len: chunk.total_len,
@@ -65,6 +66,9 @@ impl<M: Memory> Index<M> {
                 len: upload.received + chunk.bytes.len() as u64,
                 max: upload.total_len,
             });
+        }
+        if chunk.offset == 0 {
+            self.wasm[upload.slot as usize].clear_new();
         }
         // Store in fixed pieces so the module is read back in order.
         let slot = &mut self.wasm[upload.slot as usize];

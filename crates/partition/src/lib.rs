@@ -36,6 +36,7 @@
 
 pub mod access;
 pub mod dispatch;
+pub mod inspect;
 pub mod layout;
 
 use access::AccessView;
@@ -727,6 +728,8 @@ fn read_state<M: Memory>(m: M) -> Result<State, PartitionInitError> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_fuzz;
 #[cfg(test)]
 mod tests_many;
 

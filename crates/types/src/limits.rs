@@ -78,3 +78,28 @@ pub const MAX_EXPORT_CHANGES: u64 = 50_000;
 /// Consecutive failed calls after which the index calls a move off (before the release) or,
 /// for the calls that call it off, gives up on reclaiming the target's partial import.
 pub const MAX_MOVE_FAILURES: u32 = 10;
+
+// ---- ingress inspection (`canister_inspect_message`) -------------------------------------
+
+/// Bytes an endpoint's argument may take beyond what its data limits allow (the Candid magic
+/// and type table, fixed-size fields, length prefixes), when a canister bounds its ingress
+/// arguments before running them. Generous: any encoder's legitimate argument fits, including
+/// a type table that names a few extra optional fields.
+pub const ARG_OVERHEAD_BYTES: usize = 4 * 1024;
+/// Bound of an ingress argument made of fixed-size fields, op ids, principals and at most a
+/// few keys or outer keys (`get`, `scan`, `delete`, `set_access`, `create_subdb`, ...).
+pub const SMALL_ARG_BYTES: usize = 16 * 1024;
+/// Largest principal on the Candid wire: the reference tag, a one-byte length, 29 bytes.
+pub const PRINCIPAL_WIRE_BYTES: usize = 1 + 1 + 29;
+
+// The largest fixed-shape arguments fit the small bound: a scan (start, end, cursor), and
+// access lists of the largest size (owner, readers, writers) with an op id and an outer key.
+const _: () =
+    assert!(3 * (MAX_KEY_BYTES + ITEM_OVERHEAD_BYTES) + ARG_OVERHEAD_BYTES <= SMALL_ARG_BYTES);
+const _: () = assert!(
+    MAX_OUTER_KEY_BYTES
+        + OP_ID_MAX_BYTES
+        + (2 * MAX_ACCESS_PRINCIPALS + 1) * PRINCIPAL_WIRE_BYTES
+        + ARG_OVERHEAD_BYTES
+        <= SMALL_ARG_BYTES
+);

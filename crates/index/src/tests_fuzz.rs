@@ -1,0 +1,991 @@
+//! Fuzzing every endpoint's decode-and-dispatch (issue 11): arbitrary bytes, valid arguments
+//! mutated byte-wise (bit flips, truncation, insertion, removal, huge length prefixes) and
+//! valid arguments with values changed to boundary and arbitrary ones, sent to every method of
+//! [`dispatch::methods`] by every class of caller (anonymous, a SubDB owner, a stranger, an
+//! admin, a canister), on an index with a partition wasm, an active partition and a spare, a
+//! live SubDB, a create waiting for its partition and a move in progress.
+//!
+//! Properties of each call:
+//! - nothing panics (each call runs under `catch_unwind`);
+//! - the answer is a reply of the method's declared Candid type (or a call the reply awaits)
+//!   or a [`DispatchError::BadArgument`] (every method exists);
+//! - a `DispatchError`, an `Err` reply, and any query leave the stable memory byte-identical
+//!   (but for the exceptions of [`err_may_change`]: one by design, one a known bug);
+//! - ingress inspection refuses only what the logic refuses too: a call that inspection
+//!   refuses for its caller never gets an `Ok` reply nor awaits a call.
+//!
+//! `FLOTILLA_FUZZ_CASES` sets the cases per test (default [`DEFAULT_CASES`]), and
+//! `FLOTILLA_FUZZ_SEED` the seed; a failure names both, with the shrunk input.
+
+use crate::calls::{Request, Response};
+use crate::dispatch::{self, Outcome};
+use crate::inspect::{self, InspectRefusal};
+use crate::{Env, Index};
+use candid::types::internal::TypeContainer;
+use candid::types::value::{IDLValue, VariantValue};
+use candid::types::Type;
+use candid::{IDLArgs, Principal, TypeEnv};
+use flotilla_types::dispatch::{encode_args, DispatchError, MethodKind, MethodSig};
+use flotilla_types::index::{
+    CreateRequest, DeleteRequest, IndexInit, MoveRequest, RoutesRequest, WasmChunk,
+};
+use flotilla_types::partition::PartitionStats;
+use flotilla_types::OpId;
+use ic_stable_structures::memory_manager::{MemoryManager, VirtualMemory};
+use ic_stable_structures::VectorMemory;
+use proptest::prelude::*;
+use proptest::sample::Index as Pick;
+use proptest::test_runner::{Config as PtConfig, RngSeed, TestCaseError, TestRunner};
+use serde_bytes::ByteBuf;
+use sha2::{Digest, Sha256};
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+type Mem = VirtualMemory<VectorMemory>;
+
+/// Cases per test when `FLOTILLA_FUZZ_CASES` is not set: each test stays well under 20 s in
+/// the dev profile.
+const DEFAULT_CASES: u32 = 20_000;
+
+const SELF: Principal = Principal::from_slice(&[0, 0, 0, 0, 0, 0, 0, 1, 1, 1]);
+const ADMIN: Principal = Principal::from_slice(&[0xA0; 29]);
+/// Owns "a" and "c".
+const ALICE: Principal = Principal::from_slice(&[0xA1; 29]);
+/// Owns "b", whose creation waits for its partition.
+const BOB: Principal = Principal::from_slice(&[0xB0; 29]);
+const STRANGER: Principal = Principal::from_slice(&[0xD4; 29]);
+/// Some canister (not a partition of this index).
+const CANISTER: Principal = Principal::from_slice(&[0, 0, 0, 0, 0, 0, 0, 9, 1, 1]);
+const ANON: Principal = Principal::anonymous();
+/// Every class of caller.
+const CALLERS: [Principal; 6] = [ANON, ADMIN, ALICE, BOB, STRANGER, CANISTER];
+/// A principal the tweaks also use: the index itself.
+const TARGET: Principal = SELF;
+/// Method names the index does not have.
+const UNKNOWN: [&str; 5] = ["", "nope", "stats ", "Stats", "create_subdb_local"];
+/// The fixture's partition module, and the one being uploaded.
+const WASM: &[u8] = b"\0asm-pretend-partition-module";
+const WASM2: &[u8] = b"\0asm-pretend-partition-module-v2";
+
+fn op(n: u8) -> OpId {
+    OpId::from(vec![n; 16])
+}
+
+fn env(caller: Principal) -> Env {
+    Env {
+        caller,
+        now: 1_000_000_000,
+        self_id: SELF,
+    }
+}
+
+fn manager(raw: &VectorMemory) -> MemoryManager<VectorMemory> {
+    MemoryManager::init_with_bucket_size(raw.clone(), 1)
+}
+
+fn open(raw: &VectorMemory) -> Index<Mem> {
+    let mm = manager(raw);
+    Index::open(|id| mm.get(id)).expect("the fixture opens")
+}
+
+fn chunk(wasm: &[u8], offset: usize, len: usize, sha: &[u8]) -> WasmChunk {
+    WasmChunk {
+        offset: offset as u64,
+        bytes: ByteBuf::from(wasm[offset..offset + len].to_vec()),
+        total_len: wasm.len() as u64,
+        sha256: ByteBuf::from(sha.to_vec()),
+    }
+}
+
+/// Answers every call as a well-behaved management canister and partitions would, until
+/// none is left; returns the partitions created.
+fn serve(
+    index: &mut Index<Mem>,
+    mut calls: Vec<crate::calls::Call>,
+    ids: &mut u8,
+) -> Vec<Principal> {
+    let mut created = vec![];
+    while let Some(call) = calls.pop() {
+        let reply = match &call.request {
+            Request::CreateCanister { .. } => {
+                *ids += 1;
+                let id = Principal::from_slice(&[0, 0, 0, 0, 0, 0, 0, 0x40 + *ids, 1, 1]);
+                created.push(id);
+                Response::CanisterCreated(id)
+            }
+            Request::InstallCode { .. } | Request::InstallChunkedCode { .. } => Response::Installed,
+            Request::UploadChunk { chunk, .. } => Response::ChunkUploaded {
+                hash: ByteBuf::from(Sha256::digest(chunk).to_vec()),
+            },
+            Request::Stats(_) => Response::Stats(Ok(PartitionStats::default())),
+            Request::CreateSubDb(_) => {
+                *ids += 1;
+                Response::SubDbCreated(Ok(*ids as u32))
+            }
+            other => panic!("the fixture does not answer {other:?}"),
+        };
+        calls.extend(index.on_reply(&env(ADMIN), call.id, Ok(reply)).calls);
+    }
+    created
+}
+
+fn create_req(key: &str, n: u8) -> CreateRequest {
+    CreateRequest {
+        outer_key: key.to_string(),
+        op_id: op(n),
+        hard_cap: None,
+        owner: None,
+        readers: vec![],
+        writers: vec![],
+    }
+}
+
+/// Builds the fixture's memory: a partition wasm; partition P1 holding "a" and "c" (ALICE's);
+/// a spare P2; "b" (BOB's) waiting for its partition's answer; "c" moving to P2; the upload of
+/// a new module under way.
+fn build() -> (VectorMemory, [Principal; 2]) {
+    let raw = VectorMemory::default();
+    let mm = manager(&raw);
+    let mut index = Index::install(
+        |id| mm.get(id),
+        IndexInit {
+            admins: vec![ADMIN],
+            spare_pool_target: Some(1),
+            move_cap_bytes: Some(1 << 20),
+            partition_cycles: None,
+        },
+    );
+    let sha = Sha256::digest(WASM).to_vec();
+    let up = index.upload_partition_wasm(&env(ADMIN), chunk(WASM, 0, WASM.len(), &sha));
+    assert!(up.unwrap().complete);
+    let mut ids = 0;
+    let calls = index.tick(&env(ADMIN));
+    let p1 = serve(&mut index, calls, &mut ids)[0];
+    for (key, n) in [("a", 1), ("c", 2)] {
+        let step = index.create_subdb(&env(ALICE), create_req(key, n));
+        let crate::Step::Await(call) = step else {
+            panic!("create {key}: {step:?}")
+        };
+        serve(&mut index, vec![call], &mut ids);
+    }
+    let calls = index.tick(&env(ADMIN));
+    let p2 = serve(&mut index, calls, &mut ids)[0];
+    let step = index.create_subdb(&env(BOB), create_req("b", 3));
+    assert!(matches!(step, crate::Step::Await(_)), "{step:?}");
+    let to = MoveRequest {
+        outer_key: "c".into(),
+        target: Some(p2),
+    };
+    let (target, _calls) = index.move_subdb(&env(ADMIN), &to).unwrap();
+    assert_eq!(target, p2);
+    // A new module, its first piece uploaded.
+    let sha2 = Sha256::digest(WASM2).to_vec();
+    let up = index.upload_partition_wasm(&env(ADMIN), chunk(WASM2, 0, 8, &sha2));
+    assert!(!up.unwrap().complete);
+    (raw, [p1, p2])
+}
+
+fn e<T: candid::CandidType>(v: T) -> Vec<u8> {
+    encode_args((v,))
+}
+
+/// Valid arguments of `method` on the fixture: the seeds that mutation starts from. They reach
+/// every outcome (success, each refusal, replays and conflicts of op ids used by the fixture).
+fn samples(method: &str, [p1, p2]: [Principal; 2]) -> Vec<Vec<u8>> {
+    let sha = Sha256::digest(WASM).to_vec();
+    let keys = |ks: &[&str]| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+    let mv = |k: &str, target| MoveRequest {
+        outer_key: k.into(),
+        target,
+    };
+    match method {
+        "route" => vec![e(keys(&["a", "b", "c", "zz"])), e(keys(&[]))],
+        "routes" => vec![
+            e(RoutesRequest {
+                start_after: None,
+                limit: Some(10),
+            }),
+            e(RoutesRequest {
+                start_after: Some("a".into()),
+                limit: Some(0),
+            }),
+        ],
+        "stats" | "list_moves" | "run_housekeeping" => vec![encode_args(())],
+        "create_subdb" => vec![
+            e(create_req("d", 20)),
+            e(CreateRequest {
+                owner: Some(BOB),
+                readers: vec![ANON, STRANGER],
+                writers: vec![BOB],
+                hard_cap: Some(5),
+                ..create_req("e", 21)
+            }),
+            // Taken; the op id of "a" (a replay for ALICE); "b"'s (waiting).
+            e(create_req("a", 22)),
+            e(create_req("a", 1)),
+            e(create_req("b", 3)),
+        ],
+        "delete_subdb" => ["a", "b", "c", "zz"]
+            .iter()
+            .map(|k| {
+                e(DeleteRequest {
+                    outer_key: k.to_string(),
+                    op_id: op(23),
+                })
+            })
+            .collect(),
+        "add_admin" | "remove_admin" => [BOB, ADMIN, ANON].iter().map(|&p| e(p)).collect(),
+        "upload_partition_wasm_chunk" => {
+            let sha2 = Sha256::digest(WASM2).to_vec();
+            vec![
+                e(chunk(WASM, 0, WASM.len(), &sha)),
+                e(chunk(WASM, 0, WASM.len(), &[0; 32])),
+                e(chunk(WASM, 0, 5, &sha)),
+                // The upload in progress: its next piece, its last, a wrong offset.
+                e(chunk(WASM2, 8, 4, &sha2)),
+                e(chunk(WASM2, 8, WASM2.len() - 8, &sha2)),
+                e(chunk(WASM2, 9, 4, &sha2)),
+            ]
+        }
+        "move_subdb" => vec![
+            e(mv("a", None)),
+            e(mv("a", Some(p2))),
+            e(mv("a", Some(p1))),
+            e(mv("c", None)),
+            e(mv("zz", None)),
+        ],
+        "cancel_move" => vec![e("c".to_string()), e("a".to_string())],
+        other => panic!("no samples for {other}: add them to tests_fuzz::samples"),
+    }
+}
+
+/// One change to a valid argument. Positions pick within the current length.
+#[derive(Clone, Debug)]
+enum Mutation {
+    FlipBit(Pick, u8),
+    SetByte(Pick, u8),
+    Truncate(Pick),
+    Insert(Pick, Vec<u8>),
+    Remove(Pick, u8),
+    /// A LEB128 number written over the bytes at a position (or inserted there): a length
+    /// prefix, a vector count or a type index gone huge.
+    Leb(Pick, u64, bool),
+}
+
+fn leb128(mut n: u64) -> Vec<u8> {
+    let mut out = vec![];
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
+    let at = |p: &Pick, len: usize| if len == 0 { 0 } else { p.index(len) };
+    match m {
+        Mutation::FlipBit(p, bit) if !bytes.is_empty() => {
+            let i = at(p, bytes.len());
+            bytes[i] ^= 1 << (bit % 8);
+        }
+        Mutation::SetByte(p, v) if !bytes.is_empty() => {
+            let i = at(p, bytes.len());
+            bytes[i] = *v;
+        }
+        Mutation::Truncate(p) => {
+            let i = at(p, bytes.len());
+            bytes.truncate(i);
+        }
+        Mutation::Insert(p, ins) => {
+            let i = at(p, bytes.len() + 1);
+            bytes.splice(i..i, ins.iter().copied());
+        }
+        Mutation::Remove(p, n) if !bytes.is_empty() => {
+            let i = at(p, bytes.len());
+            let end = (i + *n as usize).min(bytes.len());
+            bytes.drain(i..end);
+        }
+        Mutation::Leb(p, n, overwrite) => {
+            let enc = leb128(*n);
+            let i = at(p, bytes.len() + 1);
+            if *overwrite {
+                let end = (i + enc.len()).min(bytes.len());
+                bytes.splice(i..end, enc);
+            } else {
+                bytes.splice(i..i, enc);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    let huge = prop_oneof![
+        Just(u64::MAX),
+        Just(u32::MAX as u64),
+        Just(1u64 << 31),
+        Just(1u64 << 40),
+        Just(10_000_000),
+        Just(2 * 1024 * 1024),
+        0u64..300,
+        any::<u64>(),
+    ];
+    prop_oneof![
+        3 => (any::<Pick>(), any::<u8>()).prop_map(|(p, b)| Mutation::FlipBit(p, b)),
+        2 => (any::<Pick>(), prop_oneof![Just(0u8), Just(0x7f), Just(0x80), Just(0xff), any::<u8>()])
+            .prop_map(|(p, v)| Mutation::SetByte(p, v)),
+        1 => any::<Pick>().prop_map(Mutation::Truncate),
+        2 => (any::<Pick>(), prop::collection::vec(any::<u8>(), 1..12))
+            .prop_map(|(p, v)| Mutation::Insert(p, v)),
+        1 => (any::<Pick>(), 1u8..16).prop_map(|(p, n)| Mutation::Remove(p, n)),
+        2 => (any::<Pick>(), huge, any::<bool>()).prop_map(|(p, n, o)| Mutation::Leb(p, n, o)),
+    ]
+}
+
+/// What one fuzz case sends.
+#[derive(Clone, Debug)]
+enum Input {
+    /// Any bytes at all.
+    Bytes(Vec<u8>),
+    /// The Candid magic, then any bytes (past the first check of the decoder).
+    Didl(Vec<u8>),
+    /// A valid argument (sample `.0` of the method), then mutations of its bytes.
+    Mutated(Pick, Vec<Mutation>),
+    /// A valid argument (sample `.0` of the method) with some of its values changed, encoded
+    /// again with the method's types: it decodes, and reaches the logic with odd values.
+    Typed(Pick, Vec<Tweak>),
+}
+
+/// A change to one value of a decoded argument: the `.0`-th changeable value (in pre-order)
+/// becomes a boundary or arbitrary value of its type, chosen by `.1` (and `.2` for bytes).
+#[derive(Clone, Debug)]
+struct Tweak(Pick, u64, Vec<u8>);
+
+/// Lengths that sit on a limit: op ids (16..=32), keys (1 KiB), outer keys (256), values
+/// (1 MiB), principals (29).
+const EDGE_LENGTHS: [usize; 12] = [0, 1, 15, 16, 29, 30, 32, 33, 256, 257, 1024, 1025];
+
+fn changeable(v: &IDLValue) -> bool {
+    !matches!(
+        v,
+        IDLValue::Record(_) | IDLValue::Variant(_) | IDLValue::Null | IDLValue::Reserved
+    )
+}
+
+/// Visits the values of `v` in pre-order; applies `t` to the `n`-th changeable one.
+fn tweak_nth(v: &mut IDLValue, n: &mut usize, t: &Tweak) -> bool {
+    if changeable(v) {
+        if *n == 0 {
+            tweak(v, t);
+            return true;
+        }
+        *n -= 1;
+    }
+    match v {
+        IDLValue::Opt(inner) => tweak_nth(inner, n, t),
+        IDLValue::Vec(items) => items.iter_mut().any(|i| tweak_nth(i, n, t)),
+        IDLValue::Record(fields) => fields.iter_mut().any(|f| tweak_nth(&mut f.val, n, t)),
+        IDLValue::Variant(VariantValue(f, _)) => tweak_nth(&mut f.val, n, t),
+        _ => false,
+    }
+}
+
+fn count_changeable(v: &IDLValue) -> usize {
+    let own = changeable(v) as usize;
+    own + match v {
+        IDLValue::Opt(inner) => count_changeable(inner),
+        IDLValue::Vec(items) => items.iter().map(count_changeable).sum(),
+        IDLValue::Record(fields) => fields.iter().map(|f| count_changeable(&f.val)).sum(),
+        IDLValue::Variant(VariantValue(f, _)) => count_changeable(&f.val),
+        _ => 0,
+    }
+}
+
+/// Roughly the encoded size of a value: its bytes, text and principals, and 8 per other value.
+fn approx_bytes(v: &IDLValue) -> usize {
+    match v {
+        IDLValue::Blob(b) => b.len(),
+        IDLValue::Text(t) => t.len(),
+        IDLValue::Opt(inner) => 1 + approx_bytes(inner),
+        IDLValue::Vec(items) => items.iter().map(approx_bytes).sum(),
+        IDLValue::Record(fields) => fields.iter().map(|f| approx_bytes(&f.val)).sum(),
+        IDLValue::Variant(VariantValue(f, _)) => 1 + approx_bytes(&f.val),
+        IDLValue::Principal(p) => p.as_slice().len(),
+        _ => 8,
+    }
+}
+
+fn tweak(v: &mut IDLValue, Tweak(_, r, bytes): &Tweak) {
+    let r = *r;
+    let pick = |n: u64| (r % n) as usize;
+    let sized = |len: usize| bytes.iter().copied().cycle().take(len).collect::<Vec<u8>>();
+    let some_bytes = || match pick(4) {
+        0 => bytes.clone(),
+        1 if r % 64 == 1 => vec![0xEE; flotilla_types::limits::MAX_VALUE_BYTES + 1],
+        _ => {
+            let len = EDGE_LENGTHS[(r >> 8) as usize % EDGE_LENGTHS.len()];
+            if bytes.is_empty() {
+                vec![0; len]
+            } else {
+                sized(len)
+            }
+        }
+    };
+    let num = |max: u64| match pick(6) {
+        0 => 0,
+        1 => 1,
+        2 => max,
+        3 => max - 1,
+        4 => r % 1000,
+        _ => (r >> 3) & max,
+    };
+    match v {
+        IDLValue::Bool(b) => *b = !*b,
+        IDLValue::Nat8(x) => *x = num(u8::MAX as u64) as u8,
+        IDLValue::Nat16(x) => *x = num(u16::MAX as u64) as u16,
+        IDLValue::Nat32(x) => *x = num(u32::MAX as u64) as u32,
+        IDLValue::Nat64(x) => *x = num(u64::MAX),
+        IDLValue::Nat(x) => *x = candid::Nat::from(num(u64::MAX)),
+        IDLValue::Int32(x) => *x = num(u32::MAX as u64) as i32,
+        IDLValue::Int64(x) => *x = num(u64::MAX) as i64,
+        IDLValue::Blob(b) => *b = some_bytes(),
+        IDLValue::Text(t) => *t = String::from_utf8_lossy(&some_bytes()).into_owned(),
+        IDLValue::Principal(p) => {
+            *p = match pick(3) {
+                0 => CALLERS[(r >> 2) as usize % CALLERS.len()],
+                1 => TARGET,
+                _ => Principal::from_slice(&bytes[..bytes.len().min(29)]),
+            }
+        }
+        IDLValue::Opt(_) => *v = IDLValue::None,
+        IDLValue::Vec(items)
+            if !items.is_empty() && items.iter().all(|i| matches!(i, IDLValue::Nat8(_))) =>
+        {
+            *items = some_bytes().into_iter().map(IDLValue::Nat8).collect()
+        }
+        IDLValue::Vec(items) => match pick(3) {
+            0 => items.truncate((r >> 2) as usize % (items.len() + 1)),
+            1 => items.reverse(),
+            _ if !items.is_empty() => {
+                // Up to past the largest counts (10,000 batch ops, 1,000 get_many keys).
+                // The argument stays under 4 MiB (twice the IC's message limit).
+                let n = [2, 101, 1_001, 10_001][(r >> 2) as usize % 4];
+                let first = items[0].clone();
+                let n = n
+                    .min((4 << 20) / (approx_bytes(&first) + 1))
+                    .max(items.len());
+                items.resize(n, first);
+            }
+            _ => {}
+        },
+        _ => {}
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    /// A method of the dispatcher, or past its end, an unknown name.
+    method: Pick,
+    caller: Pick,
+    input: Input,
+}
+
+fn arbitrary_case() -> impl Strategy<Value = Case> {
+    let input = prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..64).prop_map(Input::Bytes),
+        prop::collection::vec(any::<u8>(), 0..2048).prop_map(Input::Bytes),
+        prop::collection::vec(any::<u8>(), 0..256).prop_map(Input::Didl),
+    ];
+    (any::<Pick>(), any::<Pick>(), input).prop_map(|(method, caller, input)| Case {
+        method,
+        caller,
+        input,
+    })
+}
+
+fn typed_case() -> impl Strategy<Value = Case> {
+    let tweak = (
+        any::<Pick>(),
+        any::<u64>(),
+        prop::collection::vec(any::<u8>(), 0..40),
+    )
+        .prop_map(|(p, r, b)| Tweak(p, r, b));
+    let input =
+        (any::<Pick>(), prop::collection::vec(tweak, 0..4)).prop_map(|(s, t)| Input::Typed(s, t));
+    (any::<Pick>(), any::<Pick>(), input).prop_map(|(method, caller, input)| Case {
+        method,
+        caller,
+        input,
+    })
+}
+
+fn mutated_case() -> impl Strategy<Value = Case> {
+    // Few mutations keep most arguments decodable, reaching the logic with odd values; many
+    // reach the decoder's corners.
+    let mutations = prop_oneof![
+        1 => Just(vec![]),
+        4 => prop::collection::vec(mutation(), 1..3),
+        2 => prop::collection::vec(mutation(), 3..10),
+    ];
+    let input = (any::<Pick>(), mutations).prop_map(|(s, m)| Input::Mutated(s, m));
+    (any::<Pick>(), any::<Pick>(), input).prop_map(|(method, caller, input)| Case {
+        method,
+        caller,
+        input,
+    })
+}
+
+/// The method's declared types, to decode samples and check every reply against.
+struct Sig {
+    sig: MethodSig,
+    env: TypeEnv,
+    args: Vec<Type>,
+    rets: Vec<Type>,
+    samples: Vec<Vec<u8>>,
+}
+
+/// What a call answered: a reply now, a call the reply awaits, or no reply at all.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    Reply(Vec<u8>),
+    Await,
+    Refused(DispatchError),
+}
+
+/// The fuzzed index: its memory, the pristine image every case starts from, the logic.
+struct World {
+    raw: VectorMemory,
+    pristine: Vec<u8>,
+    index: Index<Mem>,
+    sigs: Vec<Sig>,
+    /// Cases that got an `Ok` (or awaited), an `Err` reply, a `DispatchError`, an
+    /// inspection refusal.
+    tally: [u64; 4],
+}
+
+impl World {
+    fn new() -> World {
+        let (raw, parts) = build();
+        // Opening forgets the calls in flight; the pristine image is the memory as opened,
+        // which opening again leaves as it is.
+        drop(open(&raw));
+        let pristine = raw.borrow().clone();
+        let index = open(&raw);
+        assert!(
+            *raw.borrow() == pristine,
+            "opening the index twice changed memory"
+        );
+        let sigs = dispatch::methods()
+            .into_iter()
+            .map(|sig| {
+                let mut c = TypeContainer::new();
+                let args = sig.args.iter().map(|t| t(&mut c)).collect();
+                let rets = sig.rets.iter().map(|t| t(&mut c)).collect();
+                let samples = samples(sig.name, parts);
+                Sig {
+                    env: c.env,
+                    args,
+                    rets,
+                    samples,
+                    sig,
+                }
+            })
+            .collect();
+        World {
+            raw,
+            pristine,
+            index,
+            sigs,
+            tally: [0; 4],
+        }
+    }
+
+    fn changed(&self) -> bool {
+        *self.raw.borrow() != self.pristine
+    }
+
+    fn restore(&mut self) {
+        self.raw.borrow_mut().clone_from(&self.pristine);
+        self.index = open(&self.raw);
+    }
+
+    fn bytes_of(&self, method: Option<usize>, input: &Input) -> Vec<u8> {
+        match input {
+            Input::Bytes(v) => v.clone(),
+            Input::Didl(v) => [b"DIDL".as_slice(), v].concat(),
+            Input::Mutated(s, muts) => {
+                let samples = &self.sigs[method.unwrap_or(0)].samples;
+                let mut bytes = samples[s.index(samples.len())].clone();
+                for m in muts {
+                    apply(&mut bytes, m);
+                }
+                bytes
+            }
+            Input::Typed(s, tweaks) => {
+                let sig = &self.sigs[method.unwrap_or(0)];
+                let bytes = &sig.samples[s.index(sig.samples.len())];
+                let mut args = IDLArgs::from_bytes_with_types(bytes, &sig.env, &sig.args)
+                    .expect("samples decode")
+                    .args;
+                for t in tweaks {
+                    let total: usize = args.iter().map(count_changeable).sum();
+                    if total == 0 {
+                        break;
+                    }
+                    let mut n = t.0.index(total);
+                    args.iter_mut().any(|a| tweak_nth(a, &mut n, t));
+                }
+                IDLArgs::new(&args)
+                    .to_bytes_with_types(&sig.env, &sig.args)
+                    .expect("a tweaked argument keeps its types")
+            }
+        }
+    }
+
+    /// Runs one case and checks every property; restores the pristine state afterwards.
+    fn run(&mut self, case: &Case) -> Result<(), TestCaseError> {
+        let n = self.sigs.len();
+        let pick = case.method.index(n + UNKNOWN.len());
+        let method = (pick < n).then_some(pick);
+        let name = match method {
+            Some(m) => self.sigs[m].sig.name,
+            None => UNKNOWN[pick - n],
+        };
+        let caller = CALLERS[case.caller.index(CALLERS.len())];
+        let arg = self.bytes_of(method, &case.input);
+        let what = format!("{name} by {caller} with {} bytes {}", arg.len(), hex(&arg));
+        let index = &self.index;
+        let verdict = catch_unwind(AssertUnwindSafe(|| index.inspect(name, &caller, arg.len())))
+            .map_err(|_| TestCaseError::fail(format!("inspect panicked: {what}")))?;
+        let result = self.call(caller, name, &arg, &what);
+        let changed = self.changed();
+        if changed {
+            self.restore();
+        }
+        let answer = result?;
+        let Some(m) = method else {
+            prop_assert_eq!(
+                answer,
+                Answer::Refused(DispatchError::NoSuchMethod {
+                    method: name.to_string()
+                }),
+                "{}",
+                what
+            );
+            prop_assert!(!changed, "unknown method changed memory: {}", what);
+            let unknown = matches!(verdict, Err(InspectRefusal::UnknownMethod { .. }));
+            prop_assert!(
+                unknown,
+                "inspection let an unknown method through: {}",
+                what
+            );
+            self.tally[3] += 1;
+            return Ok(());
+        };
+        let sig = &self.sigs[m];
+        let ok = match &answer {
+            Answer::Refused(e) => {
+                prop_assert!(
+                    matches!(e, DispatchError::BadArgument { method, .. } if method == name),
+                    "{:?}: {}",
+                    e,
+                    what
+                );
+                prop_assert!(!changed, "a DispatchError changed memory: {}", what);
+                self.tally[2] += 1;
+                false
+            }
+            Answer::Await => {
+                self.tally[0] += 1;
+                true
+            }
+            Answer::Reply(reply) => {
+                let ok = reply_is_ok(sig, reply).map_err(|e| {
+                    TestCaseError::fail(format!("reply not of the declared type ({e}): {what}"))
+                })?;
+                prop_assert!(
+                    ok || !changed || err_may_change(sig, &arg, reply),
+                    "an Err reply changed memory: {} -> {}",
+                    what,
+                    hex(reply)
+                );
+                prop_assert!(
+                    sig.sig.kind == MethodKind::Update || !changed,
+                    "a query changed memory: {}",
+                    what
+                );
+                self.tally[if ok { 0 } else { 1 }] += 1;
+                ok
+            }
+        };
+        match verdict {
+            Ok(()) => {}
+            Err(InspectRefusal::ArgumentTooLarge { .. }) => self.tally[3] += 1,
+            Err(r) => {
+                self.tally[3] += 1;
+                prop_assert!(
+                    !ok,
+                    "inspection refused ({}) a call the logic ran: {}",
+                    r,
+                    what
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `name` as the IC would: a query method both as a query and as an update.
+    fn call(
+        &mut self,
+        caller: Principal,
+        name: &str,
+        arg: &[u8],
+        what: &str,
+    ) -> Result<Answer, TestCaseError> {
+        let env = env(caller);
+        if dispatch::method_kind(name) == Some(MethodKind::Query) {
+            let index = &self.index;
+            let q = catch_unwind(AssertUnwindSafe(|| dispatch::query(index, &env, name, arg)));
+            let q = q.map_err(|_| TestCaseError::fail(format!("query panicked: {what}")))?;
+            prop_assert!(!self.changed(), "a query changed memory: {}", what);
+            let u = self.update(&env, name, arg, what)?;
+            let q = match q {
+                Ok(reply) => Answer::Reply(reply),
+                Err(e) => Answer::Refused(e),
+            };
+            prop_assert_eq!(&q, &u, "query and update answers differ: {}", what);
+            return Ok(u);
+        }
+        self.update(&env, name, arg, what)
+    }
+
+    fn update(
+        &mut self,
+        env: &Env,
+        name: &str,
+        arg: &[u8],
+        what: &str,
+    ) -> Result<Answer, TestCaseError> {
+        let index = &mut self.index;
+        let u = catch_unwind(AssertUnwindSafe(|| dispatch::update(index, env, name, arg)));
+        let u = u.map_err(|_| {
+            self.restore();
+            TestCaseError::fail(format!("dispatch panicked: {what}"))
+        })?;
+        Ok(match u {
+            Ok(Outcome::Reply { reply, .. }) => Answer::Reply(reply),
+            Ok(Outcome::Await { .. }) => Answer::Await,
+            Err(e) => Answer::Refused(e),
+        })
+    }
+}
+
+/// The `Err` replies that change state: by design, only an upload whose last piece fails the
+/// hash check, which drops the upload (`UploadWasmError::HashMismatch`).
+fn err_may_change(sig: &Sig, _arg: &[u8], reply: &[u8]) -> bool {
+    sig.sig.name == "upload_partition_wasm_chunk"
+        && err_variant(sig, reply) == Some(candid::idl_hash("HashMismatch"))
+}
+
+/// Whether `reply` is an `Ok` (else an `Err`) of the method's declared reply type, or a plain
+/// value of it (the queries `routes`, `stats`, `list_moves`); an error if it is not of that
+/// type at all.
+fn reply_is_ok(sig: &Sig, reply: &[u8]) -> Result<bool, String> {
+    let v =
+        IDLArgs::from_bytes_with_types(reply, &sig.env, &sig.rets).map_err(|e| e.to_string())?;
+    match &v.args[..] {
+        [IDLValue::Variant(VariantValue(f, _))] if f.id.get_id() == candid::idl_hash("Ok") => {
+            Ok(true)
+        }
+        [IDLValue::Variant(VariantValue(f, _))] if f.id.get_id() == candid::idl_hash("Err") => {
+            Ok(false)
+        }
+        [_] if sig.sig.kind == MethodKind::Query => Ok(true),
+        other => Err(format!("not a result: {other:?}")),
+    }
+}
+
+/// The label id of an `Err` reply's error variant.
+fn err_variant(sig: &Sig, reply: &[u8]) -> Option<u32> {
+    let v = IDLArgs::from_bytes_with_types(reply, &sig.env, &sig.rets).ok()?;
+    match &v.args[..] {
+        [IDLValue::Variant(VariantValue(f, _))] if f.id.get_id() == candid::idl_hash("Err") => {
+            match &f.val {
+                IDLValue::Variant(VariantValue(e, _)) => Some(e.id.get_id()),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    const SHOWN: usize = 256;
+    let mut s: String = b.iter().take(SHOWN).map(|x| format!("{x:02x}")).collect();
+    if b.len() > SHOWN {
+        s.push_str("..");
+    }
+    s
+}
+
+/// The case count and seed of a fuzz test, from `FLOTILLA_FUZZ_CASES` and `FLOTILLA_FUZZ_SEED`.
+fn config() -> (u32, u64) {
+    let var = |name| std::env::var(name).ok().and_then(|v| v.parse().ok());
+    let cases = var("FLOTILLA_FUZZ_CASES").map_or(DEFAULT_CASES, |c: u64| c as u32);
+    let seed = var("FLOTILLA_FUZZ_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    });
+    (cases, seed)
+}
+
+fn fuzz(test: &str, strategy: impl Strategy<Value = Case>) {
+    let (cases, seed) = config();
+    let mut runner = TestRunner::new(PtConfig {
+        cases,
+        rng_seed: RngSeed::Fixed(seed),
+        failure_persistence: None,
+        ..PtConfig::default()
+    });
+    let world = RefCell::new(World::new());
+    let start = std::time::Instant::now();
+    let result = runner.run(&strategy, |case| world.borrow_mut().run(&case));
+    if let Err(e) = result {
+        panic!(
+            "{test}: seed={seed} (rerun with FLOTILLA_FUZZ_SEED={seed} and \
+             FLOTILLA_FUZZ_CASES={cases}: cargo test -p flotilla-index --lib {test}): {e}"
+        );
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let [ok, err, bad, refused] = world.borrow().tally;
+    println!(
+        "{test}: {cases} cases in {secs:.1} s ({:.0}/s), seed={seed}: {ok} Ok, {err} Err, \
+         {bad} DispatchError; {refused} refused at inspection",
+        cases as f64 / secs
+    );
+}
+
+#[test]
+fn fuzz_every_endpoint_with_arbitrary_bytes() {
+    fuzz("fuzz_every_endpoint_with_arbitrary_bytes", arbitrary_case());
+}
+
+#[test]
+fn fuzz_every_endpoint_with_mutated_arguments() {
+    fuzz("fuzz_every_endpoint_with_mutated_arguments", mutated_case());
+}
+
+#[test]
+fn fuzz_every_endpoint_with_tweaked_values() {
+    fuzz("fuzz_every_endpoint_with_tweaked_values", typed_case());
+}
+
+/// Every sample is a valid argument: unmutated, each reaches the logic (no `DispatchError`),
+/// and the samples of each update method reach an `Ok` and an `Err` for some caller, so
+/// mutation starts from both sides of the checks.
+#[test]
+fn samples_reach_the_logic() {
+    let mut w = World::new();
+    for m in 0..w.sigs.len() {
+        let name = w.sigs[m].sig.name;
+        let (mut oks, mut errs) = (0, 0);
+        for s in 0..w.sigs[m].samples.len() {
+            for caller in CALLERS {
+                let arg = w.sigs[m].samples[s].clone();
+                let answer = w.update(&env(caller), name, &arg, name).unwrap();
+                match answer {
+                    Answer::Reply(reply) => {
+                        if reply_is_ok(&w.sigs[m], &reply).unwrap() {
+                            oks += 1;
+                        } else {
+                            errs += 1;
+                        }
+                    }
+                    Answer::Await => oks += 1,
+                    Answer::Refused(e) => panic!("sample {s} of {name}: {e}"),
+                }
+                if w.changed() {
+                    w.restore();
+                }
+            }
+        }
+        assert!(oks > 0, "{name}: no sample gets Ok");
+        let update = w.sigs[m].sig.kind == MethodKind::Update;
+        assert!(errs > 0 || !update, "{name}: no sample gets Err");
+    }
+}
+
+/// The admin rule of inspection is exactly the logic's admin check, and the anonymous rule
+/// exactly the calls the logic never lets the anonymous principal make: with every sample
+/// argument, an admin endpoint answers `NotAuthorized` to every caller but the admin and
+/// never to the admin, and the anonymous principal never gets `Ok` from `create_subdb` or
+/// `delete_subdb`.
+#[test]
+fn inspection_rules_match_the_logic() {
+    let mut w = World::new();
+    for m in 0..w.sigs.len() {
+        let name = w.sigs[m].sig.name;
+        let rule = inspect::rule_of(name).unwrap();
+        for s in 0..w.sigs[m].samples.len() {
+            for caller in CALLERS {
+                let arg = w.sigs[m].samples[s].clone();
+                let answer = w.update(&env(caller), name, &arg, name).unwrap();
+                if w.changed() {
+                    w.restore();
+                }
+                let (ok, not_authorized) = match &answer {
+                    Answer::Reply(reply) => (
+                        reply_is_ok(&w.sigs[m], reply).unwrap(),
+                        err_variant(&w.sigs[m], reply) == Some(candid::idl_hash("NotAuthorized")),
+                    ),
+                    Answer::Await => (true, false),
+                    Answer::Refused(e) => panic!("{name}: {e}"),
+                };
+                match rule.callers {
+                    inspect::Callers::Admins => assert_eq!(
+                        not_authorized,
+                        caller != ADMIN,
+                        "{name} sample {s} by {caller}: {answer:?}"
+                    ),
+                    inspect::Callers::Authenticated if caller == ANON => {
+                        assert!(!ok, "{name} sample {s} by the anonymous principal")
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Regression test for a bug `fuzz_every_endpoint_with_tweaked_values` found:
+/// `upload_partition_wasm` at offset 0 emptied the inactive slot before it checked the piece
+/// against its `total_len`; when the check then failed (`TooLarge`), the upload in progress
+/// kept its `received` count but had lost its bytes, so it could only end in `HashMismatch`.
+#[test]
+fn upload_at_offset_0_refused_as_too_large_keeps_the_upload() {
+    let mut w = World::new();
+    let sha = Sha256::digest(WASM).to_vec();
+    let mut bad = chunk(WASM, 0, WASM.len(), &sha);
+    bad.total_len = 3;
+    let r = w.index.upload_partition_wasm(&env(ADMIN), bad);
+    assert!(matches!(
+        r,
+        Err(flotilla_types::index::UploadWasmError::TooLarge { .. })
+    ));
+    assert!(!w.changed(), "the refused piece changed memory");
+    // The upload in progress still completes.
+    let sha2 = Sha256::digest(WASM2).to_vec();
+    let rest = chunk(WASM2, 8, WASM2.len() - 8, &sha2);
+    assert!(
+        w.index
+            .upload_partition_wasm(&env(ADMIN), rest)
+            .unwrap()
+            .complete
+    );
+}

@@ -1,0 +1,1044 @@
+//! Fuzzing every endpoint's decode-and-dispatch (issue 11): arbitrary bytes, valid arguments
+//! mutated byte-wise (bit flips, truncation, insertion, removal, huge length prefixes) and
+//! valid arguments with values changed to boundary and arbitrary ones, sent to every method of
+//! [`dispatch::methods`] (and unknown names) by every class of caller, on a partition holding
+//! SubDBs in each state (private, public, paused for a move, released, importing, deleted).
+//!
+//! Properties of each call:
+//! - nothing panics (each call runs under `catch_unwind`);
+//! - the answer is a reply of the method's declared Candid type or a
+//!   [`DispatchError::BadArgument`] (every method exists);
+//! - a `DispatchError`, an `Err` reply, and any query leave the stable memory byte-identical;
+//! - ingress inspection refuses only what the logic refuses too: a call that inspection
+//!   refuses for its caller never gets an `Ok` reply.
+//!
+//! `FLOTILLA_FUZZ_CASES` sets the cases per test (default [`DEFAULT_CASES`]), and
+//! `FLOTILLA_FUZZ_SEED` the seed; a failure names both, with the shrunk input.
+
+use crate::dispatch::{self, Ctx, DispatchError, MethodKind, MethodSig};
+use crate::inspect::{self, InspectRefusal};
+use crate::Partition;
+use candid::types::internal::TypeContainer;
+use candid::types::value::{IDLValue, VariantValue};
+use candid::types::Type;
+use candid::{IDLArgs, Principal, TypeEnv};
+use flotilla_store::Config;
+use flotilla_types::dispatch::encode_args;
+use flotilla_types::limits::REPLY_BUDGET_BYTES;
+use flotilla_types::partition::{
+    Access, BatchArgs, BeginExportArgs, BeginImportArgs, CreateLocalArgs, DeleteArgs,
+    DeleteSubDbArgs, ExportArgs, ExportDeltaArgs, GetArgs, GetManyArgs, ImportChunkArgs,
+    PartitionInit, PutArgs, ReleaseArgs, ScanRequest, SetAccessArgs, StatsArgs,
+};
+use flotilla_types::{BatchOp, Chunk, InnerKey, OpId, ScanArgs, SubDbId};
+use ic_stable_structures::memory_manager::{MemoryManager, VirtualMemory};
+use ic_stable_structures::VectorMemory;
+use proptest::prelude::*;
+use proptest::sample::Index as Pick;
+use proptest::test_runner::{Config as PtConfig, RngSeed, TestCaseError, TestRunner};
+use serde_bytes::ByteBuf;
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+type Mem = VirtualMemory<VectorMemory>;
+
+/// Cases per test when `FLOTILLA_FUZZ_CASES` is not set: each test stays well under 20 s in
+/// the dev profile.
+const DEFAULT_CASES: u32 = 20_000;
+
+const INDEX: Principal = Principal::from_slice(&[0, 0, 0, 0, 0, 0, 0, 7, 1, 1]);
+const TARGET: Principal = Principal::from_slice(&[0, 0, 0, 0, 0, 0, 0, 8, 1, 1]);
+const OWNER: Principal = Principal::from_slice(&[0xA1; 29]);
+const READER: Principal = Principal::from_slice(&[0xB2; 29]);
+const WRITER: Principal = Principal::from_slice(&[0xC3; 29]);
+const STRANGER: Principal = Principal::from_slice(&[0xD4; 29]);
+const ANON: Principal = Principal::anonymous();
+/// Every class of caller: anonymous, the three roles of a SubDB, a stranger, the index.
+const CALLERS: [Principal; 6] = [ANON, OWNER, READER, WRITER, STRANGER, INDEX];
+/// Method names the partition does not have.
+const UNKNOWN: [&str; 5] = ["", "nope", "get ", "GET", "canister_inspect_message"];
+
+fn op(n: u8) -> OpId {
+    OpId::from(vec![n; 16])
+}
+
+fn b(s: &[u8]) -> ByteBuf {
+    ByteBuf::from(s.to_vec())
+}
+
+fn manager(raw: &VectorMemory) -> MemoryManager<VectorMemory> {
+    MemoryManager::init_with_bucket_size(raw.clone(), 1)
+}
+
+fn open(raw: &VectorMemory) -> Partition<Mem> {
+    let mm = manager(raw);
+    Partition::open(|id| mm.get(id)).expect("the fixture opens")
+}
+
+/// The SubDBs of the fixture, one per state.
+#[derive(Clone, Copy, Debug)]
+struct Ids {
+    /// OWNER's, READER reads, WRITER writes; items a, b, c.
+    private: SubDbId,
+    /// Readable by everyone (the anonymous principal is a reader); WRITER writes.
+    public: SubDbId,
+    /// Being exported, writes paused (a move's cutover).
+    paused: SubDbId,
+    /// Moved away: a tombstone.
+    released: SubDbId,
+    /// Receiving a move.
+    importing: SubDbId,
+    /// Deleted, its items still being reclaimed.
+    deleted: SubDbId,
+}
+
+/// Builds the fixture's memory; returns it with the ids and a real export chunk.
+fn build() -> (VectorMemory, Ids, Chunk) {
+    let raw = VectorMemory::default();
+    let mm = manager(&raw);
+    let mut p = Partition::install(
+        |id| mm.get(id),
+        &PartitionInit { index: INDEX },
+        Config::default(),
+    )
+    .unwrap();
+    let mut n = 0u8;
+    let mut create = |p: &mut Partition<Mem>, readers: Vec<Principal>| {
+        n += 1;
+        p.create_subdb_local(
+            INDEX,
+            &CreateLocalArgs {
+                op_id: op(n),
+                access: Access {
+                    owner: OWNER,
+                    readers,
+                    writers: vec![WRITER],
+                },
+                hard_cap: Some(50),
+            },
+        )
+        .unwrap()
+    };
+    let private = create(&mut p, vec![READER]);
+    let public = create(&mut p, vec![ANON]);
+    let paused = create(&mut p, vec![READER]);
+    let released = create(&mut p, vec![READER]);
+    let deleted = create(&mut p, vec![]);
+    for (i, s) in [private, public, paused, released, deleted]
+        .into_iter()
+        .enumerate()
+    {
+        for (j, k) in [b"a", b"b", b"c"].into_iter().enumerate() {
+            let op_n = 100 + (i * 3 + j) as u8;
+            p.put(OWNER, &put(s, k, b"value", op_n)).unwrap();
+        }
+    }
+    let batch = BatchArgs {
+        subdb: private,
+        ops: vec![
+            BatchOp::Put {
+                key: b(b"d"),
+                value: b(b"dd"),
+            },
+            BatchOp::Delete { key: b(b"zz") },
+        ],
+        op_id: op(30),
+    };
+    p.batch(WRITER, &batch).unwrap();
+    let budget = REPLY_BUDGET_BYTES as u64;
+    let chunk = p
+        .export_chunk(
+            INDEX,
+            &ExportArgs {
+                subdb: private,
+                seq: 0,
+                token: None,
+                budget,
+            },
+        )
+        .unwrap()
+        .chunk;
+    for s in [paused, released] {
+        p.begin_export(INDEX, &BeginExportArgs { subdb: s })
+            .unwrap();
+        let delta = ExportDeltaArgs {
+            subdb: s,
+            seq: 0,
+            ack: 0,
+            budget,
+            freeze: true,
+        };
+        p.export_delta(INDEX, &delta).unwrap();
+    }
+    p.put(OWNER, &put(paused, b"late", b"x", 40)).unwrap_err();
+    let moved_to = InnerKey {
+        partition: TARGET,
+        subdb: 3,
+    };
+    p.release(
+        INDEX,
+        &ReleaseArgs {
+            subdb: released,
+            moved_to,
+        },
+    )
+    .unwrap();
+    let importing = p
+        .begin_import(INDEX, &BeginImportArgs { op_id: op(50) })
+        .unwrap();
+    p.delete_subdb(
+        INDEX,
+        &DeleteSubDbArgs {
+            subdb: deleted,
+            op_id: op(51),
+        },
+    )
+    .unwrap();
+    let ids = Ids {
+        private,
+        public,
+        paused,
+        released,
+        importing,
+        deleted,
+    };
+    (raw, ids, chunk)
+}
+
+fn e<T: candid::CandidType>(v: T) -> Vec<u8> {
+    encode_args((v,))
+}
+
+fn put(subdb: SubDbId, key: &[u8], value: &[u8], op_n: u8) -> PutArgs {
+    PutArgs {
+        subdb,
+        key: b(key),
+        value: b(value),
+        op_id: op(op_n),
+    }
+}
+
+/// Valid arguments of `method` on the fixture: the seeds that mutation starts from. They reach
+/// every outcome (success, each refusal, replays and conflicts of op ids used by the fixture).
+fn samples(method: &str, ids: Ids, chunk: &Chunk) -> Vec<Vec<u8>> {
+    let Ids {
+        private,
+        public,
+        paused,
+        released,
+        importing,
+        deleted,
+    } = ids;
+    let all = [private, public, paused, released, importing, deleted, 999];
+    let get = |s, k: &[u8]| GetArgs {
+        subdb: s,
+        key: b(k),
+    };
+    let budget = REPLY_BUDGET_BYTES as u64;
+    let moved_to = InnerKey {
+        partition: TARGET,
+        subdb: 9,
+    };
+    match method {
+        "get" | "has" => all.iter().map(|&s| e(get(s, b"a"))).collect(),
+        "scan" => vec![
+            encode_args((ScanRequest {
+                subdb: private,
+                args: ScanArgs::default(),
+            },)),
+            encode_args((ScanRequest {
+                subdb: public,
+                args: ScanArgs {
+                    start: Some(b(b"a")),
+                    end: Some(b(b"z")),
+                    cursor: Some(b(b"b")),
+                    limit: Some(2),
+                    max_bytes: Some(100),
+                    reverse: true,
+                },
+            },)),
+            encode_args((ScanRequest {
+                subdb: released,
+                args: ScanArgs {
+                    limit: Some(0),
+                    ..ScanArgs::default()
+                },
+            },)),
+        ],
+        "subdb_stats" | "abort_import" | "resume_writes" => {
+            all.iter().map(|&s| encode_args((s,))).collect()
+        }
+        "get_many" => vec![encode_args((GetManyArgs {
+            keys: all.iter().map(|&s| get(s, b"b")).collect(),
+        },))],
+        "put" => vec![
+            e(put(private, b"k", b"v", 60)),
+            e(put(public, b"a", b"new", 61)),
+            e(put(paused, b"k", b"v", 62)),
+            e(put(released, b"k", b"v", 63)),
+            // The fixture's first put on `private`: a replay by its owner, a conflict else.
+            e(put(private, b"a", b"value", 100)),
+        ],
+        "delete" => vec![encode_args((DeleteArgs {
+            subdb: private,
+            key: b(b"a"),
+            op_id: op(64),
+        },))],
+        "batch" => vec![
+            encode_args((BatchArgs {
+                subdb: private,
+                ops: vec![
+                    BatchOp::Put {
+                        key: b(b"x"),
+                        value: b(b"y"),
+                    },
+                    BatchOp::Delete { key: b(b"a") },
+                ],
+                op_id: op(65),
+            },)),
+            encode_args((BatchArgs {
+                subdb: public,
+                ops: vec![],
+                op_id: op(30),
+            },)),
+        ],
+        "set_access" => vec![
+            encode_args((SetAccessArgs {
+                subdb: private,
+                readers: vec![READER, STRANGER],
+                writers: vec![WRITER],
+            },)),
+            encode_args((SetAccessArgs {
+                subdb: public,
+                readers: vec![ANON],
+                writers: vec![ANON],
+            },)),
+        ],
+        "delete_subdb" => [private, released, deleted]
+            .iter()
+            .map(|&s| {
+                encode_args((DeleteSubDbArgs {
+                    subdb: s,
+                    op_id: op(66),
+                },))
+            })
+            .collect(),
+        "create_subdb_local" => vec![encode_args((CreateLocalArgs {
+            op_id: op(67),
+            access: Access {
+                owner: STRANGER,
+                readers: vec![ANON, READER],
+                writers: vec![WRITER],
+            },
+            hard_cap: Some(3),
+        },))],
+        "stats" => vec![encode_args((StatsArgs { from: 0, limit: 10 },))],
+        "export_chunk" => vec![
+            encode_args((ExportArgs {
+                subdb: private,
+                seq: 0,
+                token: None,
+                budget,
+            },)),
+            encode_args((ExportArgs {
+                subdb: paused,
+                seq: 1,
+                token: Some(b(b"\x01b")),
+                budget,
+            },)),
+        ],
+        "begin_export" => vec![encode_args((BeginExportArgs { subdb: private },))],
+        "export_delta" => [(paused, false), (private, true)]
+            .iter()
+            .map(|&(s, freeze)| {
+                encode_args((ExportDeltaArgs {
+                    subdb: s,
+                    seq: 0,
+                    ack: 0,
+                    budget,
+                    freeze,
+                },))
+            })
+            .collect(),
+        "begin_import" => vec![
+            encode_args((BeginImportArgs { op_id: op(68) },)),
+            encode_args((BeginImportArgs { op_id: op(50) },)),
+        ],
+        "import_chunk" => vec![
+            encode_args((ImportChunkArgs {
+                subdb: importing,
+                chunk: chunk.clone(),
+                finish: true,
+            },)),
+            encode_args((ImportChunkArgs {
+                subdb: importing,
+                chunk: Chunk::default(),
+                finish: false,
+            },)),
+        ],
+        "release" => [paused, private, released]
+            .iter()
+            .map(|&s| encode_args((ReleaseArgs { subdb: s, moved_to },)))
+            .collect(),
+        other => panic!("no samples for {other}: add them to tests_fuzz::samples"),
+    }
+}
+
+/// One change to a valid argument. Positions pick within the current length.
+#[derive(Clone, Debug)]
+enum Mutation {
+    FlipBit(Pick, u8),
+    SetByte(Pick, u8),
+    Truncate(Pick),
+    Insert(Pick, Vec<u8>),
+    Remove(Pick, u8),
+    /// A LEB128 number written over the bytes at a position (or inserted there): a length
+    /// prefix, a vector count or a type index gone huge.
+    Leb(Pick, u64, bool),
+}
+
+fn leb128(mut n: u64) -> Vec<u8> {
+    let mut out = vec![];
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
+    let at = |p: &Pick, len: usize| if len == 0 { 0 } else { p.index(len) };
+    match m {
+        Mutation::FlipBit(p, bit) if !bytes.is_empty() => {
+            let i = at(p, bytes.len());
+            bytes[i] ^= 1 << (bit % 8);
+        }
+        Mutation::SetByte(p, v) if !bytes.is_empty() => {
+            let i = at(p, bytes.len());
+            bytes[i] = *v;
+        }
+        Mutation::Truncate(p) => {
+            let i = at(p, bytes.len());
+            bytes.truncate(i);
+        }
+        Mutation::Insert(p, ins) => {
+            let i = at(p, bytes.len() + 1);
+            bytes.splice(i..i, ins.iter().copied());
+        }
+        Mutation::Remove(p, n) if !bytes.is_empty() => {
+            let i = at(p, bytes.len());
+            let end = (i + *n as usize).min(bytes.len());
+            bytes.drain(i..end);
+        }
+        Mutation::Leb(p, n, overwrite) => {
+            let enc = leb128(*n);
+            let i = at(p, bytes.len() + 1);
+            if *overwrite {
+                let end = (i + enc.len()).min(bytes.len());
+                bytes.splice(i..end, enc);
+            } else {
+                bytes.splice(i..i, enc);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    let huge = prop_oneof![
+        Just(u64::MAX),
+        Just(u32::MAX as u64),
+        Just(1u64 << 31),
+        Just(1u64 << 40),
+        Just(10_000_000),
+        Just(2 * 1024 * 1024),
+        0u64..300,
+        any::<u64>(),
+    ];
+    prop_oneof![
+        3 => (any::<Pick>(), any::<u8>()).prop_map(|(p, b)| Mutation::FlipBit(p, b)),
+        2 => (any::<Pick>(), prop_oneof![Just(0u8), Just(0x7f), Just(0x80), Just(0xff), any::<u8>()])
+            .prop_map(|(p, v)| Mutation::SetByte(p, v)),
+        1 => any::<Pick>().prop_map(Mutation::Truncate),
+        2 => (any::<Pick>(), prop::collection::vec(any::<u8>(), 1..12))
+            .prop_map(|(p, v)| Mutation::Insert(p, v)),
+        1 => (any::<Pick>(), 1u8..16).prop_map(|(p, n)| Mutation::Remove(p, n)),
+        2 => (any::<Pick>(), huge, any::<bool>()).prop_map(|(p, n, o)| Mutation::Leb(p, n, o)),
+    ]
+}
+
+/// What one fuzz case sends.
+#[derive(Clone, Debug)]
+enum Input {
+    /// Any bytes at all.
+    Bytes(Vec<u8>),
+    /// The Candid magic, then any bytes (past the first check of the decoder).
+    Didl(Vec<u8>),
+    /// A valid argument (sample `.0` of the method), then mutations of its bytes.
+    Mutated(Pick, Vec<Mutation>),
+    /// A valid argument (sample `.0` of the method) with some of its values changed, encoded
+    /// again with the method's types: it decodes, and reaches the logic with odd values.
+    Typed(Pick, Vec<Tweak>),
+}
+
+/// A change to one value of a decoded argument: the `.0`-th changeable value (in pre-order)
+/// becomes a boundary or arbitrary value of its type, chosen by `.1` (and `.2` for bytes).
+#[derive(Clone, Debug)]
+struct Tweak(Pick, u64, Vec<u8>);
+
+/// Lengths that sit on a limit: op ids (16..=32), keys (1 KiB), outer keys (256), values
+/// (1 MiB), principals (29).
+const EDGE_LENGTHS: [usize; 12] = [0, 1, 15, 16, 29, 30, 32, 33, 256, 257, 1024, 1025];
+
+fn changeable(v: &IDLValue) -> bool {
+    !matches!(
+        v,
+        IDLValue::Record(_) | IDLValue::Variant(_) | IDLValue::Null | IDLValue::Reserved
+    )
+}
+
+/// Visits the values of `v` in pre-order; applies `t` to the `n`-th changeable one.
+fn tweak_nth(v: &mut IDLValue, n: &mut usize, t: &Tweak) -> bool {
+    if changeable(v) {
+        if *n == 0 {
+            tweak(v, t);
+            return true;
+        }
+        *n -= 1;
+    }
+    match v {
+        IDLValue::Opt(inner) => tweak_nth(inner, n, t),
+        IDLValue::Vec(items) => items.iter_mut().any(|i| tweak_nth(i, n, t)),
+        IDLValue::Record(fields) => fields.iter_mut().any(|f| tweak_nth(&mut f.val, n, t)),
+        IDLValue::Variant(VariantValue(f, _)) => tweak_nth(&mut f.val, n, t),
+        _ => false,
+    }
+}
+
+fn count_changeable(v: &IDLValue) -> usize {
+    let own = changeable(v) as usize;
+    own + match v {
+        IDLValue::Opt(inner) => count_changeable(inner),
+        IDLValue::Vec(items) => items.iter().map(count_changeable).sum(),
+        IDLValue::Record(fields) => fields.iter().map(|f| count_changeable(&f.val)).sum(),
+        IDLValue::Variant(VariantValue(f, _)) => count_changeable(&f.val),
+        _ => 0,
+    }
+}
+
+/// Roughly the encoded size of a value: its bytes, text and principals, and 8 per other value.
+fn approx_bytes(v: &IDLValue) -> usize {
+    match v {
+        IDLValue::Blob(b) => b.len(),
+        IDLValue::Text(t) => t.len(),
+        IDLValue::Opt(inner) => 1 + approx_bytes(inner),
+        IDLValue::Vec(items) => items.iter().map(approx_bytes).sum(),
+        IDLValue::Record(fields) => fields.iter().map(|f| approx_bytes(&f.val)).sum(),
+        IDLValue::Variant(VariantValue(f, _)) => 1 + approx_bytes(&f.val),
+        IDLValue::Principal(p) => p.as_slice().len(),
+        _ => 8,
+    }
+}
+
+fn tweak(v: &mut IDLValue, Tweak(_, r, bytes): &Tweak) {
+    let r = *r;
+    let pick = |n: u64| (r % n) as usize;
+    let sized = |len: usize| bytes.iter().copied().cycle().take(len).collect::<Vec<u8>>();
+    let some_bytes = || match pick(4) {
+        0 => bytes.clone(),
+        1 if r % 64 == 1 => vec![0xEE; flotilla_types::limits::MAX_VALUE_BYTES + 1],
+        _ => {
+            let len = EDGE_LENGTHS[(r >> 8) as usize % EDGE_LENGTHS.len()];
+            if bytes.is_empty() {
+                vec![0; len]
+            } else {
+                sized(len)
+            }
+        }
+    };
+    let num = |max: u64| match pick(6) {
+        0 => 0,
+        1 => 1,
+        2 => max,
+        3 => max - 1,
+        4 => r % 1000,
+        _ => (r >> 3) & max,
+    };
+    match v {
+        IDLValue::Bool(b) => *b = !*b,
+        IDLValue::Nat8(x) => *x = num(u8::MAX as u64) as u8,
+        IDLValue::Nat16(x) => *x = num(u16::MAX as u64) as u16,
+        IDLValue::Nat32(x) => *x = num(u32::MAX as u64) as u32,
+        IDLValue::Nat64(x) => *x = num(u64::MAX),
+        IDLValue::Nat(x) => *x = candid::Nat::from(num(u64::MAX)),
+        IDLValue::Int32(x) => *x = num(u32::MAX as u64) as i32,
+        IDLValue::Int64(x) => *x = num(u64::MAX) as i64,
+        IDLValue::Blob(b) => *b = some_bytes(),
+        IDLValue::Text(t) => *t = String::from_utf8_lossy(&some_bytes()).into_owned(),
+        IDLValue::Principal(p) => {
+            *p = match pick(3) {
+                0 => CALLERS[(r >> 2) as usize % CALLERS.len()],
+                1 => TARGET,
+                _ => Principal::from_slice(&bytes[..bytes.len().min(29)]),
+            }
+        }
+        IDLValue::Opt(_) => *v = IDLValue::None,
+        IDLValue::Vec(items)
+            if !items.is_empty() && items.iter().all(|i| matches!(i, IDLValue::Nat8(_))) =>
+        {
+            *items = some_bytes().into_iter().map(IDLValue::Nat8).collect()
+        }
+        IDLValue::Vec(items) => match pick(3) {
+            0 => items.truncate((r >> 2) as usize % (items.len() + 1)),
+            1 => items.reverse(),
+            _ if !items.is_empty() => {
+                // Up to past the largest counts (10,000 batch ops, 1,000 get_many keys).
+                // The argument stays under 4 MiB (twice the IC's message limit).
+                let n = [2, 101, 1_001, 10_001][(r >> 2) as usize % 4];
+                let first = items[0].clone();
+                let n = n
+                    .min((4 << 20) / (approx_bytes(&first) + 1))
+                    .max(items.len());
+                items.resize(n, first);
+            }
+            _ => {}
+        },
+        _ => {}
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    /// A method of the dispatcher, or past its end, an unknown name.
+    method: Pick,
+    caller: Pick,
+    input: Input,
+}
+
+fn arbitrary_case() -> impl Strategy<Value = Case> {
+    let input = prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..64).prop_map(Input::Bytes),
+        prop::collection::vec(any::<u8>(), 0..2048).prop_map(Input::Bytes),
+        prop::collection::vec(any::<u8>(), 0..256).prop_map(Input::Didl),
+    ];
+    (any::<Pick>(), any::<Pick>(), input).prop_map(|(method, caller, input)| Case {
+        method,
+        caller,
+        input,
+    })
+}
+
+fn typed_case() -> impl Strategy<Value = Case> {
+    let tweak = (
+        any::<Pick>(),
+        any::<u64>(),
+        prop::collection::vec(any::<u8>(), 0..40),
+    )
+        .prop_map(|(p, r, b)| Tweak(p, r, b));
+    let input =
+        (any::<Pick>(), prop::collection::vec(tweak, 0..4)).prop_map(|(s, t)| Input::Typed(s, t));
+    (any::<Pick>(), any::<Pick>(), input).prop_map(|(method, caller, input)| Case {
+        method,
+        caller,
+        input,
+    })
+}
+
+fn mutated_case() -> impl Strategy<Value = Case> {
+    // Few mutations keep most arguments decodable, reaching the logic with odd values; many
+    // reach the decoder's corners.
+    let mutations = prop_oneof![
+        1 => Just(vec![]),
+        4 => prop::collection::vec(mutation(), 1..3),
+        2 => prop::collection::vec(mutation(), 3..10),
+    ];
+    let input = (any::<Pick>(), mutations).prop_map(|(s, m)| Input::Mutated(s, m));
+    (any::<Pick>(), any::<Pick>(), input).prop_map(|(method, caller, input)| Case {
+        method,
+        caller,
+        input,
+    })
+}
+
+/// The method's declared types, to decode samples and check every reply against.
+struct Sig {
+    sig: MethodSig,
+    env: TypeEnv,
+    args: Vec<Type>,
+    rets: Vec<Type>,
+    samples: Vec<Vec<u8>>,
+}
+
+/// The fuzzed partition: its memory, the pristine image every case starts from, the logic.
+struct World {
+    raw: VectorMemory,
+    pristine: Vec<u8>,
+    p: Partition<Mem>,
+    sigs: Vec<Sig>,
+    /// Cases that got a typed `Ok`, an `Err` reply, a `DispatchError`, an inspection refusal.
+    tally: [u64; 4],
+}
+
+impl World {
+    fn new() -> World {
+        let (raw, ids, chunk) = build();
+        // Opening writes nothing; the pristine image is the memory as opened.
+        let p = open(&raw);
+        let pristine = raw.borrow().clone();
+        let sigs = dispatch::methods()
+            .into_iter()
+            .map(|sig| {
+                let mut c = TypeContainer::new();
+                let args = sig.args.iter().map(|t| t(&mut c)).collect();
+                let rets = sig.rets.iter().map(|t| t(&mut c)).collect();
+                let samples = samples(sig.name, ids, &chunk);
+                Sig {
+                    env: c.env,
+                    args,
+                    rets,
+                    samples,
+                    sig,
+                }
+            })
+            .collect();
+        World {
+            raw,
+            pristine,
+            p,
+            sigs,
+            tally: [0; 4],
+        }
+    }
+
+    fn changed(&self) -> bool {
+        *self.raw.borrow() != self.pristine
+    }
+
+    fn restore(&mut self) {
+        self.raw.borrow_mut().clone_from(&self.pristine);
+        self.p = open(&self.raw);
+    }
+
+    fn bytes_of(&self, method: Option<usize>, input: &Input) -> Vec<u8> {
+        match input {
+            Input::Bytes(v) => v.clone(),
+            Input::Didl(v) => [b"DIDL".as_slice(), v].concat(),
+            Input::Mutated(s, muts) => {
+                let samples = &self.sigs[method.unwrap_or(0)].samples;
+                let mut bytes = samples[s.index(samples.len())].clone();
+                for m in muts {
+                    apply(&mut bytes, m);
+                }
+                bytes
+            }
+            Input::Typed(s, tweaks) => {
+                let sig = &self.sigs[method.unwrap_or(0)];
+                let bytes = &sig.samples[s.index(sig.samples.len())];
+                let mut args = IDLArgs::from_bytes_with_types(bytes, &sig.env, &sig.args)
+                    .expect("samples decode")
+                    .args;
+                for t in tweaks {
+                    let total: usize = args.iter().map(count_changeable).sum();
+                    if total == 0 {
+                        break;
+                    }
+                    let mut n = t.0.index(total);
+                    args.iter_mut().any(|a| tweak_nth(a, &mut n, t));
+                }
+                IDLArgs::new(&args)
+                    .to_bytes_with_types(&sig.env, &sig.args)
+                    .expect("a tweaked argument keeps its types")
+            }
+        }
+    }
+
+    /// Runs one case and checks every property; restores the pristine state afterwards.
+    fn run(&mut self, case: &Case) -> Result<(), TestCaseError> {
+        let n = self.sigs.len();
+        let pick = case.method.index(n + UNKNOWN.len());
+        let method = (pick < n).then_some(pick);
+        let name = match method {
+            Some(m) => self.sigs[m].sig.name,
+            None => UNKNOWN[pick - n],
+        };
+        let caller = CALLERS[case.caller.index(CALLERS.len())];
+        let arg = self.bytes_of(method, &case.input);
+        let what = format!("{name} by {caller} with {} bytes {}", arg.len(), hex(&arg));
+        let ctx = Ctx {
+            caller,
+            stable_memory_bytes: 1 << 20,
+        };
+        let verdict = catch_unwind(|| inspect::inspect(name, &caller, arg.len(), &INDEX))
+            .map_err(|_| TestCaseError::fail(format!("inspect panicked: {what}")))?;
+        let result = self.call(&ctx, name, &arg, &what);
+        let changed = self.changed();
+        if changed {
+            self.restore();
+        }
+        let result = result?;
+        let Some(m) = method else {
+            prop_assert_eq!(
+                result,
+                Err(DispatchError::NoSuchMethod {
+                    method: name.to_string()
+                }),
+                "{}",
+                what
+            );
+            prop_assert!(!changed, "unknown method changed memory: {}", what);
+            let unknown = matches!(verdict, Err(InspectRefusal::UnknownMethod { .. }));
+            prop_assert!(
+                unknown,
+                "inspection let an unknown method through: {}",
+                what
+            );
+            self.tally[3] += 1;
+            return Ok(());
+        };
+        let sig = &self.sigs[m];
+        let ok = match &result {
+            Err(e) => {
+                prop_assert!(
+                    matches!(e, DispatchError::BadArgument { method, .. } if method == name),
+                    "{:?}: {}",
+                    e,
+                    what
+                );
+                prop_assert!(!changed, "a DispatchError changed memory: {}", what);
+                self.tally[2] += 1;
+                false
+            }
+            Ok(reply) => {
+                let ok = reply_is_ok(sig, reply).map_err(|e| {
+                    TestCaseError::fail(format!("reply not of the declared type ({e}): {what}"))
+                })?;
+                prop_assert!(
+                    ok || !changed,
+                    "an Err reply changed memory: {} -> {}",
+                    what,
+                    hex(reply)
+                );
+                prop_assert!(
+                    sig.sig.kind == MethodKind::Update || !changed,
+                    "a query changed memory: {}",
+                    what
+                );
+                self.tally[if ok { 0 } else { 1 }] += 1;
+                ok
+            }
+        };
+        match verdict {
+            Ok(()) => {}
+            Err(InspectRefusal::ArgumentTooLarge { .. }) => self.tally[3] += 1,
+            Err(r) => {
+                self.tally[3] += 1;
+                prop_assert!(
+                    !ok,
+                    "inspection refused ({}) a call the logic ran: {}",
+                    r,
+                    what
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `name` as the IC would: a query method both as a query and as an update.
+    fn call(
+        &mut self,
+        ctx: &Ctx,
+        name: &str,
+        arg: &[u8],
+        what: &str,
+    ) -> Result<Result<Vec<u8>, DispatchError>, TestCaseError> {
+        if dispatch::method_kind(name) == Some(MethodKind::Query) {
+            let p = &self.p;
+            let q = catch_unwind(AssertUnwindSafe(|| dispatch::query(p, ctx, name, arg)));
+            let q = q.map_err(|_| TestCaseError::fail(format!("query panicked: {what}")))?;
+            prop_assert!(!self.changed(), "a query changed memory: {}", what);
+            let p = &mut self.p;
+            let u = catch_unwind(AssertUnwindSafe(|| dispatch::update(p, ctx, name, arg)));
+            let u = u.map_err(|_| self.panicked(what))?;
+            prop_assert_eq!(&q, &u, "query and update answers differ: {}", what);
+            return Ok(u);
+        }
+        let p = &mut self.p;
+        let u = catch_unwind(AssertUnwindSafe(|| dispatch::update(p, ctx, name, arg)));
+        u.map_err(|_| self.panicked(what))
+    }
+
+    fn panicked(&mut self, what: &str) -> TestCaseError {
+        self.restore();
+        TestCaseError::fail(format!("dispatch panicked: {what}"))
+    }
+}
+
+/// Whether `reply` is an `Ok` (else an `Err`) of the method's declared reply type; an error
+/// if it is not of that type at all.
+fn reply_is_ok(sig: &Sig, reply: &[u8]) -> Result<bool, String> {
+    let v =
+        IDLArgs::from_bytes_with_types(reply, &sig.env, &sig.rets).map_err(|e| e.to_string())?;
+    match &v.args[..] {
+        [IDLValue::Variant(VariantValue(f, _))] if f.id.get_id() == candid::idl_hash("Ok") => {
+            Ok(true)
+        }
+        [IDLValue::Variant(VariantValue(f, _))] if f.id.get_id() == candid::idl_hash("Err") => {
+            Ok(false)
+        }
+        other => Err(format!("not a result: {other:?}")),
+    }
+}
+
+/// The label id of an `Err` reply's error variant.
+fn err_variant(sig: &Sig, reply: &[u8]) -> Option<u32> {
+    let v = IDLArgs::from_bytes_with_types(reply, &sig.env, &sig.rets).ok()?;
+    match &v.args[..] {
+        [IDLValue::Variant(VariantValue(f, _))] if f.id.get_id() == candid::idl_hash("Err") => {
+            match &f.val {
+                IDLValue::Variant(VariantValue(e, _)) => Some(e.id.get_id()),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    const SHOWN: usize = 256;
+    let mut s: String = b.iter().take(SHOWN).map(|x| format!("{x:02x}")).collect();
+    if b.len() > SHOWN {
+        s.push_str("..");
+    }
+    s
+}
+
+/// The case count and seed of a fuzz test, from `FLOTILLA_FUZZ_CASES` and `FLOTILLA_FUZZ_SEED`.
+fn config() -> (u32, u64) {
+    let var = |name| std::env::var(name).ok().and_then(|v| v.parse().ok());
+    let cases = var("FLOTILLA_FUZZ_CASES").map_or(DEFAULT_CASES, |c: u64| c as u32);
+    let seed = var("FLOTILLA_FUZZ_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    });
+    (cases, seed)
+}
+
+fn fuzz(test: &str, strategy: impl Strategy<Value = Case>) {
+    let (cases, seed) = config();
+    let mut runner = TestRunner::new(PtConfig {
+        cases,
+        rng_seed: RngSeed::Fixed(seed),
+        failure_persistence: None,
+        ..PtConfig::default()
+    });
+    let world = RefCell::new(World::new());
+    let start = std::time::Instant::now();
+    let result = runner.run(&strategy, |case| world.borrow_mut().run(&case));
+    if let Err(e) = result {
+        panic!(
+            "{test}: seed={seed} (rerun with FLOTILLA_FUZZ_SEED={seed} and \
+             FLOTILLA_FUZZ_CASES={cases}: cargo test -p flotilla-partition --lib {test}): {e}"
+        );
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let [ok, err, bad, refused] = world.borrow().tally;
+    println!(
+        "{test}: {cases} cases in {secs:.1} s ({:.0}/s), seed={seed}: {ok} Ok, {err} Err, \
+         {bad} DispatchError; {refused} refused at inspection",
+        cases as f64 / secs
+    );
+}
+
+#[test]
+fn fuzz_every_endpoint_with_arbitrary_bytes() {
+    fuzz("fuzz_every_endpoint_with_arbitrary_bytes", arbitrary_case());
+}
+
+#[test]
+fn fuzz_every_endpoint_with_mutated_arguments() {
+    fuzz("fuzz_every_endpoint_with_mutated_arguments", mutated_case());
+}
+
+#[test]
+fn fuzz_every_endpoint_with_tweaked_values() {
+    fuzz("fuzz_every_endpoint_with_tweaked_values", typed_case());
+}
+
+/// Every sample is a valid argument: unmutated, each reaches the logic (no `DispatchError`),
+/// and the samples of each method reach an `Ok` and (but for `get_many`) an `Err` for some
+/// caller, so mutation starts from both sides of the checks.
+#[test]
+fn samples_reach_the_logic() {
+    let mut w = World::new();
+    for m in 0..w.sigs.len() {
+        let name = w.sigs[m].sig.name;
+        let (mut oks, mut errs) = (0, 0);
+        for s in 0..w.sigs[m].samples.len() {
+            for caller in CALLERS {
+                let arg = w.sigs[m].samples[s].clone();
+                let ctx = Ctx {
+                    caller,
+                    stable_memory_bytes: 0,
+                };
+                let reply = dispatch::update(&mut w.p, &ctx, name, &arg)
+                    .unwrap_or_else(|e| panic!("sample {s} of {name}: {e}"));
+                if reply_is_ok(&w.sigs[m], &reply).unwrap() {
+                    oks += 1;
+                } else {
+                    errs += 1;
+                }
+                if w.changed() {
+                    w.restore();
+                }
+            }
+        }
+        // `get_many` answers `Err` only to too many keys (each pair has its own result).
+        assert!(oks > 0, "{name}: no sample gets Ok");
+        assert!(errs > 0 || name == "get_many", "{name}: no sample gets Err");
+    }
+}
+
+/// The index-only rule of inspection is exactly the logic's `require_index` guard, and the
+/// anonymous rule exactly the calls the logic never lets the anonymous principal make: with
+/// every sample argument, the index is never `NotAuthorized` on an index-only method and
+/// everyone else always is; the anonymous principal never gets `Ok` from a write.
+#[test]
+fn inspection_rules_match_the_logic() {
+    let mut w = World::new();
+    for m in 0..w.sigs.len() {
+        let name = w.sigs[m].sig.name;
+        let rule = inspect::rule_of(name).unwrap();
+        for s in 0..w.sigs[m].samples.len() {
+            for caller in CALLERS {
+                let arg = w.sigs[m].samples[s].clone();
+                let ctx = Ctx {
+                    caller,
+                    stable_memory_bytes: 0,
+                };
+                let reply = dispatch::update(&mut w.p, &ctx, name, &arg).unwrap();
+                if w.changed() {
+                    w.restore();
+                }
+                let not_authorized =
+                    err_variant(&w.sigs[m], &reply) == Some(candid::idl_hash("NotAuthorized"));
+                match rule.callers {
+                    inspect::Callers::Index => assert_eq!(
+                        not_authorized,
+                        caller != INDEX,
+                        "{name} sample {s} by {caller}"
+                    ),
+                    inspect::Callers::Authenticated if caller == ANON => {
+                        assert!(!reply_is_ok(&w.sigs[m], &reply).unwrap(), "{name} {s}")
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
