@@ -149,23 +149,19 @@ pub enum DataCmd {
 impl DataCmd {
     /// Where and as whom the command runs.
     pub fn conn(&self) -> &Conn {
-        match self {
-            DataCmd::Create { conn, .. }
-            | DataCmd::Drop { conn, .. }
-            | DataCmd::Put { conn, .. }
-            | DataCmd::Get { conn, .. }
-            | DataCmd::Del { conn, .. }
-            | DataCmd::Scan { conn, .. }
-            | DataCmd::Routes { conn }
-            | DataCmd::Stats { conn }
-            | DataCmd::Export { conn, .. }
-            | DataCmd::Load { conn, .. } => conn,
-        }
+        conn_of!(self)
     }
 
     #[cfg(test)]
     pub fn conn_mut(&mut self) -> &mut Conn {
-        match self {
+        conn_of!(self)
+    }
+}
+
+/// The `Conn` of any command (by reference or mutable reference, as `$cmd` is).
+macro_rules! conn_of {
+    ($cmd:expr) => {
+        match $cmd {
             DataCmd::Create { conn, .. }
             | DataCmd::Drop { conn, .. }
             | DataCmd::Put { conn, .. }
@@ -177,8 +173,9 @@ impl DataCmd {
             | DataCmd::Export { conn, .. }
             | DataCmd::Load { conn, .. } => conn,
         }
-    }
+    };
 }
+use conn_of;
 
 /// Runs a data command against the network its `Conn` names.
 pub fn run(cmd: DataCmd) -> Result<(), Failure> {
