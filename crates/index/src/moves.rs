@@ -57,10 +57,11 @@ pub const MOVE_CHUNK_BUDGET: u64 = REPLY_BUDGET_BYTES as u64;
 /// Delta rounds after which the cutover is tried even if changes keep coming, and the source
 /// throttles the SubDB's writers until it succeeds.
 pub const MAX_DELTA_ROUNDS: u32 = 8;
-/// Bytes of changes a throttled SubDB admits per delta round: a quarter of a chunk. A chunk
-/// ships at least `MOVE_CHUNK_BUDGET` less one largest change (≈ 0.9 MiB) while writers may
-/// add this much (≈ 0.47 MiB), so a backlog shrinks every round; once it is gone, what a round
-/// adds fits one chunk with the SubDB's header (≤ 64 KiB of metadata) and the freeze succeeds.
+/// Bytes of changes a throttled SubDB admits per delta round: a quarter of a chunk. A cutover
+/// attempt that does not freeze ships at least `MOVE_CHUNK_BUDGET` less the header it counted
+/// and one largest change (≈ 0.84 MiB) while writers may add this much (≈ 0.48 MiB), so a
+/// backlog shrinks every round; once it is gone, what a round adds fits one chunk with the
+/// SubDB's header (≤ 64 KiB of metadata) and the freeze succeeds.
 pub const MOVE_WRITE_BUDGET: u64 = MOVE_CHUNK_BUDGET / 4;
 
 /// The most one change adds to a chunk.
