@@ -550,10 +550,30 @@ pub fn fleet_table(s: &IndexStats) -> String {
         t += &format!("{} moves in flight:\n", s.moves.len());
         for m in &s.moves {
             t += &format!(
-                "  {:?} {} -> {} phase {} chunks {} ({} B) failures {}\n",
-                m.outer_key, m.source.partition, m.target, m.phase, m.chunks, m.bytes, m.failures
+                "  {:?} {} -> {} phase {} chunks {} ({} B) failures {} delta rounds {}{}{}\n",
+                m.outer_key,
+                m.source.partition,
+                m.target,
+                m.phase,
+                m.chunks,
+                m.bytes,
+                m.failures,
+                m.delta_rounds,
+                if m.throttled {
+                    ", writers throttled"
+                } else {
+                    ""
+                },
+                match m.paused_at {
+                    Some(at) => format!(", writes paused since {at} ns"),
+                    None => String::new(),
+                }
             );
         }
     }
+    t += &format!(
+        "longest write pause of a move: {:.3} s\n",
+        s.longest_write_pause_ns as f64 / 1e9
+    );
     t
 }

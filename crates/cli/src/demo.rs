@@ -149,7 +149,10 @@ pub fn render(a: &DemoArgs, r: &Report) -> String {
     line("reads that failed", r.failed_reads.to_string());
     line(
         "longest write pause",
-        format!("{} rounds", r.longest_write_pause),
+        format!(
+            "{} rounds (a client's wait; the index measured {} for a move's freeze)",
+            r.longest_write_pause, r.longest_move_pause
+        ),
     );
     line(
         "read latency p50 / p99",

@@ -25,6 +25,10 @@ pub struct SimArgs {
     /// drop-delta-puts.
     #[arg(long)]
     plant: Vec<Bug>,
+    /// A scenario of writers outpacing moves: every move throttles its SubDB's writers from
+    /// its first delta round on, to this many bytes of changes per delta round.
+    #[arg(long, value_name = "BYTES")]
+    throttle_moves: Option<u64>,
     /// Print every seed's run header (its knobs) and report line.
     #[arg(long)]
     verbose: bool,
@@ -88,15 +92,24 @@ pub fn run(a: SimArgs) -> Result<(), Failure> {
     );
     let _ = BAR.set(bar.clone());
     println!(
-        "flotilla sim: seeds {}..{} ops {} planted {:?}",
-        a.seeds.start, a.seeds.end, a.ops, a.plant
+        "flotilla sim: seeds {}..{} ops {} planted {:?}{}",
+        a.seeds.start,
+        a.seeds.end,
+        a.ops,
+        a.plant,
+        match a.throttle_moves {
+            Some(b) => format!(" moves throttle writers to {b} B a delta round"),
+            None => String::new(),
+        }
     );
     let _ = VERBOSE.set(a.verbose);
     let summary = if a.trace {
         let mut summary = Summary::default();
         let started = std::time::Instant::now();
         for seed in a.seeds.clone() {
-            let cfg = SimConfig::from_seed(seed, a.ops as u64).with_bugs(bugs);
+            let cfg = SimConfig::from_seed(seed, a.ops as u64)
+                .with_bugs(bugs)
+                .with_throttle_moves(a.throttle_moves);
             let mut w = World::new(cfg);
             w.set_verbose(true);
             w.run_to_end();
@@ -110,6 +123,7 @@ pub fn run(a: SimArgs) -> Result<(), Failure> {
         let opts = SwarmOptions {
             threads: a.threads,
             bugs,
+            throttle_moves: a.throttle_moves,
             on_report: Some(on_report),
         };
         run_swarm_with(a.seeds, a.ops, &opts)

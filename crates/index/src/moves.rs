@@ -9,13 +9,23 @@
 //! 3. copy: `export_chunk` → `import_chunk`, each chunk as full as the 1.9 MiB budget allows,
 //!    while the source keeps serving reads and writes;
 //! 4. deltas: `export_delta` → `import_chunk` with the changes made meanwhile, acknowledged
-//!    one round later, until a round brings little;
-//! 5. cutover: `export_delta` with `freeze` (writes pause at the source, reads go on) brings
-//!    the last changes; `import_chunk(finish)` makes the target live (not yet routed, so nobody
-//!    writes there while the frozen source still serves reads); `release` turns the source into
-//!    a `Moved { to }` tombstone and frees its data; then the directory flips to the target.
-//!    Writes pause from the freeze to the release: three calls, whatever the SubDB's size.
-//!    Reads never fail: the source serves them until it answers `Moved` to a live target.
+//!    one round later, until a round brings little (or [`MAX_DELTA_ROUNDS`] went by);
+//! 5. cutover: `export_delta` with `freeze` — the source freezes (writes pause, reads go on)
+//!    only if every change left fits in that one chunk, else it answers an ordinary delta and
+//!    the index asks again after applying it. Past `MAX_DELTA_ROUNDS` delta rounds (the deltas
+//!    do not converge: writers outpace them) each export also grants the SubDB's writers a
+//!    budget of [`MOVE_WRITE_BUDGET`] bytes of changes until the next one, so the backlog
+//!    shrinks by at least a chunk's worth less that budget per round and the freeze comes;
+//! 6. `import_chunk(finish)` makes the target live (not yet routed, so nobody writes there
+//!    while the frozen source still serves reads); `release` turns the source into a
+//!    `Moved { to }` tombstone and frees its data; the directory flips to the target; then
+//!    `resume_writes` at the target ends the pause.
+//!
+//! So writes pause from the freeze to the target's resume: four calls (the frozen export,
+//! finish, release, resume), whatever the SubDB's size and the write rate; a failing call
+//! stretches it by at most the failure budget before the move is called off, which resumes
+//! the source's writes. Reads never fail: the source serves them until it answers `Moved` to
+//! a live target.
 //!
 //! The chunk between source and target is persisted here until the target applied it, so a
 //! lost call, a trap or an upgrade re-sends the same chunk (the target ignores a chunk number
@@ -28,7 +38,10 @@ use candid::Principal;
 use flotilla_types::index::{
     CancelMoveError, MoveInfo, MoveRequest, MoveSubDbError, PartitionState,
 };
-use flotilla_types::limits::{MAX_MOVE_FAILURES, REPLY_BUDGET_BYTES};
+use flotilla_types::limits::{
+    ITEM_OVERHEAD_BYTES, MAX_KEY_BYTES, MAX_MOVE_FAILURES, MAX_SUBDB_META_BYTES, MAX_VALUE_BYTES,
+    REPLY_BUDGET_BYTES,
+};
 use flotilla_types::partition::{
     BeginExportArgs, BeginImportArgs, ExportArgs, ExportDeltaArgs, HousekeepingError,
     ImportChunkArgs, PartitionStats, ReleaseArgs, ResumeWritesError,
@@ -41,8 +54,25 @@ use std::collections::BTreeSet;
 
 /// Byte budget of one move chunk.
 pub const MOVE_CHUNK_BUDGET: u64 = REPLY_BUDGET_BYTES as u64;
-/// Delta rounds after which the cutover starts even if changes keep coming.
+/// Delta rounds after which the cutover is tried even if changes keep coming, and the source
+/// throttles the SubDB's writers until it succeeds.
 pub const MAX_DELTA_ROUNDS: u32 = 8;
+/// Bytes of changes a throttled SubDB admits per delta round: a quarter of a chunk. A cutover
+/// attempt that does not freeze ships at least `MOVE_CHUNK_BUDGET` less the header it counted
+/// and one largest change (≈ 0.84 MiB) while writers may add this much (≈ 0.48 MiB), so a
+/// backlog shrinks every round; once it is gone, what a round adds fits one chunk with the
+/// SubDB's header (≤ 64 KiB of metadata) and the freeze succeeds.
+pub const MOVE_WRITE_BUDGET: u64 = MOVE_CHUNK_BUDGET / 4;
+
+/// The most one change adds to a chunk.
+const LARGEST_CHANGE: u64 = (MAX_KEY_BYTES + MAX_VALUE_BYTES + ITEM_OVERHEAD_BYTES) as u64;
+/// The most a frozen chunk's header adds to it.
+const LARGEST_HEADER: u64 = (MAX_SUBDB_META_BYTES + 4 * ITEM_OVERHEAD_BYTES) as u64;
+// A cutover attempt that does not freeze ships more than throttled writers may add (it stops
+// short of its budget by at most the header it counted and one change), and what they add
+// fits one chunk beside a header.
+const _: () = assert!(MOVE_WRITE_BUDGET + LARGEST_CHANGE + LARGEST_HEADER < MOVE_CHUNK_BUDGET);
+const _: () = assert!(MOVE_WRITE_BUDGET + LARGEST_HEADER <= MOVE_CHUNK_BUDGET);
 
 pub(crate) fn reverse_key(inner: &InnerKey) -> Vec<u8> {
     let mut k = inner.partition.as_slice().to_vec();
@@ -68,11 +98,15 @@ fn phase_name(p: MovePhase) -> &'static str {
 impl<M: Memory> Index<M> {
     /// Moves in progress, for stats and dashboards.
     pub fn moves(&self) -> Vec<MoveInfo> {
+        let tuning = self.cfg().move_tuning;
         self.moves
             .iter()
             .map(|e| {
                 let (outer_key, m) = e.into_pair();
                 MoveInfo {
+                    throttled: Self::throttles(&tuning, &m),
+                    delta_rounds: m.delta_rounds,
+                    paused_at: m.paused_at,
                     outer_key,
                     source: m.source,
                     target: m.target,
@@ -84,6 +118,41 @@ impl<M: Memory> Index<M> {
                 }
             })
             .collect()
+    }
+
+    /// Whether the move's delta exports throttle the SubDB's writers: past
+    /// `max_delta_rounds`, before the freeze.
+    fn throttles(tuning: &MoveTuning, m: &MoveRecord) -> bool {
+        matches!(m.phase, MovePhase::Delta | MovePhase::Cutover)
+            && m.paused_at.is_none()
+            && m.delta_rounds >= tuning.max_delta_rounds
+    }
+
+    /// How moves throttle writers (see [`MoveTuning`]); the defaults unless changed.
+    pub fn move_tuning(&self) -> MoveTuning {
+        self.cfg().move_tuning
+    }
+
+    /// Changes how moves throttle writers — for the simulator and tests, not an endpoint.
+    /// Persisted; applies from the next delta export on.
+    pub fn set_move_tuning(&mut self, tuning: MoveTuning) {
+        self.update_cfg(|c| c.move_tuning = tuning);
+    }
+
+    /// A move's write pause ended (writes resumed at the target, or at the source of a move
+    /// called off): count it toward the longest.
+    fn end_pause(&mut self, env: &Env, m: &mut MoveRecord) {
+        if let Some(at) = m.paused_at.take() {
+            let pause = env.now.saturating_sub(at);
+            if pause > self.cfg().longest_write_pause_ns {
+                self.update_cfg(|c| c.longest_write_pause_ns = pause);
+            }
+        }
+    }
+
+    /// The longest write pause of any move so far (ns, index time).
+    pub fn longest_write_pause_ns(&self) -> u64 {
+        self.cfg().longest_write_pause_ns
     }
 
     pub(crate) fn is_moving(&self, outer_key: &str) -> bool {
@@ -247,6 +316,7 @@ impl<M: Memory> Index<M> {
                 bytes,
                 started_at: env.now,
                 failures: None,
+                paused_at: None,
             },
         );
         if let Some(mut rec) = self.registry.get(&target) {
@@ -326,12 +396,14 @@ impl<M: Memory> Index<M> {
                     self.move_call(&key, MoveStep::Export, src.partition, req)
                 }
                 None => {
+                    let tuning = self.cfg().move_tuning;
                     let req = Request::ExportDelta(ExportDeltaArgs {
                         subdb: src.subdb,
                         seq: m.seq,
                         ack: m.ack,
                         budget: MOVE_CHUNK_BUDGET,
                         freeze: m.phase == MovePhase::Cutover,
+                        write_budget: Self::throttles(&tuning, &m).then_some(tuning.write_budget),
                     });
                     self.move_call(&key, MoveStep::Export, src.partition, req)
                 }
@@ -385,7 +457,6 @@ impl<M: Memory> Index<M> {
         let Some(mut m) = self.moves.get(&key) else {
             return vec![];
         };
-        let _ = env;
         match (step, result) {
             (MoveStep::BeginImport, Ok(Response::ImportBegun(Ok(id)))) => {
                 m.target_subdb = Some(id);
@@ -408,7 +479,14 @@ impl<M: Memory> Index<M> {
                 );
             }
             (MoveStep::Export, Ok(Response::DeltaExported(Ok(reply)))) => {
-                let last = m.phase == MovePhase::Cutover && !reply.more;
+                // A partition built before the freeze waited for the rest to fit answers no
+                // `frozen`: it froze whenever asked.
+                let asked = m.phase == MovePhase::Cutover;
+                let frozen = asked && reply.frozen.unwrap_or(true);
+                if frozen && m.paused_at.is_none() {
+                    m.paused_at = Some(env.now);
+                }
+                let last = frozen && !reply.more;
                 self.move_chunks.insert(
                     key.clone(),
                     MoveChunk {
@@ -438,13 +516,23 @@ impl<M: Memory> Index<M> {
                         }
                         MovePhase::Delta => {
                             m.ack = p.version;
-                            m.delta_rounds += 1;
+                            m.delta_rounds = m.delta_rounds.saturating_add(1);
                             let small = p.chunk.budget_bytes() as u64 <= MOVE_CHUNK_BUDGET / 2;
-                            if (!p.more && small) || m.delta_rounds >= MAX_DELTA_ROUNDS {
+                            let max = self.cfg().move_tuning.max_delta_rounds;
+                            if (!p.more && small) || m.delta_rounds >= max {
                                 m.phase = MovePhase::Cutover;
                             }
                         }
-                        _ => m.ack = p.version,
+                        _ => {
+                            // Cutover: a chunk the source shipped without freezing (the rest
+                            // did not fit) counts as one more delta round; a frozen one with
+                            // more to come (a partition built before the freeze waited for
+                            // the rest to fit) is followed by the next frozen export.
+                            m.ack = p.version;
+                            if m.paused_at.is_none() {
+                                m.delta_rounds = m.delta_rounds.saturating_add(1);
+                            }
+                        }
                     }
                 }
             }
@@ -457,6 +545,7 @@ impl<M: Memory> Index<M> {
             (MoveStep::Activate, Ok(Response::WritesResumed(Ok(()))))
                 if m.phase == MovePhase::Activate =>
             {
+                self.end_pause(env, &mut m);
                 self.moves.remove(&key);
                 return vec![];
             }
@@ -482,6 +571,7 @@ impl<M: Memory> Index<M> {
             ) if m.phase == MovePhase::Unwind => {
                 // The source serves writes again (or the SubDB is gone from it): reclaim the
                 // target's part.
+                self.end_pause(env, &mut m);
                 self.move_chunks.remove(&key);
                 m.phase = MovePhase::Abort;
             }

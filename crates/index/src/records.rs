@@ -97,6 +97,31 @@ pub struct Config {
     pub next_partition_seq: u64,
     pub wasm: Option<WasmMeta>,
     pub upload: Option<Upload>,
+    /// The longest write pause of a move so far (ns, index time): see `MoveRecord::paused_at`.
+    pub longest_write_pause_ns: u64,
+    /// How moves throttle writers whose deltas do not converge (see `crate::moves`).
+    pub move_tuning: MoveTuning,
+}
+
+/// When a move throttles the writers of the SubDB it moves, and how much it lets them write.
+/// Defaults: [`crate::moves::MAX_DELTA_ROUNDS`] and [`crate::moves::MOVE_WRITE_BUDGET`]; the
+/// simulator varies them (`Index::set_move_tuning`, not an endpoint).
+#[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MoveTuning {
+    /// Delta rounds (deltas shipped, cutover attempts included) after which the source
+    /// throttles the SubDB's writers.
+    pub max_delta_rounds: u32,
+    /// Bytes of changes a throttled SubDB admits per delta round.
+    pub write_budget: u64,
+}
+
+impl Default for MoveTuning {
+    fn default() -> Self {
+        MoveTuning {
+            max_delta_rounds: crate::moves::MAX_DELTA_ROUNDS,
+            write_budget: crate::moves::MOVE_WRITE_BUDGET,
+        }
+    }
 }
 
 impl Default for Config {
@@ -120,6 +145,8 @@ impl Default for Config {
             next_partition_seq: 0,
             wasm: None,
             upload: None,
+            longest_write_pause_ns: 0,
+            move_tuning: MoveTuning::default(),
         }
     }
 }
@@ -144,6 +171,8 @@ pub struct StoredConfig {
     pub next_partition_seq: Option<u64>,
     pub wasm: Option<WasmMeta>,
     pub upload: Option<Upload>,
+    pub longest_write_pause_ns: Option<u64>,
+    pub move_tuning: Option<MoveTuning>,
 }
 
 impl From<&Config> for StoredConfig {
@@ -166,6 +195,8 @@ impl From<&Config> for StoredConfig {
             next_partition_seq: Some(c.next_partition_seq),
             wasm: c.wasm.clone(),
             upload: c.upload.clone(),
+            longest_write_pause_ns: Some(c.longest_write_pause_ns),
+            move_tuning: Some(c.move_tuning),
         }
     }
 }
@@ -191,6 +222,8 @@ impl From<StoredConfig> for Config {
             next_partition_seq: s.next_partition_seq.unwrap_or(d.next_partition_seq),
             wasm: s.wasm,
             upload: s.upload,
+            longest_write_pause_ns: s.longest_write_pause_ns.unwrap_or(d.longest_write_pause_ns),
+            move_tuning: s.move_tuning.unwrap_or(d.move_tuning),
         }
     }
 }
@@ -390,9 +423,11 @@ pub enum MovePhase {
     BeginExport,
     /// Copy items and op records in chunks while the source serves reads and writes.
     Copy,
-    /// Ship the changes made meanwhile, until a round brings little.
+    /// Ship the changes made meanwhile, until a round brings little (or `max_delta_rounds`
+    /// went by).
     Delta,
-    /// Freeze the source and ship the last changes.
+    /// Ask the source to freeze and ship the last changes, which it does once they fit one
+    /// chunk; until then each answer is one more delta (throttled past `max_delta_rounds`).
     Cutover,
     /// Apply the final chunk on the target, making it live for reads with writes paused
     /// (still unrouted: the source is frozen and serves reads with identical data).
@@ -424,6 +459,7 @@ pub struct MoveRecord {
     pub seq: u64,
     /// Newest change the target applied.
     pub ack: u64,
+    /// Delta chunks applied (cutover attempts that did not freeze included).
     pub delta_rounds: u32,
     /// Bytes of the SubDB when the move began, from its partition's stats (0 for a move an
     /// admin started: the index keeps no per-SubDB sizes); reserved on the target until its
@@ -433,6 +469,10 @@ pub struct MoveRecord {
     /// Consecutive failed calls; reset by every call that succeeds. (Optional so records
     /// written before it existed decode.)
     pub failures: Option<u32>,
+    /// Index time the source's freeze was confirmed (its frozen export answered); cleared when
+    /// writes resume — at the target (activate) or, for a move called off, at the source
+    /// (unwind) — and the pause counted in `Config::longest_write_pause_ns`.
+    pub paused_at: Option<u64>,
 }
 
 /// A chunk fetched from the source and not yet applied by the target.

@@ -40,6 +40,7 @@ impl<M: Memory> Index<M> {
             }),
             admins: c.admins.clone(),
             moves: self.moves(),
+            longest_write_pause_ns: c.longest_write_pause_ns,
         }
     }
 

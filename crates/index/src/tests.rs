@@ -1021,6 +1021,7 @@ mod tick_never_traps {
                 chunk,
                 version: n,
                 more: n.is_multiple_of(2),
+                frozen: [None, Some(false), Some(true)][(n % 3) as usize],
             })),
             Request::ImportChunk(_) => Response::Imported(if ok {
                 Ok(())

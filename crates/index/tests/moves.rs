@@ -957,3 +957,106 @@ fn an_admin_cancels_a_move_an_admin_started() {
     while t.housekeep(1_000) > 0 {}
     assert_eq!(t.store().totals().bytes, 0, "partial import reclaimed");
 }
+
+// ---- the write pause is bounded by construction ------------------------------------------
+
+/// Whether "big" (moving from `src`) is writable nowhere: its source is frozen, or a live
+/// SubDB on the move's target is (a finished import waiting for the directory to flip).
+fn frozen_somewhere(net: &Net, src: InnerKey, target: Option<Principal>) -> bool {
+    let source = net.parts[&src.partition].1.store().is_frozen(src.subdb);
+    let at_target = target.is_some_and(|t| {
+        let s = net.parts[&t].1.store();
+        s.list_subdbs(0, 100).iter().any(|d| s.is_frozen(d.id))
+    });
+    source || at_target
+}
+
+/// A writer that writes far faster than deltas can ship (about 2 MB of 20 KB overwrites per
+/// round, while one delta round takes two calls for at most 1.9 MiB) cannot stretch the
+/// cutover: the source freezes only once what remains fits in one chunk, so writes are paused
+/// for the four calls of the cutover (freeze with the last delta, finish, release, resume at
+/// the target; one call per round here, the SubDB frozen at the end of three rounds), however
+/// large the backlog. Meanwhile the writer is throttled, not stopped: writes keep being
+/// acknowledged until the freeze. Every acknowledged write reaches the new home.
+#[test]
+fn a_fast_writer_cannot_stretch_the_write_pause() {
+    const PUTS_PER_ROUND: u32 = 100;
+    const PAUSE_BOUND_ROUNDS: u32 = 3;
+    let (mut net, big) = loaded();
+    let mut model: BTreeMap<Vec<u8>, Vec<u8>> = (0..400u32)
+        .map(|i| (i.to_be_bytes().to_vec(), vec![i as u8; 20_000]))
+        .collect();
+    let mut cache = big;
+    let mut op = 1u64 << 30;
+    let (mut saw, mut target) = (false, None);
+    let (mut frozen_run, mut longest_frozen) = (0u32, 0u32);
+    let (mut acked_in_deltas, mut delta_rounds_seen) = (0u64, 0u32);
+    let (mut throttled, mut delta_rounds) = (false, 0);
+    let mut n = 0u32;
+    for r in 0..600u32 {
+        net.round(None);
+        let m = net.index.moves().first().cloned();
+        saw |= m.is_some();
+        if let Some(m) = &m {
+            target = Some(m.target);
+            throttled |= m.throttled;
+            delta_rounds = m.delta_rounds;
+            // The index reports the pause while it lasts.
+            let frozen_at_source = net.parts[&big.partition].1.store().is_frozen(big.subdb);
+            if frozen_at_source {
+                assert!(m.paused_at.is_some() || m.phase == "cutover", "{m:?}");
+            }
+        }
+        if frozen_somewhere(&net, big, target) {
+            frozen_run += 1;
+            longest_frozen = longest_frozen.max(frozen_run);
+        } else {
+            frozen_run = 0;
+        }
+        let in_deltas = m
+            .as_ref()
+            .is_some_and(|m| m.phase == "delta" || m.phase == "cutover");
+        delta_rounds_seen += in_deltas as u32;
+        for _ in 0..PUTS_PER_ROUND {
+            let (k, v) = (
+                (n % 400).to_be_bytes().to_vec(),
+                vec![(r % 251) as u8; 20_000],
+            );
+            match net.put(&mut cache, "big", &k, &v, op) {
+                Ok(()) => {
+                    model.insert(k, v);
+                    op += 1;
+                    n += 1;
+                    acked_in_deltas += in_deltas as u64;
+                }
+                Err(PutError::WritesPaused) => break,
+                Err(e) => panic!("write failed in round {r}: {e:?}"),
+            }
+        }
+        if saw && m.is_none() && net.queue.is_empty() {
+            break;
+        }
+    }
+    assert!(saw, "no move happened");
+    assert!(net.index.moves().is_empty(), "the move did not end");
+    let home = net.route("big");
+    assert_ne!(home.partition, big.partition, "big did not move");
+    for (k, v) in &model {
+        assert_eq!(net.get("big", k).as_ref(), Some(v), "key {k:?}");
+    }
+    let reported = net.index.stats().longest_write_pause_ns;
+    println!(
+        "fast writer: {delta_rounds_seen} rounds of deltas ({delta_rounds} delta chunks) with \
+         {acked_in_deltas} writes acknowledged meanwhile, writes paused (frozen) \
+         {longest_frozen} round(s) at most; the index reports {} s",
+        reported as f64 / ROUND_NS as f64
+    );
+    assert!(throttled, "the deltas never needed the throttle");
+    assert!(delta_rounds > flotilla_index::moves::MAX_DELTA_ROUNDS);
+    assert!(acked_in_deltas > 0, "the writer was stopped, not throttled");
+    assert!(reported > 0 && reported <= PAUSE_BOUND_ROUNDS as u64 * ROUND_NS);
+    assert!(
+        longest_frozen <= PAUSE_BOUND_ROUNDS,
+        "writes paused {longest_frozen} rounds in a row (bound {PAUSE_BOUND_ROUNDS})"
+    );
+}

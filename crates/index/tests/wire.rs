@@ -58,6 +58,7 @@ fn every_partition_request_round_trips_through_the_partition_dispatcher() {
             ack: 0,
             budget: 1 << 20,
             freeze: false,
+            write_budget: Some(4096),
         }),
         Request::ImportChunk(ImportChunkArgs {
             subdb: 1,

@@ -588,7 +588,8 @@ impl<M: Memory> Partition<M> {
             .map_err(housekeeping_error)
     }
 
-    /// The changes made since the copy (see `Store::export_delta`); with `freeze`, the cutover.
+    /// The changes made since the copy (see `Store::export_delta`); with `freeze`, the cutover
+    /// (once the rest fits one chunk); with `write_budget`, the SubDB's writers are throttled.
     pub fn export_delta(
         &mut self,
         caller: Principal,
@@ -603,12 +604,14 @@ impl<M: Memory> Partition<M> {
                 args.ack,
                 args.budget as usize,
                 args.freeze,
+                args.write_budget,
             )
             .map_err(housekeeping_error)?;
         Ok(ExportDeltaReply {
             chunk: d.chunk,
             version: d.version,
             more: d.more,
+            frozen: Some(d.frozen),
         })
     }
 

@@ -339,6 +339,7 @@ fn partition_uses_only_its_named_regions() {
         EXPORT_FRONTIER,
         DIRTY_KEYS,
         DIRTY_LOG,
+        EXPORT_THROTTLE,
     ];
     assert_eq!(seen, expected);
 }
@@ -1491,6 +1492,99 @@ fn freeze_pauses_writes_and_release_needs_it() {
     // A move called off: writes resume.
     assert!(f.p.store.set_frozen(s, false));
     f.p.put(WRITER, &put_args(s, b"a", b"x", 140)).unwrap();
+}
+
+/// `export_delta` with `freeze` freezes only once the rest fits one chunk (the reply says
+/// whether it did); with `write_budget` the SubDB's writers are throttled: a user write past
+/// the budget answers `WritesPaused` and is applied, once, when retried after the next delta.
+#[test]
+fn export_delta_freezes_once_the_rest_fits_and_throttles_writers() {
+    let mut f = fixture();
+    let s = f.s;
+    let raw_b = VectorMemory::default();
+    let mut b = install_on(&raw_b);
+    f.p.begin_export(INDEX, &BeginExportArgs { subdb: s })
+        .unwrap();
+    let t = copy_subdb(&mut f.p, &mut b, s, REPLY_BUDGET_BYTES as u64);
+    let mut seq = next_seq(&mut f.p, s);
+    // Three changes of 600 KB: more than the smallest chunk holds.
+    let big = vec![3u8; 600 * 1024];
+    for i in 0..3u8 {
+        f.p.put(WRITER, &put_args(s, &[b'y', i], &big, 150 + i))
+            .unwrap();
+    }
+    let budget = MIN_CHUNK_BUDGET_BYTES as u64;
+    let export = |p: &mut Partition<Mem>, seq: u64, ack: u64, wb: Option<u64>| {
+        let args = ExportDeltaArgs {
+            subdb: s,
+            seq,
+            ack,
+            budget,
+            freeze: true,
+            write_budget: wb,
+        };
+        assert_eq!(
+            p.export_delta(WRITER, &args),
+            Err(HousekeepingError::NotAuthorized)
+        );
+        p.export_delta(INDEX, &args).unwrap()
+    };
+    let first = export(&mut f.p, seq, 0, Some(1_000));
+    assert_eq!(first.frozen, Some(false));
+    assert!(first.more && first.chunk.header.is_none());
+    let import = |b: &mut Partition<Mem>, chunk| {
+        b.import_chunk(
+            INDEX,
+            &ImportChunkArgs {
+                subdb: t,
+                chunk,
+                finish: false,
+            },
+        )
+        .unwrap()
+    };
+    import(&mut b, first.chunk);
+    seq += 1;
+    // Throttled: 1,000 bytes of changes admitted until the next delta.
+    f.p.put(WRITER, &put_args(s, b"small", b"1", 160)).unwrap();
+    let late = put_args(s, b"late", &[9; 1_000], 161);
+    assert_eq!(f.p.put(WRITER, &late), Err(PutError::WritesPaused));
+    // Reads go on.
+    assert_eq!(value(&f.p, READER, s, b"small"), Some(b"1".to_vec()));
+    let mut ack = first.version;
+    let last = loop {
+        let d = export(&mut f.p, seq, ack, Some(2_000));
+        import(&mut b, d.chunk.clone());
+        seq += 1;
+        ack = d.version;
+        if d.frozen == Some(true) {
+            break d;
+        }
+        // The retry of the refused write fits the new budget, and applies once.
+        f.p.put(WRITER, &late).unwrap();
+        f.p.put(WRITER, &late).unwrap();
+    };
+    assert!(!last.more && last.chunk.header.is_some());
+    assert_eq!(
+        f.p.put(WRITER, &put_args(s, b"z", b"1", 162)),
+        Err(PutError::WritesPaused)
+    );
+    b.import_chunk(
+        INDEX,
+        &ImportChunkArgs {
+            subdb: t,
+            chunk: Chunk {
+                seq,
+                ..Chunk::default()
+            },
+            finish: true,
+        },
+    )
+    .unwrap();
+    for k in [&b"late"[..], b"small", b"y\x02", b"a"] {
+        assert_eq!(value(&b, READER, t, k), value(&f.p, READER, s, k), "{k:?}");
+    }
+    assert_eq!(value(&b, READER, t, b"late"), Some(vec![9; 1_000]));
 }
 
 #[test]

@@ -167,6 +167,7 @@ fn build() -> (VectorMemory, Ids, Chunk) {
             ack: 0,
             budget,
             freeze: true,
+            write_budget: None,
         };
         p.export_delta(INDEX, &delta).unwrap();
     }
@@ -357,6 +358,7 @@ fn samples(method: &str, ids: Ids, chunk: &Chunk) -> Vec<Vec<u8>> {
                     ack: 0,
                     budget,
                     freeze,
+                    write_budget: None,
                 },))
             })
             .collect(),

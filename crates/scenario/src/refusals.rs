@@ -227,6 +227,7 @@ fn housekeeping_calls(at: InnerKey) -> Vec<(&'static str, Vec<u8>)> {
                 ack: 0,
                 freeze: false,
                 budget: 2_000_000,
+                write_budget: None,
             }),
         ),
         ("begin_import", enc(BeginImportArgs { op_id: op(10) })),

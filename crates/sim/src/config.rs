@@ -138,6 +138,11 @@ pub struct SimConfig {
     pub index_cycles: u128,
     pub faults: Faults,
     pub bugs: PlantedBugs,
+    /// A scenario of writers outpacing moves: every move throttles its SubDB's writers from
+    /// its first delta round on, to this many bytes of changes per delta round (the index's
+    /// `MoveTuning` with `max_delta_rounds` 0). `None` (every seed's default): the index's own
+    /// tuning, which throttles only moves whose deltas do not converge.
+    pub throttle_moves: Option<u64>,
 }
 
 impl SimConfig {
@@ -188,6 +193,7 @@ impl SimConfig {
             index_cycles: 100_000_000_000_000_000,
             faults,
             bugs: PlantedBugs::default(),
+            throttle_moves: None,
         }
     }
 
@@ -198,6 +204,11 @@ impl SimConfig {
 
     pub fn with_faults(mut self, faults: Faults) -> Self {
         self.faults = faults;
+        self
+    }
+
+    pub fn with_throttle_moves(mut self, bytes: Option<u64>) -> Self {
+        self.throttle_moves = bytes;
         self
     }
 
@@ -215,8 +226,14 @@ impl SimConfig {
         if self.bugs.drop_delta_puts {
             s.push_str(" --plant drop-delta-puts");
         }
+        if let Some(b) = self.throttle_moves {
+            s.push_str(&format!(" --throttle-moves {b}"));
+        }
         s.push_str(" --trace");
-        if *self != SimConfig::from_seed(self.seed, self.ops).with_bugs(self.bugs) {
+        let reproduced = SimConfig::from_seed(self.seed, self.ops)
+            .with_bugs(self.bugs)
+            .with_throttle_moves(self.throttle_moves);
+        if *self != reproduced {
             s = format!(
                 "run the same SimConfig again (its knobs differ from the seed's defaults, so \
                  `{s}` alone does not reproduce it)"
@@ -248,6 +265,12 @@ impl fmt::Display for SimConfig {
         write!(f, "  faults: {}", self.faults)?;
         if self.bugs != PlantedBugs::default() {
             write!(f, "\n  planted bugs: {:?}", self.bugs)?;
+        }
+        if let Some(b) = self.throttle_moves {
+            write!(
+                f,
+                "\n  moves throttle writers from their first delta to {b} B a round"
+            )?;
         }
         Ok(())
     }
@@ -282,5 +305,9 @@ mod tests {
         assert!(c
             .rerun_command()
             .contains("--seeds 3..4 --ops 50 --plant drop-delta-puts --trace"));
+        let c = SimConfig::from_seed(3, 50).with_throttle_moves(Some(4096));
+        assert!(c
+            .rerun_command()
+            .contains("--seeds 3..4 --ops 50 --throttle-moves 4096 --trace"));
     }
 }

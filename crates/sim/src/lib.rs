@@ -59,6 +59,8 @@ pub struct SwarmOptions {
     /// Worker threads (0: one per available core).
     pub threads: usize,
     pub bugs: PlantedBugs,
+    /// [`SimConfig::throttle_moves`] for every seed.
+    pub throttle_moves: Option<u64>,
     /// Called with each finished report, from the worker thread, in completion order.
     pub on_report: Option<fn(&Report)>,
 }
@@ -85,7 +87,9 @@ pub fn run_swarm_with(seeds: Range<u64>, ops: usize, opts: &SwarmOptions) -> Sum
                 if seed >= seeds.end {
                     return;
                 }
-                let cfg = SimConfig::from_seed(seed, ops as u64).with_bugs(opts.bugs);
+                let cfg = SimConfig::from_seed(seed, ops as u64)
+                    .with_bugs(opts.bugs)
+                    .with_throttle_moves(opts.throttle_moves);
                 let r = run(cfg);
                 if let Some(f) = opts.on_report {
                     f(&r);

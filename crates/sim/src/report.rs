@@ -90,8 +90,12 @@ pub struct Report {
     /// Rounds in which some client got `WritesPaused`.
     pub write_pause_rounds: u64,
     /// The longest a single write waited on a paused SubDB, in rounds (first `WritesPaused`
-    /// to its answer).
+    /// to its answer): a move's freeze, or its throttle, plus the client's backoff.
     pub longest_write_pause: u64,
+    /// The longest write pause of any move as the index measured it, in rounds: from the
+    /// answer confirming the source's freeze to the one confirming writes resumed
+    /// (`IndexStats::longest_write_pause_ns`).
+    pub longest_move_pause: u64,
     /// Client reads and writes executed at partitions, and the inter-canister calls they
     /// caused.
     pub partition_reads: u64,
@@ -154,8 +158,8 @@ impl fmt::Display for Report {
         write!(
             f,
             "seed={} ops={} put_bytes={} rounds={} partitions={} subdbs={} moves={} \
-             chunk_messages={} max_chunk_bytes={} write_pause_rounds={} failed_reads={} \
-             violations={} trace={:016x}",
+             chunk_messages={} max_chunk_bytes={} write_pause_rounds={} longest_write_pause={} \
+             longest_move_pause={} failed_reads={} violations={} trace={:016x}",
             self.seed,
             self.ops,
             self.put_bytes,
@@ -166,6 +170,8 @@ impl fmt::Display for Report {
             self.chunk_messages,
             self.max_chunk_message_bytes,
             self.write_pause_rounds,
+            self.longest_write_pause,
+            self.longest_move_pause,
             self.failed_reads,
             self.violations.len(),
             self.trace_hash
@@ -189,6 +195,8 @@ pub struct Summary {
     pub write_pause_rounds: u64,
     /// The longest single write pause of any seed, in rounds.
     pub longest_write_pause: u64,
+    /// The longest write pause of a move of any seed as its index measured it, in rounds.
+    pub longest_move_pause: u64,
     pub failed_reads: u64,
     pub partitions: u64,
     pub violations: u64,
@@ -213,6 +221,7 @@ impl Summary {
         self.max_message_bytes = self.max_message_bytes.max(r.max_message_bytes);
         self.write_pause_rounds += r.write_pause_rounds;
         self.longest_write_pause = self.longest_write_pause.max(r.longest_write_pause);
+        self.longest_move_pause = self.longest_move_pause.max(r.longest_move_pause);
         self.failed_reads += r.failed_reads;
         self.partitions += r.partitions;
         self.violations += r.violations.len() as u64;
@@ -246,12 +255,13 @@ impl fmt::Display for Summary {
         writeln!(
             f,
             "chunk_messages={} max_chunk_bytes={} max_message_bytes={} write_pause_rounds={} \
-             longest_write_pause={} failed_reads={}",
+             longest_write_pause={} longest_move_pause={} failed_reads={}",
             self.chunk_messages,
             self.max_chunk_message_bytes,
             self.max_message_bytes,
             self.write_pause_rounds,
             self.longest_write_pause,
+            self.longest_move_pause,
             self.failed_reads
         )?;
         write!(

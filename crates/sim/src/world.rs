@@ -55,6 +55,7 @@ use candid::Principal;
 use flotilla_client::TransportError;
 use flotilla_index::calls::{Call, CallId, CallResult};
 use flotilla_index::dispatch::Pending;
+use flotilla_index::records::MoveTuning;
 use flotilla_index::{Env, Index};
 use flotilla_partition::Partition;
 use flotilla_types::dispatch::MethodKind;
@@ -265,7 +266,7 @@ impl World {
         let index_id = canister_id(0);
         let admin = Principal::self_authenticating(b"flotilla-sim admin");
         let mut index = Canister::new(index_id, cfg.index_cycles, 0);
-        let logic = Index::install(
+        let mut logic = Index::install(
             index.memories(),
             IndexInit {
                 admins: vec![admin],
@@ -274,6 +275,12 @@ impl World {
                 partition_cycles: None,
             },
         );
+        if let Some(write_budget) = cfg.throttle_moves {
+            logic.set_move_tuning(MoveTuning {
+                max_delta_rounds: 0,
+                write_budget,
+            });
+        }
         index.logic = Logic::Index(Box::new(logic));
         let clients = (0..cfg.clients)
             .map(|i| {

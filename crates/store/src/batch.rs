@@ -1,5 +1,6 @@
 //! Batched writes: many puts and deletes on one SubDB in one atomic operation.
 
+use crate::changes::{change_cost, op_cost, put_cost};
 use crate::oplog::{ArgsHasher, Outcome};
 use crate::{check_key, OpCtx, Store, KIND_BATCH};
 use flotilla_types::limits::{MAX_BATCH_BYTES, MAX_BATCH_OPS, MAX_VALUE_BYTES};
@@ -15,7 +16,8 @@ impl<M: Memory> Store<M> {
     /// Checked in this order: `EmptyBatch` and `TooManyOps` (the request alone), the op id
     /// (`InvalidOpId`; a recorded one replays or conflicts), `UnknownSubDb`, `BatchTooLarge`
     /// (the ops' [`BatchOp::budget_bytes`] sum), `KeyTooLarge`/`ValueTooLarge` of the first
-    /// offending op, `WritesPaused`. Writes to an exporting SubDB are tracked per key and
+    /// offending op, `WritesPaused` (a move freezes the SubDB, or throttles its writers and
+    /// the batch's changes cost more than is left of their budget). Writes to an exporting SubDB are tracked per key and
     /// the batch's op record like any other, so a live move ships them in its deltas.
     pub fn batch(
         &mut self,
@@ -32,6 +34,7 @@ impl<M: Memory> Store<M> {
                 max: MAX_BATCH_OPS as u64,
             });
         }
+        let op_cost = op_cost(op.is_some());
         self.once(
             op,
             id,
@@ -76,7 +79,17 @@ impl<M: Memory> Store<M> {
                         }
                     }
                 }
-                if slot.frozen {
+                let cost = || {
+                    op_cost
+                        + ops
+                            .iter()
+                            .map(|o| match o {
+                                BatchOp::Put { key, value } => put_cost(&slot, key, value),
+                                BatchOp::Delete { key } => change_cost(key.len()),
+                            })
+                            .sum::<u64>()
+                };
+                if slot.frozen || !s.admit(id, &slot, cost) {
                     return Err(BatchError::WritesPaused);
                 }
                 // Validated: nothing below can fail.

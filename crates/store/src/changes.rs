@@ -1,10 +1,16 @@
 //! Change tracking for live moves: while a SubDB is exported, writes to keys the copy
 //! already passed and its new op-log records are logged, shipped by `export_delta` and
-//! forgotten once acknowledged. `export_delta` with `freeze` is the cutover.
+//! forgotten once acknowledged. `export_delta` with `freeze` is the cutover: it freezes the
+//! SubDB only when everything left fits in its one chunk. A move whose deltas do not converge
+//! throttles the SubDB's writers: each delta chunk's export grants a write budget, and a write
+//! whose changes would pass what is left of it answers `WritesPaused`.
 
-use crate::layout::{scoped_key, Slot};
+use crate::layout::{scoped_key, Slot, Throttle};
+use crate::oplog::RECORD_MAX_BYTES;
 use crate::Store;
-use flotilla_types::limits::{ITEM_OVERHEAD_BYTES, MAX_EXPORT_CHANGES};
+use flotilla_types::limits::{
+    ITEM_OVERHEAD_BYTES, MAX_EXPORT_CHANGES, MAX_KEY_BYTES, OP_ID_MAX_BYTES, REPLY_BUDGET_BYTES,
+};
 use flotilla_types::{Chunk, ChunkHeader, Entry, ExportError, OpEntry, SubDbId};
 use ic_stable_structures::Memory;
 use serde_bytes::ByteBuf;
@@ -12,6 +18,33 @@ use serde_bytes::ByteBuf;
 /// Logged changes one delta chunk examines at most (changes that ship as nothing, like op
 /// records forgotten meanwhile, cost no budget), so a delta's work stays bounded.
 pub const DELTA_SCAN_PER_CHUNK: usize = 20_000;
+
+/// The least one logged change costs a throttled SubDB's write budget, so a budget no larger
+/// than a chunk (`REPLY_BUDGET_BYTES`) admits at most [`DELTA_SCAN_PER_CHUNK`] changes: what
+/// it admits is always examined by one delta chunk.
+pub const THROTTLE_MIN_CHANGE_BYTES: u64 = (REPLY_BUDGET_BYTES / DELTA_SCAN_PER_CHUNK) as u64 + 1;
+
+/// What a change of `bytes` (key and value, or op id and record) costs a write budget: at
+/// most what it adds to a delta chunk, at least [`THROTTLE_MIN_CHANGE_BYTES`].
+pub(crate) fn change_cost(bytes: usize) -> u64 {
+    ((bytes + ITEM_OVERHEAD_BYTES) as u64).max(THROTTLE_MIN_CHANGE_BYTES)
+}
+
+/// The budget cost of a put of `key` and `value` to a SubDB with `slot`: the item, and the
+/// eviction (a delete of the smallest key, at most `MAX_KEY_BYTES`) a hard cap may add.
+pub(crate) fn put_cost(slot: &Slot, key: &[u8], value: &[u8]) -> u64 {
+    let evicted = slot.hard_cap().map_or(0, |_| change_cost(MAX_KEY_BYTES));
+    change_cost(key.len() + value.len()) + evicted
+}
+
+/// The budget cost of the op-log record a write with an op id logs (none without one).
+pub(crate) fn op_cost(has_op_id: bool) -> u64 {
+    if has_op_id {
+        change_cost(OP_ID_MAX_BYTES + RECORD_MAX_BYTES)
+    } else {
+        0
+    }
+}
 
 /// The frontier value of an exporting SubDB whose change log overflowed
 /// ([`MAX_EXPORT_CHANGES`]): nothing more is logged and its exports answer `ChangeLogFull`.
@@ -29,6 +62,9 @@ pub struct Delta {
     pub version: u64,
     /// Changes remain beyond this chunk.
     pub more: bool,
+    /// The SubDB is frozen: this chunk carries its header and the last changes there are
+    /// (unless `more`, which a freeze never leaves behind by itself).
+    pub frozen: bool,
 }
 
 /// One tracked change, as it ships in a delta chunk.
@@ -99,10 +135,11 @@ impl<M: Memory> Store<M> {
         self.dirty_log.keys_range(lo..=hi).count() as u64
     }
 
-    /// Forgets a SubDB's copy frontier and its logged changes: at most `MAX_EXPORT_CHANGES`,
-    /// all there can be, so one message does it.
+    /// Forgets a SubDB's copy frontier, its write budget and its logged changes: at most
+    /// `MAX_EXPORT_CHANGES`, all there can be, so one message does it.
     fn clear_export_state(&mut self, id: SubDbId) {
         self.frontiers.remove(&id);
+        self.throttles.remove(&id);
         self.drop_changes(id, MAX_EXPORT_CHANGES as usize);
     }
 
@@ -137,6 +174,33 @@ impl<M: Memory> Store<M> {
             }),
             _ => Ok(()),
         }
+    }
+
+    /// Whether a write to `id` whose logged changes cost at most `cost` (see [`change_cost`])
+    /// may go ahead, charging it if so: always, unless a move throttles the SubDB's writers
+    /// and less than `cost` is left of the budget the last delta export granted (then the
+    /// write answers `WritesPaused`, and the writer retries after the next delta). Call it
+    /// once every other check passed, so an admitted write is applied.
+    /// (`cost` is only worked out for an exporting SubDB: the others pay one flag check.)
+    pub(crate) fn admit(&mut self, id: SubDbId, slot: &Slot, cost: impl FnOnce() -> u64) -> bool {
+        if !slot.exporting {
+            return true;
+        }
+        let Some(mut t) = self.throttles.get(&id) else {
+            return true;
+        };
+        let cost = cost();
+        if cost > t.left {
+            return false;
+        }
+        t.left -= cost;
+        self.throttles.insert(id, t);
+        true
+    }
+
+    /// What is left of a throttled SubDB's write budget (`None`: not throttled).
+    pub fn write_budget_left(&self, id: SubDbId) -> Option<u64> {
+        self.throttles.get(&id).map(|t| t.left)
     }
 
     /// Records that the copy has exported items up to `last` (`None`: all of them).
@@ -197,7 +261,18 @@ impl<M: Memory> Store<M> {
     /// change alone is larger): the current value of each changed key (a delete if it is gone)
     /// and each new op-log record. Changes up to `ack` — the version of the last delta the
     /// target applied — are forgotten first; nothing is forgotten before it is acknowledged, so
-    /// a lost chunk is simply shipped again. With `freeze`, writes pause first (the cutover).
+    /// a lost chunk is simply shipped again.
+    ///
+    /// With `freeze` (the cutover), writes pause — but only if every change left fits in this
+    /// chunk, which then also carries the SubDB's header: the frozen export is always the last
+    /// one, so the pause lasts a fixed number of calls whatever the backlog. Otherwise the chunk
+    /// is an ordinary delta (`frozen` false) and the caller tries again after applying it. A
+    /// SubDB frozen already answers frozen (a retry of a lost freeze: nothing changed since).
+    ///
+    /// `write_budget` throttles the SubDB's writers (a move whose deltas do not converge):
+    /// until the export of the next chunk (`seq + 1`), writes are admitted while their changes
+    /// cost at most this many bytes in all ([`change_cost`]); a retried export of the same
+    /// `seq` grants nothing new. `None` lifts the throttle.
     pub fn export_delta(
         &mut self,
         id: SubDbId,
@@ -205,16 +280,14 @@ impl<M: Memory> Store<M> {
         ack: u64,
         budget: usize,
         freeze: bool,
+        write_budget: Option<u64>,
     ) -> Result<Delta, ExportError> {
         let mut slot = self.live_slot(id).ok_or(ExportError::UnknownSubDb)?;
         if !slot.exporting {
             return Err(ExportError::NotExporting);
         }
         self.check_log(id)?;
-        if freeze && !slot.frozen {
-            slot.frozen = true;
-            self.slots.set(id as u64, &slot);
-        }
+        let freeze = freeze || slot.frozen;
         let acked: Vec<(Vec<u8>, Vec<u8>)> = self
             .dirty_log
             .range(log_key(id, 0)..=log_key(id, ack))
@@ -287,10 +360,30 @@ impl<M: Memory> Store<M> {
             }
             version = u64::from_be_bytes(e.key()[4..].try_into().unwrap());
         }
+        let frozen = freeze && (slot.frozen || !more);
+        if frozen && !slot.frozen {
+            slot.frozen = true;
+            self.slots.set(id as u64, &slot);
+        }
+        if !frozen {
+            // Not the last word yet: the header ships with the chunk that freezes.
+            chunk.header = None;
+        }
+        match write_budget {
+            Some(left) if !frozen => {
+                if self.throttles.get(&id).map(|t| t.seq) != Some(seq) {
+                    self.throttles.insert(id, Throttle { seq, left });
+                }
+            }
+            _ => {
+                self.throttles.remove(&id);
+            }
+        }
         Ok(Delta {
             chunk,
             version,
             more,
+            frozen,
         })
     }
 }

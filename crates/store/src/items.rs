@@ -1,5 +1,6 @@
 //! Items: put (with hard-cap eviction), delete, get, has. Batches are in `batch.rs`.
 
+use crate::changes::{change_cost, op_cost, put_cost};
 use crate::layout::{scoped_key, Slot};
 use crate::oplog::{ArgsHasher, OpCtx, Outcome};
 use crate::{check_key, subdb_bounds, Store, KIND_DELETE, KIND_PUT};
@@ -10,6 +11,8 @@ use ic_stable_structures::Memory;
 impl<M: Memory> Store<M> {
     /// Inserts or replaces `key`. Past the SubDB's hard cap, the smallest keys are evicted in
     /// the same operation (which may be `key` itself when it is the smallest).
+    /// `WritesPaused` while a move freezes the SubDB, or throttles its writers and their
+    /// budget is spent.
     pub fn put(
         &mut self,
         op: Option<OpCtx<'_>>,
@@ -17,6 +20,7 @@ impl<M: Memory> Store<M> {
         key: &[u8],
         value: &[u8],
     ) -> Result<PutOutcome, PutError> {
+        let op_cost = op_cost(op.is_some());
         self.once(
             op,
             id,
@@ -40,7 +44,7 @@ impl<M: Memory> Store<M> {
                         max: MAX_VALUE_BYTES as u64,
                     });
                 }
-                if slot.frozen {
+                if slot.frozen || !s.admit(id, &slot, || put_cost(&slot, key, value) + op_cost) {
                     return Err(PutError::WritesPaused);
                 }
                 let replaced = s.raw_put(id, &mut slot, key, value);
@@ -107,13 +111,14 @@ impl<M: Memory> Store<M> {
         evicted
     }
 
-    /// Removes `key`; true if it was there.
+    /// Removes `key`; true if it was there. `WritesPaused` as for [`Store::put`].
     pub fn delete(
         &mut self,
         op: Option<OpCtx<'_>>,
         id: SubDbId,
         key: &[u8],
     ) -> Result<bool, DeleteError> {
+        let op_cost = op_cost(op.is_some());
         self.once(
             op,
             id,
@@ -126,7 +131,7 @@ impl<M: Memory> Store<M> {
             |s| {
                 let mut slot = s.live_slot(id).ok_or(DeleteError::UnknownSubDb)?;
                 check_key(key, |len, max| DeleteError::KeyTooLarge { len, max })?;
-                if slot.frozen {
+                if slot.frozen || !s.admit(id, &slot, || change_cost(key.len()) + op_cost) {
                     return Err(DeleteError::WritesPaused);
                 }
                 let existed = s.raw_delete(id, &mut slot, key);

@@ -27,6 +27,9 @@
 //! `key` were exported; `2` = all items were. Dirty keys (`DIRTY_KEYS`):
 //! `subdb id u32 BE ++ tag ++ key` → version u64; tag 0 = item key, 1 = op id. Dirty log
 //! (`DIRTY_LOG`): `subdb id u32 BE ++ version u64 BE` → `tag ++ key`.
+//! Throttle (`EXPORT_THROTTLE`, per SubDB id whose writers a move throttles, 16 bytes):
+//! `seq u64 LE` (the delta chunk whose export granted the budget) ++ `left u64 LE` (bytes of
+//! changes still admitted until the next delta chunk's export).
 //! Op-log key: the op id; record: `scope u32 LE (SubDB id, or [`CREATE_SCOPE`]) ++ args hash
 //! (16 bytes) ++ encoded outcome` (see `oplog.rs`).
 
@@ -190,6 +193,42 @@ impl Storable for Slot {
     };
 }
 
+/// The write budget of a SubDB whose move throttles its writers (see `Store::export_delta`):
+/// what the export of delta chunk `seq` granted, less what writes have used since.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Throttle {
+    pub seq: u64,
+    pub left: u64,
+}
+
+const THROTTLE_BYTES: usize = 16;
+
+impl Storable for Throttle {
+    fn to_bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(self.into_bytes())
+    }
+
+    fn into_bytes(self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(THROTTLE_BYTES);
+        b.extend_from_slice(&self.seq.to_le_bytes());
+        b.extend_from_slice(&self.left.to_le_bytes());
+        b
+    }
+
+    fn from_bytes(bytes: Cow<[u8]>) -> Self {
+        let u = |r: std::ops::Range<usize>| u64::from_le_bytes(bytes[r].try_into().unwrap());
+        Throttle {
+            seq: u(0..8),
+            left: u(8..16),
+        }
+    }
+
+    const BOUND: Bound = Bound::Bounded {
+        max_size: THROTTLE_BYTES as u32,
+        is_fixed_size: true,
+    };
+}
+
 /// Scope of op-log records of SubDB creations (no SubDB id exists yet).
 pub const CREATE_SCOPE: u32 = u32::MAX;
 
@@ -228,6 +267,17 @@ mod tests {
         let b = s.to_bytes();
         assert_eq!(b.len(), SLOT_BYTES);
         assert_eq!(Slot::from_bytes(b), s);
+    }
+
+    #[test]
+    fn throttle_round_trips() {
+        let t = Throttle {
+            seq: 9,
+            left: u64::MAX - 1,
+        };
+        let b = t.to_bytes();
+        assert_eq!(b.len(), THROTTLE_BYTES);
+        assert_eq!(Throttle::from_bytes(b), t);
     }
 
     #[test]

@@ -45,7 +45,7 @@ use layout::{scoped_key, Header, Slot, SlotState, LAYOUT_VERSION, MAGIC};
 use oplog::{Lookup, OpLog, Outcome};
 use std::ops::Bound;
 
-pub use changes::{Delta, DELTA_SCAN_PER_CHUNK};
+pub use changes::{Delta, DELTA_SCAN_PER_CHUNK, THROTTLE_MIN_CHANGE_BYTES};
 pub use export::OPS_SCAN_PER_CHUNK;
 pub use oplog::OpCtx;
 
@@ -109,6 +109,7 @@ pub struct Store<M: Memory> {
     frontiers: BTreeMap<u32, Vec<u8>, M>,
     dirty_keys: BTreeMap<Vec<u8>, u64, M>,
     dirty_log: BTreeMap<Vec<u8>, Vec<u8>, M>,
+    throttles: BTreeMap<u32, layout::Throttle, M>,
     /// Derived at init from the slots, kept in step by every mutation.
     totals: Totals,
 }
@@ -187,6 +188,7 @@ impl<M: Memory> Store<M> {
             frontiers: BTreeMap::init(mem(memory::EXPORT_FRONTIER)),
             dirty_keys: BTreeMap::init(mem(memory::DIRTY_KEYS)),
             dirty_log: BTreeMap::init(mem(memory::DIRTY_LOG)),
+            throttles: BTreeMap::init(mem(memory::EXPORT_THROTTLE)),
             totals,
         })
     }
@@ -243,3 +245,5 @@ fn subdb_bounds(id: SubDbId) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
 mod tests;
 #[cfg(test)]
 mod tests_batch;
+#[cfg(test)]
+mod tests_cutover;

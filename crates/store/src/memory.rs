@@ -28,3 +28,6 @@ pub const EXPORT_FRONTIER: MemoryId = MemoryId::new(11);
 pub const DIRTY_KEYS: MemoryId = MemoryId::new(12);
 /// and the same changes in version order, so deltas ship oldest first.
 pub const DIRTY_LOG: MemoryId = MemoryId::new(13);
+/// The write budget of each exporting SubDB whose move throttles its writers
+/// (`StableBTreeMap<u32, Throttle>`; see `Store::export_delta`).
+pub const EXPORT_THROTTLE: MemoryId = MemoryId::new(14);

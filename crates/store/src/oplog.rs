@@ -185,7 +185,7 @@ impl OpRecord {
     }
 }
 
-const RECORD_MAX_BYTES: usize = 32;
+pub(crate) const RECORD_MAX_BYTES: usize = 32;
 
 impl Storable for OpRecord {
     fn to_bytes(&self) -> Cow<'_, [u8]> {

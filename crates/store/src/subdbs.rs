@@ -98,9 +98,11 @@ impl<M: Memory> Store<M> {
         slot.state = SlotState::Purging;
         slot.frozen = false;
         if slot.exporting {
-            // The frontier goes now; logged changes are reclaimed with the items.
+            // The frontier and write budget go now; logged changes are reclaimed with the
+            // items.
             slot.exporting = false;
             self.frontiers.remove(&id);
+            self.throttles.remove(&id);
         }
         self.totals.purging_items += slot.items;
         self.totals.purging_bytes += slot.bytes;

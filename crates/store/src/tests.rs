@@ -749,7 +749,9 @@ pub(crate) fn live_move(
     let mut ack = 0;
     for freeze in [false, false, true] {
         loop {
-            let d = src.export_delta(id, seq, ack, budget, freeze).unwrap();
+            let d = src
+                .export_delta(id, seq, ack, budget, freeze, None)
+                .unwrap();
             dst.import_chunk(t, &d.chunk).unwrap();
             seq += 1;
             ack = d.version;
@@ -830,7 +832,7 @@ fn delta_is_forgotten_only_when_acknowledged() {
     s.delete(None, id, &2u32.to_be_bytes()).unwrap();
     s.put(None, id, &1u32.to_be_bytes(), b"newer").unwrap(); // same key: one change
     assert_eq!(s.pending_changes(id), 2);
-    let d1 = s.export_delta(id, 1, 0, 1 << 20, false).unwrap();
+    let d1 = s.export_delta(id, 1, 0, 1 << 20, false, None).unwrap();
     assert_eq!(
         d1.chunk.deletes,
         vec![ByteBuf::from(2u32.to_be_bytes().to_vec())]
@@ -838,11 +840,13 @@ fn delta_is_forgotten_only_when_acknowledged() {
     assert_eq!(d1.chunk.puts[0].value.as_slice(), b"newer");
     assert!(!d1.more);
     // Lost in transit: without the ack the same changes come again.
-    let again = s.export_delta(id, 1, 0, 1 << 20, false).unwrap();
+    let again = s.export_delta(id, 1, 0, 1 << 20, false, None).unwrap();
     assert_eq!(again.chunk, d1.chunk);
     // Acknowledged: gone, unless changed again after the export.
     s.put(None, id, &2u32.to_be_bytes(), b"back").unwrap();
-    let d2 = s.export_delta(id, 2, d1.version, 1 << 20, false).unwrap();
+    let d2 = s
+        .export_delta(id, 2, d1.version, 1 << 20, false, None)
+        .unwrap();
     assert_eq!(d2.chunk.puts.len(), 1);
     assert!(d2.chunk.deletes.is_empty());
     assert_eq!(s.pending_changes(id), 1);
@@ -850,13 +854,13 @@ fn delta_is_forgotten_only_when_acknowledged() {
     for i in 0..5u32 {
         s.put(None, id, &i.to_be_bytes(), b"0123456789").unwrap();
     }
-    let small = s.export_delta(id, 3, d2.version, 40, false).unwrap();
+    let small = s.export_delta(id, 3, d2.version, 40, false, None).unwrap();
     assert!(small.more && small.chunk.puts.len() == 1);
     assert!(s.resume_writes(id));
     assert!(!s.is_exporting(id));
     assert_eq!(s.pending_changes(id), 0);
     assert_eq!(
-        s.export_delta(id, 4, 0, 100, false).unwrap_err(),
+        s.export_delta(id, 4, 0, 100, false, None).unwrap_err(),
         ExportError::NotExporting
     );
     assert_eq!(s.begin_export(99).unwrap_err(), ExportError::UnknownSubDb);
@@ -898,7 +902,7 @@ fn metadata_changed_during_a_move_arrives_with_the_cutover() {
     s.put(None, id, b"a", b"1").unwrap();
     let (t, seq) = copy_all(&mut s, &mut d, id);
     s.set_meta(id, b"new-acl").unwrap();
-    let last = s.export_delta(id, seq, 0, 100_000, true).unwrap();
+    let last = s.export_delta(id, seq, 0, 100_000, true, None).unwrap();
     assert!(last.chunk.header.is_some());
     d.import_chunk(t, &last.chunk).unwrap();
     d.finish_import(t).unwrap();
@@ -927,7 +931,7 @@ fn importing_op_records_keeps_another_subdbs_record_of_the_same_id() {
     });
     s.put(bob, id, b"z", b"1").unwrap();
     let (t, seq) = copy_all(&mut s, &mut d, id);
-    let last = s.export_delta(id, seq, 0, 100_000, true).unwrap();
+    let last = s.export_delta(id, seq, 0, 100_000, true, None).unwrap();
     d.import_chunk(t, &last.chunk).unwrap();
     d.finish_import(t).unwrap();
     // alice's retry still replays: v2 is not overwritten.
@@ -957,7 +961,7 @@ fn imported_op_records_outlive_window_later_local_records() {
         put(&mut s, &[100 + i], b"during");
     }
     put(&mut s, b"k", b"latest");
-    let last = s.export_delta(id, seq, 0, 100_000, true).unwrap();
+    let last = s.export_delta(id, seq, 0, 100_000, true, None).unwrap();
     d.import_chunk(t, &last.chunk).unwrap();
     d.finish_import(t).unwrap();
     // The retry of the newest pre-move op replays at the new home, as at the old one.
@@ -1034,12 +1038,15 @@ fn the_change_log_is_bounded_and_overflow_calls_the_export_off() {
     assert_eq!(s.pending_changes(id), MAX_EXPORT_CHANGES);
     // Rewriting a logged key does not grow the log; a new key overflows it.
     s.put(None, id, &0u64.to_be_bytes(), b"y").unwrap();
-    assert!(s.export_delta(id, 1, 0, 1 << 20, false).is_ok());
+    assert!(s.export_delta(id, 1, 0, 1 << 20, false, None).is_ok());
     s.put(None, id, b"one too many", b"x").unwrap();
     let full = ExportError::ChangeLogFull {
         max: MAX_EXPORT_CHANGES,
     };
-    assert_eq!(s.export_delta(id, 1, 0, 1 << 20, false).unwrap_err(), full);
+    assert_eq!(
+        s.export_delta(id, 1, 0, 1 << 20, false, None).unwrap_err(),
+        full
+    );
     assert_eq!(s.export_chunk(id, 1, None, 1 << 20).unwrap_err(), full);
     // Writes go on.
     s.put(None, id, b"later", b"x").unwrap();

@@ -584,7 +584,7 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let mut ack = 0;
                 for freeze in [false, true] {
                     loop {
-                        let d = s.export_delta(id, seq, ack, budget, freeze).unwrap();
+                        let d = s.export_delta(id, seq, ack, budget, freeze, None).unwrap();
                         prop_assert!(
                             d.chunk.budget_bytes() <= budget
                                 || d.chunk.puts.len() + d.chunk.deletes.len() + d.chunk.ops.len()

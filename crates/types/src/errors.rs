@@ -48,7 +48,7 @@ pub enum DeleteSubDbError {
     UnknownSubDb,
     #[error("the SubDB moved to {to:?}")]
     Moved { to: InnerKey },
-    #[error("writes to this SubDB are paused for a move cutover; retry shortly")]
+    #[error("writes to this SubDB are paused for a move (its cutover, or writes outpacing it); retry shortly")]
     WritesPaused,
     #[error("operation id is {len} bytes; it must be 16 to 32 bytes")]
     InvalidOpId { len: u32 },
@@ -64,7 +64,7 @@ pub enum PutError {
     UnknownSubDb,
     #[error("the SubDB moved to {to:?}")]
     Moved { to: InnerKey },
-    #[error("writes to this SubDB are paused for a move cutover; retry shortly")]
+    #[error("writes to this SubDB are paused for a move (its cutover, or writes outpacing it); retry shortly")]
     WritesPaused,
     #[error("key is {len} bytes; the limit is {max}")]
     KeyTooLarge { len: u64, max: u64 },
@@ -84,7 +84,7 @@ pub enum DeleteError {
     UnknownSubDb,
     #[error("the SubDB moved to {to:?}")]
     Moved { to: InnerKey },
-    #[error("writes to this SubDB are paused for a move cutover; retry shortly")]
+    #[error("writes to this SubDB are paused for a move (its cutover, or writes outpacing it); retry shortly")]
     WritesPaused,
     #[error("key is {len} bytes; the limit is {max}")]
     KeyTooLarge { len: u64, max: u64 },
@@ -103,7 +103,7 @@ pub enum BatchError {
     UnknownSubDb,
     #[error("the SubDB moved to {to:?}")]
     Moved { to: InnerKey },
-    #[error("writes to this SubDB are paused for a move cutover; retry shortly")]
+    #[error("writes to this SubDB are paused for a move (its cutover, or writes outpacing it); retry shortly")]
     WritesPaused,
     #[error("the batch holds no ops")]
     EmptyBatch,

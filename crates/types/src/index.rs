@@ -153,6 +153,15 @@ pub struct MoveInfo {
     /// admin started with `move_subdb` (the index keeps no per-SubDB sizes).
     pub bytes: u64,
     pub started_at: u64,
+    /// Delta chunks applied so far (cutover attempts that did not freeze included).
+    pub delta_rounds: u32,
+    /// The source throttles the SubDB's writers: its deltas did not converge within
+    /// `MAX_DELTA_ROUNDS` rounds, so each delta round admits a bounded budget of writes (the
+    /// rest answer `WritesPaused`) until the rest fits one chunk and the source freezes.
+    pub throttled: bool,
+    /// Index time (ns) the source's freeze was confirmed: writes to the SubDB are paused
+    /// since (until the target's, or for a move called off the source's, writes resume).
+    pub paused_at: Option<u64>,
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -166,6 +175,10 @@ pub struct IndexStats {
     pub partition_wasm: Option<WasmInfo>,
     pub admins: Vec<Principal>,
     pub moves: Vec<MoveInfo>,
+    /// The longest write pause of any move so far, in ns of index time: from the confirmed
+    /// freeze of the source to the confirmed resume of writes (at the target, or at the
+    /// source of a move called off). 0 before the first.
+    pub longest_write_pause_ns: u64,
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

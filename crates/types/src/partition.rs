@@ -123,7 +123,7 @@ pub enum SetAccessError {
     TooManyPrincipals { len: u64, max: u64 },
     #[error("the anonymous principal cannot be a writer (list it as a reader for public reads)")]
     AnonymousWriter,
-    #[error("writes to this SubDB are paused for a move cutover; retry shortly")]
+    #[error("writes to this SubDB are paused for a move (its cutover, or writes outpacing it); retry shortly")]
     WritesPaused,
     #[error("only the SubDB's owner may change its access lists")]
     NotAuthorized,
@@ -212,8 +212,17 @@ pub struct BeginExportArgs {
 /// Housekeeping: the changes made since the copy, oldest first, as chunk `seq`.
 ///
 /// `ack` is the `version` of the last delta chunk the target applied (0 for none): changes up
-/// to it are forgotten first. `freeze` pauses writes before exporting (the cutover), so the
-/// chunk then holds the last changes there will be.
+/// to it are forgotten first. `freeze` asks for the cutover: writes pause, and the chunk holds
+/// the last changes there will be — but only if everything left fits in this one chunk;
+/// otherwise the chunk is an ordinary delta and the reply says `frozen: false`. So the freeze
+/// always ends the export, and the pause lasts a fixed number of calls whatever the backlog.
+///
+/// `write_budget` throttles the SubDB's writers (a move whose deltas do not converge): until
+/// the export of the next chunk, writes are admitted while the changes they log cost at most
+/// this many bytes in all (each change its key and value, or op id and record, plus
+/// `ITEM_OVERHEAD_BYTES`, at least the store's `THROTTLE_MIN_CHANGE_BYTES`); beyond it they
+/// answer `WritesPaused` (clients retry with the same op id). A retried export of the same
+/// `seq` grants nothing new; `null` lifts the throttle.
 #[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExportDeltaArgs {
     pub subdb: SubDbId,
@@ -221,6 +230,7 @@ pub struct ExportDeltaArgs {
     pub ack: u64,
     pub budget: u64,
     pub freeze: bool,
+    pub write_budget: Option<u64>,
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -230,6 +240,10 @@ pub struct ExportDeltaReply {
     pub version: u64,
     /// Changes remain beyond this chunk.
     pub more: bool,
+    /// Writes are paused: this chunk carries the SubDB's header and its last changes. (Absent
+    /// from partitions built before the freeze waited for the rest to fit: they froze whenever
+    /// asked.)
+    pub frozen: Option<bool>,
 }
 
 /// The error of `resume_writes` (housekeeping: the index ends a SubDB's write pause — on a

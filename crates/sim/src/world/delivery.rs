@@ -7,7 +7,7 @@ use super::{
     guard, origin_word, principal_word, Awaiting, ClientReply, Msg, Origin, World, EXEC_BASE,
     INGRESS_BASE, INGRESS_PER_BYTE, ROUND_NS,
 };
-use crate::canister::Logic;
+use crate::canister::{Canister, Logic};
 use crate::faults::Fate;
 use crate::report::ViolationKind;
 use crate::requests::{Answered, Executed, Requester, Role};
@@ -17,6 +17,16 @@ use flotilla_index::dispatch::Outcome;
 use flotilla_index::Env;
 use flotilla_partition::dispatch::Ctx;
 use flotilla_types::dispatch::{DispatchError, MethodKind};
+
+/// What a canister is, for the request log of ingress and queries alike: a partition, else
+/// the index (a canister without a module is answered before anything is logged).
+fn role_of(c: &Canister) -> Role {
+    if c.partition().is_some() {
+        Role::Partition
+    } else {
+        Role::Index
+    }
+}
 
 /// A dispatcher's refusal as the reject the IC gives: no such method is an invalid
 /// destination, an argument that does not decode traps the canister.
@@ -175,12 +185,10 @@ impl World {
         };
         let stable_memory_bytes = c.memory_bytes();
         let calls_before = self.stats.calls_sent;
-        let role = if c.partition().is_some() {
+        let role = role_of(c);
+        if role == Role::Partition {
             c.note_request(round);
-            Role::Partition
-        } else {
-            Role::Index
-        };
+        }
         let result = match &mut c.logic {
             Logic::Index(index) => {
                 match guard(|| flotilla_index::dispatch::update(index, &env, method, arg)) {
@@ -284,11 +292,7 @@ impl World {
         };
         let stable_memory_bytes = c.memory_bytes();
         let calls_before = self.stats.calls_sent;
-        let role = if c.partition().is_some() {
-            Role::Partition
-        } else {
-            Role::Index
-        };
+        let role = role_of(c);
         let result = match &c.logic {
             Logic::Index(i) => {
                 match guard(|| flotilla_index::dispatch::query(i, &env, method, arg)) {

@@ -38,6 +38,10 @@ impl World {
             max_message_bytes: self.stats.max_message_bytes,
             write_pause_rounds: self.stats.write_pause_rounds,
             longest_write_pause: self.stats.longest_write_pause,
+            longest_move_pause: self
+                .index()
+                .longest_write_pause_ns()
+                .div_ceil(super::ROUND_NS),
             partition_reads: self.stats.partition_reads,
             partition_writes: self.stats.partition_writes,
             calls_by_partition_reads: self.stats.calls_by_partition_reads,
