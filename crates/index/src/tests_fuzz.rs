@@ -14,7 +14,7 @@
 //! - ingress inspection refuses only what the logic refuses too: a call that inspection
 //!   refuses for its caller never gets an `Ok` reply nor awaits a call.
 //!
-//! `FLOTILLA_FUZZ_CASES` sets the cases per test (default [`DEFAULT_CASES`]), and
+//! `FLOTILLA_FUZZ_CASES` sets the cases per test (default `flotilla_fuzz::DEFAULT_CASES`), and
 //! `FLOTILLA_FUZZ_SEED` the seed; a failure names both, with the shrunk input.
 
 use crate::calls::{Request, Response};
@@ -22,10 +22,12 @@ use crate::dispatch::{self, Outcome};
 use crate::inspect::{self, InspectRefusal};
 use crate::{Env, Index};
 use candid::types::internal::TypeContainer;
-use candid::types::value::{IDLValue, VariantValue};
-use candid::types::Type;
-use candid::{IDLArgs, Principal, TypeEnv};
-use flotilla_types::dispatch::{encode_args, DispatchError, MethodKind, MethodSig};
+use candid::{IDLArgs, Principal};
+use flotilla_fuzz::{
+    apply, arbitrary_case, count_changeable, err_variant, fuzz, hex, mutated_case, reply_is_ok,
+    tweak_nth, typed_case, Case, Fuzzed, Input, Known, Sig,
+};
+use flotilla_types::dispatch::{encode_args, DispatchError, MethodKind};
 use flotilla_types::index::{
     CreateRequest, DeleteRequest, IndexInit, MoveRequest, RoutesRequest, WasmChunk,
 };
@@ -34,18 +36,12 @@ use flotilla_types::OpId;
 use ic_stable_structures::memory_manager::{MemoryManager, VirtualMemory};
 use ic_stable_structures::VectorMemory;
 use proptest::prelude::*;
-use proptest::sample::Index as Pick;
-use proptest::test_runner::{Config as PtConfig, RngSeed, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
-use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 type Mem = VirtualMemory<VectorMemory>;
-
-/// Cases per test when `FLOTILLA_FUZZ_CASES` is not set: each test stays well under 20 s in
-/// the dev profile.
-const DEFAULT_CASES: u32 = 20_000;
 
 const SELF: Principal = Principal::from_slice(&[0, 0, 0, 0, 0, 0, 0, 1, 1, 1]);
 const ADMIN: Principal = Principal::from_slice(&[0xA0; 29]);
@@ -58,6 +54,12 @@ const STRANGER: Principal = Principal::from_slice(&[0xD4; 29]);
 const CANISTER: Principal = Principal::from_slice(&[0, 0, 0, 0, 0, 0, 0, 9, 1, 1]);
 const ANON: Principal = Principal::anonymous();
 /// Every class of caller.
+/// What a tweaked principal may become.
+const KNOWN: Known = Known {
+    callers: &CALLERS,
+    target: TARGET,
+};
+
 const CALLERS: [Principal; 6] = [ANON, ADMIN, ALICE, BOB, STRANGER, CANISTER];
 /// A principal the tweaks also use: the index itself.
 const TARGET: Principal = SELF;
@@ -259,295 +261,6 @@ fn samples(method: &str, [p1, p2]: [Principal; 2]) -> Vec<Vec<u8>> {
     }
 }
 
-/// One change to a valid argument. Positions pick within the current length.
-#[derive(Clone, Debug)]
-enum Mutation {
-    FlipBit(Pick, u8),
-    SetByte(Pick, u8),
-    Truncate(Pick),
-    Insert(Pick, Vec<u8>),
-    Remove(Pick, u8),
-    /// A LEB128 number written over the bytes at a position (or inserted there): a length
-    /// prefix, a vector count or a type index gone huge.
-    Leb(Pick, u64, bool),
-}
-
-fn leb128(mut n: u64) -> Vec<u8> {
-    let mut out = vec![];
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return out;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
-    let at = |p: &Pick, len: usize| if len == 0 { 0 } else { p.index(len) };
-    match m {
-        Mutation::FlipBit(p, bit) if !bytes.is_empty() => {
-            let i = at(p, bytes.len());
-            bytes[i] ^= 1 << (bit % 8);
-        }
-        Mutation::SetByte(p, v) if !bytes.is_empty() => {
-            let i = at(p, bytes.len());
-            bytes[i] = *v;
-        }
-        Mutation::Truncate(p) => {
-            let i = at(p, bytes.len());
-            bytes.truncate(i);
-        }
-        Mutation::Insert(p, ins) => {
-            let i = at(p, bytes.len() + 1);
-            bytes.splice(i..i, ins.iter().copied());
-        }
-        Mutation::Remove(p, n) if !bytes.is_empty() => {
-            let i = at(p, bytes.len());
-            let end = (i + *n as usize).min(bytes.len());
-            bytes.drain(i..end);
-        }
-        Mutation::Leb(p, n, overwrite) => {
-            let enc = leb128(*n);
-            let i = at(p, bytes.len() + 1);
-            if *overwrite {
-                let end = (i + enc.len()).min(bytes.len());
-                bytes.splice(i..end, enc);
-            } else {
-                bytes.splice(i..i, enc);
-            }
-        }
-        _ => {}
-    }
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    let huge = prop_oneof![
-        Just(u64::MAX),
-        Just(u32::MAX as u64),
-        Just(1u64 << 31),
-        Just(1u64 << 40),
-        Just(10_000_000),
-        Just(2 * 1024 * 1024),
-        0u64..300,
-        any::<u64>(),
-    ];
-    prop_oneof![
-        3 => (any::<Pick>(), any::<u8>()).prop_map(|(p, b)| Mutation::FlipBit(p, b)),
-        2 => (any::<Pick>(), prop_oneof![Just(0u8), Just(0x7f), Just(0x80), Just(0xff), any::<u8>()])
-            .prop_map(|(p, v)| Mutation::SetByte(p, v)),
-        1 => any::<Pick>().prop_map(Mutation::Truncate),
-        2 => (any::<Pick>(), prop::collection::vec(any::<u8>(), 1..12))
-            .prop_map(|(p, v)| Mutation::Insert(p, v)),
-        1 => (any::<Pick>(), 1u8..16).prop_map(|(p, n)| Mutation::Remove(p, n)),
-        2 => (any::<Pick>(), huge, any::<bool>()).prop_map(|(p, n, o)| Mutation::Leb(p, n, o)),
-    ]
-}
-
-/// What one fuzz case sends.
-#[derive(Clone, Debug)]
-enum Input {
-    /// Any bytes at all.
-    Bytes(Vec<u8>),
-    /// The Candid magic, then any bytes (past the first check of the decoder).
-    Didl(Vec<u8>),
-    /// A valid argument (sample `.0` of the method), then mutations of its bytes.
-    Mutated(Pick, Vec<Mutation>),
-    /// A valid argument (sample `.0` of the method) with some of its values changed, encoded
-    /// again with the method's types: it decodes, and reaches the logic with odd values.
-    Typed(Pick, Vec<Tweak>),
-}
-
-/// A change to one value of a decoded argument: the `.0`-th changeable value (in pre-order)
-/// becomes a boundary or arbitrary value of its type, chosen by `.1` (and `.2` for bytes).
-#[derive(Clone, Debug)]
-struct Tweak(Pick, u64, Vec<u8>);
-
-/// Lengths that sit on a limit: op ids (16..=32), keys (1 KiB), outer keys (256), values
-/// (1 MiB), principals (29).
-const EDGE_LENGTHS: [usize; 12] = [0, 1, 15, 16, 29, 30, 32, 33, 256, 257, 1024, 1025];
-
-fn changeable(v: &IDLValue) -> bool {
-    !matches!(
-        v,
-        IDLValue::Record(_) | IDLValue::Variant(_) | IDLValue::Null | IDLValue::Reserved
-    )
-}
-
-/// Visits the values of `v` in pre-order; applies `t` to the `n`-th changeable one.
-fn tweak_nth(v: &mut IDLValue, n: &mut usize, t: &Tweak) -> bool {
-    if changeable(v) {
-        if *n == 0 {
-            tweak(v, t);
-            return true;
-        }
-        *n -= 1;
-    }
-    match v {
-        IDLValue::Opt(inner) => tweak_nth(inner, n, t),
-        IDLValue::Vec(items) => items.iter_mut().any(|i| tweak_nth(i, n, t)),
-        IDLValue::Record(fields) => fields.iter_mut().any(|f| tweak_nth(&mut f.val, n, t)),
-        IDLValue::Variant(VariantValue(f, _)) => tweak_nth(&mut f.val, n, t),
-        _ => false,
-    }
-}
-
-fn count_changeable(v: &IDLValue) -> usize {
-    let own = changeable(v) as usize;
-    own + match v {
-        IDLValue::Opt(inner) => count_changeable(inner),
-        IDLValue::Vec(items) => items.iter().map(count_changeable).sum(),
-        IDLValue::Record(fields) => fields.iter().map(|f| count_changeable(&f.val)).sum(),
-        IDLValue::Variant(VariantValue(f, _)) => count_changeable(&f.val),
-        _ => 0,
-    }
-}
-
-/// Roughly the encoded size of a value: its bytes, text and principals, and 8 per other value.
-fn approx_bytes(v: &IDLValue) -> usize {
-    match v {
-        IDLValue::Blob(b) => b.len(),
-        IDLValue::Text(t) => t.len(),
-        IDLValue::Opt(inner) => 1 + approx_bytes(inner),
-        IDLValue::Vec(items) => items.iter().map(approx_bytes).sum(),
-        IDLValue::Record(fields) => fields.iter().map(|f| approx_bytes(&f.val)).sum(),
-        IDLValue::Variant(VariantValue(f, _)) => 1 + approx_bytes(&f.val),
-        IDLValue::Principal(p) => p.as_slice().len(),
-        _ => 8,
-    }
-}
-
-fn tweak(v: &mut IDLValue, Tweak(_, r, bytes): &Tweak) {
-    let r = *r;
-    let pick = |n: u64| (r % n) as usize;
-    let sized = |len: usize| bytes.iter().copied().cycle().take(len).collect::<Vec<u8>>();
-    let some_bytes = || match pick(4) {
-        0 => bytes.clone(),
-        1 if r % 64 == 1 => vec![0xEE; flotilla_types::limits::MAX_VALUE_BYTES + 1],
-        _ => {
-            let len = EDGE_LENGTHS[(r >> 8) as usize % EDGE_LENGTHS.len()];
-            if bytes.is_empty() {
-                vec![0; len]
-            } else {
-                sized(len)
-            }
-        }
-    };
-    let num = |max: u64| match pick(6) {
-        0 => 0,
-        1 => 1,
-        2 => max,
-        3 => max - 1,
-        4 => r % 1000,
-        _ => (r >> 3) & max,
-    };
-    match v {
-        IDLValue::Bool(b) => *b = !*b,
-        IDLValue::Nat8(x) => *x = num(u8::MAX as u64) as u8,
-        IDLValue::Nat16(x) => *x = num(u16::MAX as u64) as u16,
-        IDLValue::Nat32(x) => *x = num(u32::MAX as u64) as u32,
-        IDLValue::Nat64(x) => *x = num(u64::MAX),
-        IDLValue::Nat(x) => *x = candid::Nat::from(num(u64::MAX)),
-        IDLValue::Int32(x) => *x = num(u32::MAX as u64) as i32,
-        IDLValue::Int64(x) => *x = num(u64::MAX) as i64,
-        IDLValue::Blob(b) => *b = some_bytes(),
-        IDLValue::Text(t) => *t = String::from_utf8_lossy(&some_bytes()).into_owned(),
-        IDLValue::Principal(p) => {
-            *p = match pick(3) {
-                0 => CALLERS[(r >> 2) as usize % CALLERS.len()],
-                1 => TARGET,
-                _ => Principal::from_slice(&bytes[..bytes.len().min(29)]),
-            }
-        }
-        IDLValue::Opt(_) => *v = IDLValue::None,
-        IDLValue::Vec(items)
-            if !items.is_empty() && items.iter().all(|i| matches!(i, IDLValue::Nat8(_))) =>
-        {
-            *items = some_bytes().into_iter().map(IDLValue::Nat8).collect()
-        }
-        IDLValue::Vec(items) => match pick(3) {
-            0 => items.truncate((r >> 2) as usize % (items.len() + 1)),
-            1 => items.reverse(),
-            _ if !items.is_empty() => {
-                // Up to past the largest counts (10,000 batch ops, 1,000 get_many keys).
-                // The argument stays under 4 MiB (twice the IC's message limit).
-                let n = [2, 101, 1_001, 10_001][(r >> 2) as usize % 4];
-                let first = items[0].clone();
-                let n = n
-                    .min((4 << 20) / (approx_bytes(&first) + 1))
-                    .max(items.len());
-                items.resize(n, first);
-            }
-            _ => {}
-        },
-        _ => {}
-    }
-}
-
-#[derive(Clone, Debug)]
-struct Case {
-    /// A method of the dispatcher, or past its end, an unknown name.
-    method: Pick,
-    caller: Pick,
-    input: Input,
-}
-
-fn arbitrary_case() -> impl Strategy<Value = Case> {
-    let input = prop_oneof![
-        prop::collection::vec(any::<u8>(), 0..64).prop_map(Input::Bytes),
-        prop::collection::vec(any::<u8>(), 0..2048).prop_map(Input::Bytes),
-        prop::collection::vec(any::<u8>(), 0..256).prop_map(Input::Didl),
-    ];
-    (any::<Pick>(), any::<Pick>(), input).prop_map(|(method, caller, input)| Case {
-        method,
-        caller,
-        input,
-    })
-}
-
-fn typed_case() -> impl Strategy<Value = Case> {
-    let tweak = (
-        any::<Pick>(),
-        any::<u64>(),
-        prop::collection::vec(any::<u8>(), 0..40),
-    )
-        .prop_map(|(p, r, b)| Tweak(p, r, b));
-    let input =
-        (any::<Pick>(), prop::collection::vec(tweak, 0..4)).prop_map(|(s, t)| Input::Typed(s, t));
-    (any::<Pick>(), any::<Pick>(), input).prop_map(|(method, caller, input)| Case {
-        method,
-        caller,
-        input,
-    })
-}
-
-fn mutated_case() -> impl Strategy<Value = Case> {
-    // Few mutations keep most arguments decodable, reaching the logic with odd values; many
-    // reach the decoder's corners.
-    let mutations = prop_oneof![
-        1 => Just(vec![]),
-        4 => prop::collection::vec(mutation(), 1..3),
-        2 => prop::collection::vec(mutation(), 3..10),
-    ];
-    let input = (any::<Pick>(), mutations).prop_map(|(s, m)| Input::Mutated(s, m));
-    (any::<Pick>(), any::<Pick>(), input).prop_map(|(method, caller, input)| Case {
-        method,
-        caller,
-        input,
-    })
-}
-
-/// The method's declared types, to decode samples and check every reply against.
-struct Sig {
-    sig: MethodSig,
-    env: TypeEnv,
-    args: Vec<Type>,
-    rets: Vec<Type>,
-    samples: Vec<Vec<u8>>,
-}
-
 /// What a call answered: a reply now, a call the reply awaits, or no reply at all.
 #[derive(Debug, PartialEq, Eq)]
 enum Answer {
@@ -565,6 +278,16 @@ struct World {
     /// Cases that got an `Ok` (or awaited), an `Err` reply, a `DispatchError`, an
     /// inspection refusal.
     tally: [u64; 4],
+}
+
+impl Fuzzed for World {
+    fn run(&mut self, case: &Case) -> Result<(), TestCaseError> {
+        self.run_case(case)
+    }
+
+    fn tally(&self) -> [u64; 4] {
+        self.tally
+    }
 }
 
 impl World {
@@ -637,7 +360,7 @@ impl World {
                         break;
                     }
                     let mut n = t.0.index(total);
-                    args.iter_mut().any(|a| tweak_nth(a, &mut n, t));
+                    args.iter_mut().any(|a| tweak_nth(a, &mut n, t, &KNOWN));
                 }
                 IDLArgs::new(&args)
                     .to_bytes_with_types(&sig.env, &sig.args)
@@ -647,7 +370,7 @@ impl World {
     }
 
     /// Runs one case and checks every property; restores the pristine state afterwards.
-    fn run(&mut self, case: &Case) -> Result<(), TestCaseError> {
+    fn run_case(&mut self, case: &Case) -> Result<(), TestCaseError> {
         let n = self.sigs.len();
         let pick = case.method.index(n + UNKNOWN.len());
         let method = (pick < n).then_some(pick);
@@ -791,99 +514,34 @@ fn err_may_change(sig: &Sig, _arg: &[u8], reply: &[u8]) -> bool {
         && err_variant(sig, reply) == Some(candid::idl_hash("HashMismatch"))
 }
 
-/// Whether `reply` is an `Ok` (else an `Err`) of the method's declared reply type, or a plain
-/// value of it (the queries `routes`, `stats`, `list_moves`); an error if it is not of that
-/// type at all.
-fn reply_is_ok(sig: &Sig, reply: &[u8]) -> Result<bool, String> {
-    let v =
-        IDLArgs::from_bytes_with_types(reply, &sig.env, &sig.rets).map_err(|e| e.to_string())?;
-    match &v.args[..] {
-        [IDLValue::Variant(VariantValue(f, _))] if f.id.get_id() == candid::idl_hash("Ok") => {
-            Ok(true)
-        }
-        [IDLValue::Variant(VariantValue(f, _))] if f.id.get_id() == candid::idl_hash("Err") => {
-            Ok(false)
-        }
-        [_] if sig.sig.kind == MethodKind::Query => Ok(true),
-        other => Err(format!("not a result: {other:?}")),
-    }
-}
-
-/// The label id of an `Err` reply's error variant.
-fn err_variant(sig: &Sig, reply: &[u8]) -> Option<u32> {
-    let v = IDLArgs::from_bytes_with_types(reply, &sig.env, &sig.rets).ok()?;
-    match &v.args[..] {
-        [IDLValue::Variant(VariantValue(f, _))] if f.id.get_id() == candid::idl_hash("Err") => {
-            match &f.val {
-                IDLValue::Variant(VariantValue(e, _)) => Some(e.id.get_id()),
-                _ => None,
-            }
-        }
-        _ => None,
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    const SHOWN: usize = 256;
-    let mut s: String = b.iter().take(SHOWN).map(|x| format!("{x:02x}")).collect();
-    if b.len() > SHOWN {
-        s.push_str("..");
-    }
-    s
-}
-
-/// The case count and seed of a fuzz test, from `FLOTILLA_FUZZ_CASES` and `FLOTILLA_FUZZ_SEED`.
-fn config() -> (u32, u64) {
-    let var = |name| std::env::var(name).ok().and_then(|v| v.parse().ok());
-    let cases = var("FLOTILLA_FUZZ_CASES").map_or(DEFAULT_CASES, |c: u64| c as u32);
-    let seed = var("FLOTILLA_FUZZ_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-    });
-    (cases, seed)
-}
-
-fn fuzz(test: &str, strategy: impl Strategy<Value = Case>) {
-    let (cases, seed) = config();
-    let mut runner = TestRunner::new(PtConfig {
-        cases,
-        rng_seed: RngSeed::Fixed(seed),
-        failure_persistence: None,
-        ..PtConfig::default()
-    });
-    let world = RefCell::new(World::new());
-    let start = std::time::Instant::now();
-    let result = runner.run(&strategy, |case| world.borrow_mut().run(&case));
-    if let Err(e) = result {
-        panic!(
-            "{test}: seed={seed} (rerun with FLOTILLA_FUZZ_SEED={seed} and \
-             FLOTILLA_FUZZ_CASES={cases}: cargo test -p flotilla-index --lib {test}): {e}"
-        );
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let [ok, err, bad, refused] = world.borrow().tally;
-    println!(
-        "{test}: {cases} cases in {secs:.1} s ({:.0}/s), seed={seed}: {ok} Ok, {err} Err, \
-         {bad} DispatchError; {refused} refused at inspection",
-        cases as f64 / secs
+#[test]
+fn fuzz_every_endpoint_with_arbitrary_bytes() {
+    fuzz(
+        "fuzz_every_endpoint_with_arbitrary_bytes",
+        "flotilla-index",
+        World::new(),
+        arbitrary_case(),
     );
 }
 
 #[test]
-fn fuzz_every_endpoint_with_arbitrary_bytes() {
-    fuzz("fuzz_every_endpoint_with_arbitrary_bytes", arbitrary_case());
-}
-
-#[test]
 fn fuzz_every_endpoint_with_mutated_arguments() {
-    fuzz("fuzz_every_endpoint_with_mutated_arguments", mutated_case());
+    fuzz(
+        "fuzz_every_endpoint_with_mutated_arguments",
+        "flotilla-index",
+        World::new(),
+        mutated_case(),
+    );
 }
 
 #[test]
 fn fuzz_every_endpoint_with_tweaked_values() {
-    fuzz("fuzz_every_endpoint_with_tweaked_values", typed_case());
+    fuzz(
+        "fuzz_every_endpoint_with_tweaked_values",
+        "flotilla-index",
+        World::new(),
+        typed_case(),
+    );
 }
 
 /// Every sample is a valid argument: unmutated, each reaches the logic (no `DispatchError`),
