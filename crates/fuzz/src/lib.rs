@@ -4,6 +4,7 @@
 //! strategies, reading a reply against the method's declared type, and the runner with its
 //! seed and case count from `FLOTILLA_FUZZ_SEED` and `FLOTILLA_FUZZ_CASES`.
 
+use candid::types::internal::TypeContainer;
 use candid::types::value::{IDLValue, VariantValue};
 use candid::types::Type;
 use candid::{IDLArgs, Principal, TypeEnv};
@@ -313,6 +314,57 @@ pub struct Sig {
     pub args: Vec<Type>,
     pub rets: Vec<Type>,
     pub samples: Vec<Vec<u8>>,
+}
+
+impl Sig {
+    /// The declared types of `sig`, with valid arguments to mutate and tweak.
+    pub fn new(sig: MethodSig, samples: Vec<Vec<u8>>) -> Sig {
+        let mut c = TypeContainer::new();
+        let args = sig.args.iter().map(|t| t(&mut c)).collect();
+        let rets = sig.rets.iter().map(|t| t(&mut c)).collect();
+        Sig {
+            env: c.env,
+            args,
+            rets,
+            samples,
+            sig,
+        }
+    }
+}
+
+/// The argument bytes a case sends to method `method` of `sigs` (`None`: an unknown name,
+/// whose mutated or tweaked input starts from the first method's samples).
+pub fn bytes_of(sigs: &[Sig], method: Option<usize>, input: &Input, known: &Known) -> Vec<u8> {
+    match input {
+        Input::Bytes(v) => v.clone(),
+        Input::Didl(v) => [b"DIDL".as_slice(), v].concat(),
+        Input::Mutated(s, muts) => {
+            let samples = &sigs[method.unwrap_or(0)].samples;
+            let mut bytes = samples[s.index(samples.len())].clone();
+            for m in muts {
+                apply(&mut bytes, m);
+            }
+            bytes
+        }
+        Input::Typed(s, tweaks) => {
+            let sig = &sigs[method.unwrap_or(0)];
+            let bytes = &sig.samples[s.index(sig.samples.len())];
+            let mut args = IDLArgs::from_bytes_with_types(bytes, &sig.env, &sig.args)
+                .expect("samples decode")
+                .args;
+            for t in tweaks {
+                let total: usize = args.iter().map(count_changeable).sum();
+                if total == 0 {
+                    break;
+                }
+                let mut n = t.0.index(total);
+                args.iter_mut().any(|a| tweak_nth(a, &mut n, t, known));
+            }
+            IDLArgs::new(&args)
+                .to_bytes_with_types(&sig.env, &sig.args)
+                .expect("a tweaked argument keeps its types")
+        }
+    }
 }
 
 /// Whether `reply` is an `Ok` (else an `Err`) of the method's declared reply type, or a plain

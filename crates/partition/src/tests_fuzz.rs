@@ -18,11 +18,10 @@
 use crate::dispatch::{self, Ctx, DispatchError, MethodKind};
 use crate::inspect::{self, InspectRefusal};
 use crate::Partition;
-use candid::types::internal::TypeContainer;
-use candid::{IDLArgs, Principal};
+use candid::Principal;
 use flotilla_fuzz::{
-    apply, arbitrary_case, count_changeable, err_variant, fuzz, hex, mutated_case, reply_is_ok,
-    tweak_nth, typed_case, Case, Fuzzed, Input, Known, Sig,
+    arbitrary_case, bytes_of, err_variant, fuzz, hex, mutated_case, reply_is_ok, typed_case, Case,
+    Fuzzed, Known, Sig,
 };
 use flotilla_store::Config;
 use flotilla_types::dispatch::encode_args;
@@ -417,17 +416,8 @@ impl World {
         let sigs = dispatch::methods()
             .into_iter()
             .map(|sig| {
-                let mut c = TypeContainer::new();
-                let args = sig.args.iter().map(|t| t(&mut c)).collect();
-                let rets = sig.rets.iter().map(|t| t(&mut c)).collect();
                 let samples = samples(sig.name, ids, &chunk);
-                Sig {
-                    env: c.env,
-                    args,
-                    rets,
-                    samples,
-                    sig,
-                }
+                Sig::new(sig, samples)
             })
             .collect();
         World {
@@ -448,39 +438,6 @@ impl World {
         self.p = open(&self.raw);
     }
 
-    fn bytes_of(&self, method: Option<usize>, input: &Input) -> Vec<u8> {
-        match input {
-            Input::Bytes(v) => v.clone(),
-            Input::Didl(v) => [b"DIDL".as_slice(), v].concat(),
-            Input::Mutated(s, muts) => {
-                let samples = &self.sigs[method.unwrap_or(0)].samples;
-                let mut bytes = samples[s.index(samples.len())].clone();
-                for m in muts {
-                    apply(&mut bytes, m);
-                }
-                bytes
-            }
-            Input::Typed(s, tweaks) => {
-                let sig = &self.sigs[method.unwrap_or(0)];
-                let bytes = &sig.samples[s.index(sig.samples.len())];
-                let mut args = IDLArgs::from_bytes_with_types(bytes, &sig.env, &sig.args)
-                    .expect("samples decode")
-                    .args;
-                for t in tweaks {
-                    let total: usize = args.iter().map(count_changeable).sum();
-                    if total == 0 {
-                        break;
-                    }
-                    let mut n = t.0.index(total);
-                    args.iter_mut().any(|a| tweak_nth(a, &mut n, t, &KNOWN));
-                }
-                IDLArgs::new(&args)
-                    .to_bytes_with_types(&sig.env, &sig.args)
-                    .expect("a tweaked argument keeps its types")
-            }
-        }
-    }
-
     /// Runs one case and checks every property; restores the pristine state afterwards.
     fn run_case(&mut self, case: &Case) -> Result<(), TestCaseError> {
         let n = self.sigs.len();
@@ -491,7 +448,7 @@ impl World {
             None => UNKNOWN[pick - n],
         };
         let caller = CALLERS[case.caller.index(CALLERS.len())];
-        let arg = self.bytes_of(method, &case.input);
+        let arg = bytes_of(&self.sigs, method, &case.input, &KNOWN);
         let what = format!("{name} by {caller} with {} bytes {}", arg.len(), hex(&arg));
         let ctx = Ctx {
             caller,
