@@ -72,6 +72,15 @@ export function formatCount(n: number | bigint): string {
   return Number(n).toLocaleString("en-US");
 }
 
+/** Cycles in the IC's units: `1.52 T`, `480 B` (billion), `3.1 M`. */
+export function formatCycles(n: number | bigint): string {
+  const v = Number(n);
+  for (const [unit, size] of [["T", 1e12], ["B", 1e9], ["M", 1e6]] as const) {
+    if (v >= size) return `${(v / size).toFixed(v >= 100 * size ? 0 : 2)} ${unit}`;
+  }
+  return String(v);
+}
+
 /** The first group of a principal's text, enough to tell canisters apart: `rrkah…`. */
 export function shortPrincipal(p: Principal | string): string {
   const t = typeof p === "string" ? p : p.toText();

@@ -5,7 +5,7 @@
 import uPlot from "uplot";
 import { AnonymousIdentity } from "@icp-sdk/core/agent";
 import { createAgent, Flotilla, type IndexStats, type InnerKey } from "./client/index.ts";
-import { byId, formatBytes, formatCount, h, hostSetup, loadConfig, type PageConfig, setText, shortPrincipal } from "./common.ts";
+import { byId, formatBytes, formatCount, formatCycles, h, hostSetup, loadConfig, type PageConfig, setText, shortPrincipal } from "./common.ts";
 
 /** How often the page reads the fleet, in milliseconds. */
 const POLL_MS = 1_000;
@@ -208,6 +208,10 @@ class Dashboard {
     byId("routing-version").title = `routes snapshot version ${routesVersion}`;
     setText(byId("moves-in-progress-count"), String(s.moves.length));
     setText(byId("move-cap"), formatBytes(s.move_cap_bytes));
+    setText(byId("index-cycles"), formatCycles(s.cycles.balance));
+    setText(byId("cycles-reserve"), formatCycles(s.cycles.reserve));
+    setText(byId("top-ups"), formatCount(s.cycles.top_ups));
+    byId("cycles-low").hidden = !s.cycles.low;
     if (!obs) setText(byId("moves-completed"), "—");
   }
 

@@ -74,6 +74,10 @@ describe("pages in a browser", { timeout: 300_000 }, () => {
     await screenshot(page, "dashboard.png", true);
     assert.match(await page.getByTestId("routing-version").textContent(), /^\d+$/);
     assert.match(await page.getByTestId("subdb-count").textContent(), /^[\d,]+$/);
+    // The index's cycles care: its balance and reserve in the IC's units.
+    assert.match(await page.getByTestId("index-cycles").textContent(), /^[\d.]+ [TBM]$/);
+    assert.match(await page.getByTestId("cycles-reserve").textContent(), /^[\d.]+ [TBM]$/);
+    assert.match(await page.getByTestId("top-ups").textContent(), /^[\d,]+$/);
     const first = page.getByTestId("partition").first();
     assert.match(await first.getAttribute("data-partition"), /^[a-z0-9-]+-cai$/);
     assert.match(await first.getByTestId("partition-percent").textContent(), /%$/);

@@ -15,8 +15,9 @@ use flotilla_index::calls::{Call, CallResult, Reject, Sender};
 use flotilla_index::{Env, Finished, Index, Step};
 use flotilla_types::index::{
     AdminError, CancelMoveError, CreateError, CreateRequest, DeleteRequest,
-    DeleteSubDbRequestError, IndexInit, IndexStats, MoveInfo, MoveRequest, MoveSubDbError,
-    RouteError, RoutesPage, RoutesRequest, UploadProgress, UploadWasmError, WasmChunk,
+    DeleteSubDbRequestError, IndexInit, IndexSettings, IndexStats, MoveInfo, MoveRequest,
+    MoveSubDbError, RouteError, RoutesPage, RoutesRequest, SettingsError, UploadProgress,
+    UploadWasmError, WasmChunk,
 };
 use flotilla_types::InnerKey;
 use ic_cdk::call::{Call as IcCall, CallErrorExt};
@@ -48,6 +49,7 @@ fn env() -> Env {
         caller: ic_cdk::api::msg_caller(),
         now: ic_cdk::api::time(),
         self_id: ic_cdk::api::canister_self(),
+        balance: ic_cdk::api::canister_cycle_balance(),
     }
 }
 
@@ -183,6 +185,12 @@ endpoints! {
 
     update fn upload_partition_wasm_chunk(chunk: WasmChunk) -> Result<UploadProgress, UploadWasmError> {
         with(|i| i.upload_partition_wasm(&env(), chunk))
+    }
+
+    /// Changes settings (admins only): each field given replaces the current value; nothing
+    /// changes unless all are valid.
+    update fn update_settings(settings: IndexSettings) -> Result<(), SettingsError> {
+        with(|i| i.update_settings(&env(), settings))
     }
 
     /// Starts moving one SubDB (admins only), to the partition named or, without one, where the

@@ -524,9 +524,24 @@ pub fn fleet_table(s: &IndexStats) -> String {
         s.spare_pool_target,
         s.partitions_being_created
     );
+    let c = &s.cycles;
     t += &format!(
-        "{:<29} {:<8} {:>12} {:>6} {:>7} {:>9}\n",
-        "partition", "state", "bytes", "cap%", "SubDBs", "items"
+        "index cycles {}{} (reserve {}; top up below {} to {}; {} top-ups, {} cycles)\n",
+        c.balance,
+        if c.low {
+            ", LOW: no new partitions"
+        } else {
+            ""
+        },
+        c.reserve,
+        c.threshold,
+        c.target,
+        c.top_ups,
+        c.topped_up
+    );
+    t += &format!(
+        "{:<29} {:<8} {:>12} {:>6} {:>7} {:>9} {:>16}\n",
+        "partition", "state", "bytes", "cap%", "SubDBs", "items", "cycles"
     );
     for p in &s.partitions {
         let state = match p.state {
@@ -535,13 +550,14 @@ pub fn fleet_table(s: &IndexStats) -> String {
             PartitionState::Full => "full",
         };
         t += &format!(
-            "{:<29} {:<8} {:>12} {:>5}% {:>7} {:>9}\n",
+            "{:<29} {:<8} {:>12} {:>5}% {:>7} {:>9} {:>16}\n",
             p.id.to_text(),
             state,
             p.bytes,
             p.bytes.saturating_mul(100) / cap,
             p.subdbs,
-            p.items
+            p.items,
+            p.cycles.map_or("?".to_string(), |c| c.to_string())
         );
     }
     if s.moves.is_empty() {

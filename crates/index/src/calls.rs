@@ -88,6 +88,10 @@ pub enum Request {
     /// `resume_writes`: on a move's target once the directory routes to it; on a source whose
     /// move was called off (stop change tracking, drop the change log, end the pause).
     ResumeWrites(SubDbId),
+    /// `canister_status` of a partition (the index is its controller): its cycle balance.
+    CanisterStatus { canister: Principal },
+    /// `deposit_cycles` into a partition, with `cycles` attached.
+    DepositCycles { canister: Principal, cycles: u128 },
 }
 
 impl Request {
@@ -109,6 +113,8 @@ impl Request {
             Request::Release(_) => "release",
             Request::AbortImport(_) => "abort_import",
             Request::ResumeWrites(_) => "resume_writes",
+            Request::CanisterStatus { .. } => "canister_status",
+            Request::DepositCycles { .. } => "deposit_cycles",
         }
     }
 }
@@ -132,10 +138,19 @@ impl From<InstallMode> for CanisterInstallMode {
 }
 
 impl Request {
+    /// Periodic upkeep (stats, cycle balances, top-ups), as opposed to work a caller or a move
+    /// is waiting on: a fleet at rest keeps making these.
+    pub fn is_upkeep(&self) -> bool {
+        matches!(
+            self,
+            Request::Stats(_) | Request::CanisterStatus { .. } | Request::DepositCycles { .. }
+        )
+    }
+
     /// Cycles attached to the call.
     pub fn cycles(&self) -> u128 {
         match self {
-            Request::CreateCanister { cycles } => *cycles,
+            Request::CreateCanister { cycles } | Request::DepositCycles { cycles, .. } => *cycles,
             _ => 0,
         }
     }
@@ -196,6 +211,11 @@ impl Request {
             Request::Release(a) => encode_args((a,)),
             Request::AbortImport(a) => encode_args((a,)),
             Request::ResumeWrites(a) => encode_args((a,)),
+            Request::CanisterStatus { canister } | Request::DepositCycles { canister, .. } => {
+                encode_args((CanisterIdRecord {
+                    canister_id: *canister,
+                },))
+            }
         }
     }
 
@@ -233,8 +253,27 @@ impl Request {
             Request::Release(_) => Response::Released(one(m, bytes)?),
             Request::AbortImport(_) => Response::ImportAborted(one(m, bytes)?),
             Request::ResumeWrites(_) => Response::WritesResumed(one(m, bytes)?),
+            Request::CanisterStatus { .. } => {
+                let status = one::<StatusCycles>(m, bytes)?;
+                Response::Status {
+                    cycles: u128::try_from(status.cycles.0)
+                        .map_err(|_| "a cycle balance above u128".to_string())?,
+                }
+            }
+            Request::DepositCycles { .. } => {
+                decode_args::<()>(m, bytes).map_err(|e| format!("undecodable reply: {e}"))?;
+                Response::Deposited
+            }
         })
     }
+}
+
+/// The one field of `canister_status`'s reply the index reads. Candid skips the reply's other
+/// fields, so fields the IC adds later, or ones this build's management types would require,
+/// never make the reply undecodable.
+#[derive(CandidType, Deserialize)]
+struct StatusCycles {
+    cycles: candid::Nat,
 }
 
 /// A successful reply, decoded.
@@ -242,7 +281,9 @@ impl Request {
 pub enum Response {
     CanisterCreated(Principal),
     Installed,
-    ChunkUploaded { hash: ByteBuf },
+    ChunkUploaded {
+        hash: ByteBuf,
+    },
     SubDbCreated(Result<SubDbId, CreateSubDbError>),
     SubDbDeleted(Result<(), DeleteSubDbError>),
     Stats(Result<PartitionStats, StatsError>),
@@ -254,6 +295,11 @@ pub enum Response {
     Released(Result<(), ReleaseError>),
     ImportAborted(Result<(), ImportError>),
     WritesResumed(Result<(), ResumeWritesError>),
+    /// A partition's status: its cycle balance.
+    Status {
+        cycles: u128,
+    },
+    Deposited,
 }
 
 /// The call failed: rejected by the system or the callee, trapped, or its reply was lost.

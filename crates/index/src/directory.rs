@@ -117,6 +117,16 @@ impl<M: Memory> Index<M> {
             if self.cfg().wasm.is_none() {
                 return Step::Done(Err(CreateError::NoPartitionWasm));
             }
+            if !self.can_afford_partition(env) {
+                return Step::Done(Err(CreateError::IndexLowOnCycles {
+                    balance: env.balance,
+                    needed: self
+                        .cfg()
+                        .cycles
+                        .reserve
+                        .saturating_add(self.partition_cost()),
+                }));
+            }
             return Step::Done(Err(CreateError::NoCapacity));
         };
         let owner = req.owner.unwrap_or(env.caller);

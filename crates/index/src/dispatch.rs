@@ -15,8 +15,9 @@ use flotilla_types::dispatch::{
 };
 use flotilla_types::index::{
     AdminError, CancelMoveError, CreateError, CreateRequest, DeleteRequest,
-    DeleteSubDbRequestError, IndexStats, MoveInfo, MoveRequest, MoveSubDbError, RouteError,
-    RoutesPage, RoutesRequest, UploadProgress, UploadWasmError, WasmChunk,
+    DeleteSubDbRequestError, IndexSettings, IndexStats, MoveInfo, MoveRequest, MoveSubDbError,
+    RouteError, RoutesPage, RoutesRequest, SettingsError, UploadProgress, UploadWasmError,
+    WasmChunk,
 };
 use flotilla_types::InnerKey;
 use ic_stable_structures::Memory;
@@ -72,6 +73,8 @@ mod plain {
                 |i, cx| i.remove_admin(cx, p);
             upload_partition_wasm_chunk(c: WasmChunk) -> Result<UploadProgress, UploadWasmError> =
                 |i, cx| i.upload_partition_wasm(cx, c);
+            update_settings(s: IndexSettings) -> Result<(), SettingsError> =
+                |i, cx| i.update_settings(cx, s);
         }
     }
 }

@@ -16,7 +16,7 @@
 //!    own a SubDB), `delete_subdb` (it owns none) and the admin endpoints (it is never an
 //!    admin): [`InspectRefusal::Anonymous`];
 //! 3. an admin endpoint (`add_admin`, `remove_admin`, `upload_partition_wasm_chunk`,
-//!    `move_subdb`, `cancel_move`, `run_housekeeping`) called by a principal that is not an
+//!    `move_subdb`, `cancel_move`, `run_housekeeping`, `update_settings`) called by a principal that is not an
 //!    admin: [`InspectRefusal::NotAdmin`]. `create_subdb` and `delete_subdb` stay open to
 //!    every signed-in caller (the logic decides who owns what);
 //! 4. an argument longer than the method's bound ([`Rule::max_arg_bytes`], derived from the
@@ -138,6 +138,7 @@ pub const RULES: &[Rule] = &[
     rule("move_subdb", Callers::Admins, SMALL_ARG_BYTES),
     rule("cancel_move", Callers::Admins, SMALL_ARG_BYTES),
     rule("run_housekeeping", Callers::Admins, SMALL_ARG_BYTES),
+    rule("update_settings", Callers::Admins, SMALL_ARG_BYTES),
 ];
 
 /// The rule of `method`, if the index has it.
@@ -234,6 +235,7 @@ mod tests {
             "move_subdb",
             "cancel_move",
             "run_housekeeping",
+            "update_settings",
         ];
         assert_eq!(open.len() + signed_in.len() + admins.len(), RULES.len());
         let bound = |m: &str| rule_of(m).unwrap().max_arg_bytes;

@@ -67,6 +67,9 @@ impl<M: Memory> Index<M> {
             )
         };
         let request = match rec.job.clone() {
+            // Waits, without counting a failure, while the index cannot pay for a partition
+            // above its reserve (`cycles.rs`).
+            Job::Create if !self.can_afford_partition(env) => return None,
             Job::Create => Request::CreateCanister {
                 cycles: self.cfg().partition_cycles,
             },
@@ -156,6 +159,12 @@ impl<M: Memory> Index<M> {
                         stable_memory_bytes: 0,
                         stats_at: 0,
                         created_at: env.now,
+                        // Unknown until the first status check (the creation fee came out of
+                        // the cycles attached).
+                        cycles: None,
+                        cycles_at: None,
+                        cycles_asked_at: None,
+                        topped_up: None,
                     },
                 );
                 return vec![];

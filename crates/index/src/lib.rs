@@ -20,6 +20,8 @@
 //! - `wasm.rs`: the partition wasm, uploaded in pieces;
 //! - `directory.rs`: creating and deleting SubDBs, their op records, `route` and `routes`;
 //! - `registry.rs`: partitions, placement, spares, stats refresh, the index's `stats`;
+//! - `cycles.rs`: partitions' cycle balances checked and topped up, the index's reserve;
+//! - `settings.rs`: the settings admins change after install;
 //! - `jobs.rs`: partition-creation jobs (create canister, install the wasm);
 //! - `moves.rs`: live SubDB moves;
 //! - `tick.rs`: the timer's work and `run_housekeeping`;
@@ -31,6 +33,7 @@
 
 mod admin;
 pub mod calls;
+pub mod cycles;
 mod directory;
 pub mod dispatch;
 pub mod inspect;
@@ -39,6 +42,7 @@ pub mod memory;
 pub mod moves;
 pub mod records;
 mod registry;
+mod settings;
 mod tick;
 mod wasm;
 
@@ -46,7 +50,7 @@ pub use wasm::WASM_CHUNK_BYTES;
 
 use calls::{Call, CallId, CallResult, InstallMode, Request};
 use candid::Principal;
-use flotilla_types::index::{CreateError, DeleteSubDbRequestError, IndexInit};
+use flotilla_types::index::{CreateError, DeleteSubDbRequestError, IndexInit, IndexSettings};
 use flotilla_types::limits::MAX_SPARE_POOL_TARGET;
 use flotilla_types::InnerKey;
 use ic_stable_structures::memory_manager::MemoryId;
@@ -62,12 +66,14 @@ pub const DEFAULT_INLINE_INSTALL_LIMIT: u64 = 1_900_000;
 pub const DEFAULT_OP_WINDOW: u64 = 100_000;
 pub const DEFAULT_STATS_PERIOD_NS: u64 = 10_000_000_000;
 
-/// Who is calling, when, and who we are.
+/// Who is calling, when, who we are, and our cycle balance.
 #[derive(Clone, Copy, Debug)]
 pub struct Env {
     pub caller: Principal,
     pub now: u64,
     pub self_id: Principal,
+    /// The index's own cycle balance as the message began.
+    pub balance: u128,
 }
 
 /// A handler's answer: ready now, or after the partition answers the given call.
@@ -142,21 +148,36 @@ impl<M: Memory> Index<M> {
             .collect();
         admins.sort();
         admins.dedup();
-        let config = Config {
+        let mut config = Config {
             magic: ByteBuf::from(MAGIC.to_vec()),
             version: LAYOUT_VERSION,
             admins,
-            spare_pool_target: init
-                .spare_pool_target
-                .unwrap_or(DEFAULT_SPARE_POOL_TARGET)
-                .min(MAX_SPARE_POOL_TARGET),
-            move_cap_bytes: init.move_cap_bytes.unwrap_or(DEFAULT_MOVE_CAP_BYTES),
-            partition_cycles: init.partition_cycles.unwrap_or(DEFAULT_PARTITION_CYCLES),
             inline_install_limit: DEFAULT_INLINE_INSTALL_LIMIT,
             op_window: DEFAULT_OP_WINDOW,
             stats_period_ns: DEFAULT_STATS_PERIOD_NS,
             ..Config::default()
         };
+        // The install argument is not refused: out-of-range values are brought in range (the
+        // spare pool to its limit, a zero move cap to 1, the top-up target up to the
+        // threshold), as `update_settings` would refuse them.
+        let threshold = init.cycles_threshold.unwrap_or(config.cycles.threshold);
+        let settings = IndexSettings {
+            spare_pool_target: Some(
+                init.spare_pool_target
+                    .unwrap_or(DEFAULT_SPARE_POOL_TARGET)
+                    .min(MAX_SPARE_POOL_TARGET),
+            ),
+            move_cap_bytes: Some(init.move_cap_bytes.unwrap_or(DEFAULT_MOVE_CAP_BYTES).max(1)),
+            partition_cycles: Some(init.partition_cycles.unwrap_or(DEFAULT_PARTITION_CYCLES)),
+            cycles_threshold: Some(threshold),
+            cycles_target: Some(
+                init.cycles_target
+                    .unwrap_or(config.cycles.target)
+                    .max(threshold),
+            ),
+            cycles_reserve: init.cycles_reserve,
+        };
+        settings::apply(&mut config, &settings).expect("install settings brought in range");
         let mut index = Self::with_memories(mem, config.clone());
         index.config.set(config);
         index
@@ -251,6 +272,14 @@ impl<M: Memory> Index<M> {
                 calls: self.stats_reply(env, partition, result),
                 finished: None,
             },
+            Purpose::Status { partition } => Reaction {
+                calls: self.status_reply(env, partition, result),
+                finished: None,
+            },
+            Purpose::TopUp { partition, amount } => {
+                self.top_up_reply(partition, amount, result);
+                Reaction::default()
+            }
         }
     }
 }

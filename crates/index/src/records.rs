@@ -101,6 +101,46 @@ pub struct Config {
     pub longest_write_pause_ns: u64,
     /// How moves throttle writers whose deltas do not converge (see `crate::moves`).
     pub move_tuning: MoveTuning,
+    /// Cycles care: settings, the index's own balance, totals (see `crate::cycles`).
+    pub cycles: CyclesCare,
+}
+
+/// The index's cycles care, persisted in [`Config`]. A field added later must be an `Option`,
+/// so that this record, written before it existed, still decodes.
+#[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CyclesCare {
+    /// A partition whose balance is below this is topped up ...
+    pub threshold: u128,
+    /// ... to this balance.
+    pub target: u128,
+    /// The index never spends its own balance below this.
+    pub reserve: u128,
+    /// A partition's balance is checked when its last check was asked longer ago than this.
+    pub check_period_ns: u64,
+    /// The index's own balance at its last timer run, and when (ns).
+    pub balance: u128,
+    pub balance_at: u64,
+    /// Top-ups confirmed, and their cycles.
+    pub top_ups: u64,
+    pub topped_up: u128,
+    /// The last partition the status checks visited: they go round the registry from there.
+    pub cursor: Option<Principal>,
+}
+
+impl Default for CyclesCare {
+    fn default() -> Self {
+        CyclesCare {
+            threshold: crate::cycles::DEFAULT_CYCLES_THRESHOLD,
+            target: crate::cycles::DEFAULT_CYCLES_TARGET,
+            reserve: crate::cycles::DEFAULT_CYCLES_RESERVE,
+            check_period_ns: crate::cycles::DEFAULT_CYCLES_CHECK_PERIOD_NS,
+            balance: 0,
+            balance_at: 0,
+            top_ups: 0,
+            topped_up: 0,
+            cursor: None,
+        }
+    }
 }
 
 /// When a move throttles the writers of the SubDB it moves, and how much it lets them write.
@@ -147,6 +187,7 @@ impl Default for Config {
             upload: None,
             longest_write_pause_ns: 0,
             move_tuning: MoveTuning::default(),
+            cycles: CyclesCare::default(),
         }
     }
 }
@@ -173,6 +214,7 @@ pub struct StoredConfig {
     pub upload: Option<Upload>,
     pub longest_write_pause_ns: Option<u64>,
     pub move_tuning: Option<MoveTuning>,
+    pub cycles: Option<CyclesCare>,
 }
 
 impl From<&Config> for StoredConfig {
@@ -197,6 +239,7 @@ impl From<&Config> for StoredConfig {
             upload: c.upload.clone(),
             longest_write_pause_ns: Some(c.longest_write_pause_ns),
             move_tuning: Some(c.move_tuning),
+            cycles: Some(c.cycles),
         }
     }
 }
@@ -224,6 +267,7 @@ impl From<StoredConfig> for Config {
             upload: s.upload,
             longest_write_pause_ns: s.longest_write_pause_ns.unwrap_or(d.longest_write_pause_ns),
             move_tuning: s.move_tuning.unwrap_or(d.move_tuning),
+            cycles: s.cycles.unwrap_or(d.cycles),
         }
     }
 }
@@ -337,6 +381,14 @@ pub struct PartitionRecord {
     pub stable_memory_bytes: u64,
     pub stats_at: u64,
     pub created_at: u64,
+    /// Cycles care (`crate::cycles`); optional so records written before it decode.
+    /// Balance at the last status reply, and when (ns).
+    pub cycles: Option<u128>,
+    pub cycles_at: Option<u64>,
+    /// When the last status check was asked (ns).
+    pub cycles_asked_at: Option<u64>,
+    /// Cycles sent in confirmed top-ups, in all.
+    pub topped_up: Option<u128>,
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -394,11 +446,31 @@ pub struct JobRecord {
 /// What an in-flight call's reply is for.
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Purpose {
-    Create { outer_key: String },
-    Delete { outer_key: String },
-    Job { job: u64 },
-    Stats { partition: Principal },
-    Move { outer_key: String, step: MoveStep },
+    Create {
+        outer_key: String,
+    },
+    Delete {
+        outer_key: String,
+    },
+    Job {
+        job: u64,
+    },
+    Stats {
+        partition: Principal,
+    },
+    Move {
+        outer_key: String,
+        step: MoveStep,
+    },
+    /// `canister_status` of a partition (its cycle balance).
+    Status {
+        partition: Principal,
+    },
+    /// `deposit_cycles` of `amount` into a partition.
+    TopUp {
+        partition: Principal,
+        amount: u128,
+    },
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

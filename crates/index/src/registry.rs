@@ -6,7 +6,7 @@ use crate::calls::{Call, CallResult, Request, Response};
 use crate::records::*;
 use crate::{Env, Index};
 use candid::Principal;
-use flotilla_types::index::{IndexStats, PartitionInfo, PartitionState, WasmInfo};
+use flotilla_types::index::{CyclesStats, IndexStats, PartitionInfo, PartitionState, WasmInfo};
 use flotilla_types::limits::MAX_SPARE_POOL_TARGET;
 use flotilla_types::partition::{StatsArgs, MAX_STATS_SUBDBS};
 use ic_stable_structures::Memory;
@@ -29,6 +29,9 @@ impl<M: Memory> Index<M> {
                     stable_memory_bytes: r.stable_memory_bytes,
                     stats_at: r.stats_at,
                     created_at: r.created_at,
+                    cycles: r.cycles,
+                    cycles_at: r.cycles_at.unwrap_or(0),
+                    topped_up: r.topped_up.unwrap_or(0),
                 })
                 .collect(),
             spare_pool_target: c.spare_pool_target,
@@ -41,6 +44,19 @@ impl<M: Memory> Index<M> {
             admins: c.admins.clone(),
             moves: self.moves(),
             longest_write_pause_ns: c.longest_write_pause_ns,
+            cycles: CyclesStats {
+                balance: c.cycles.balance,
+                balance_at: c.cycles.balance_at,
+                threshold: c.cycles.threshold,
+                target: c.cycles.target,
+                reserve: c.cycles.reserve,
+                partition_cycles: c.partition_cycles,
+                // Unknown (false) before the first timer run noted the balance.
+                low: c.cycles.balance_at != 0
+                    && c.cycles.balance < c.cycles.reserve.saturating_add(self.partition_cost()),
+                top_ups: c.cycles.top_ups,
+                topped_up: c.cycles.topped_up,
+            },
         }
     }
 

@@ -27,11 +27,15 @@ const ADMIN: u8 = 1;
 const ALICE: u8 = 2;
 const BOB: u8 = 3;
 
+/// The index's cycle balance in these tests: plenty (`tests_cycles.rs` varies it).
+pub(crate) const BALANCE: u128 = 1_000_000_000_000_000;
+
 fn env(caller: Principal) -> Env {
     Env {
         caller,
         now: 1_000,
         self_id: p(200),
+        balance: BALANCE,
     }
 }
 
@@ -48,7 +52,7 @@ fn fresh() -> (VectorMemory, Index<Mem>) {
             admins: vec![p(ADMIN), Principal::anonymous()],
             spare_pool_target: Some(1),
             move_cap_bytes: Some(1_000),
-            partition_cycles: None,
+            ..IndexInit::default()
         },
     );
     (raw, index)
@@ -88,6 +92,9 @@ fn provision(index: &mut Index<Mem>, ids: &mut u8) -> Vec<Principal> {
                 hash: ByteBuf::from(Sha256::digest(chunk).to_vec()),
             },
             Request::Stats(_) => Response::Stats(Ok(PartitionStats::default())),
+            Request::CanisterStatus { .. } => Response::Status {
+                cycles: 1_000_000_000_000,
+            },
             other => panic!("unexpected {other:?}"),
         };
         calls.extend(index.on_reply(&env(p(ADMIN)), call.id, Ok(reply)).calls);
@@ -1055,6 +1062,7 @@ mod tick_never_traps {
                 caller,
                 now,
                 self_id: p(200),
+                balance: BALANCE,
             };
             match action {
                 Op::Tick => calls.extend(index.tick(&e(p(ADMIN)))),
@@ -1164,3 +1172,6 @@ fn a_reused_create_op_id_cannot_route_two_names_to_one_subdb() {
 
 #[path = "tests_moves.rs"]
 mod moves;
+
+#[path = "tests_cycles.rs"]
+mod cycles;

@@ -28,7 +28,7 @@ use flotilla_fuzz::{
 };
 use flotilla_types::dispatch::{encode_args, DispatchError, MethodKind};
 use flotilla_types::index::{
-    CreateRequest, DeleteRequest, IndexInit, MoveRequest, RoutesRequest, WasmChunk,
+    CreateRequest, DeleteRequest, IndexInit, IndexSettings, MoveRequest, RoutesRequest, WasmChunk,
 };
 use flotilla_types::partition::PartitionStats;
 use flotilla_types::OpId;
@@ -77,6 +77,7 @@ fn env(caller: Principal) -> Env {
         caller,
         now: 1_000_000_000,
         self_id: SELF,
+        balance: 1_000_000_000_000_000,
     }
 }
 
@@ -123,6 +124,10 @@ fn serve(
                 *ids += 1;
                 Response::SubDbCreated(Ok(*ids as u32))
             }
+            Request::CanisterStatus { .. } => Response::Status {
+                cycles: 1_000_000_000_000,
+            },
+            Request::DepositCycles { .. } => Response::Deposited,
             other => panic!("the fixture does not answer {other:?}"),
         };
         calls.extend(index.on_reply(&env(ADMIN), call.id, Ok(reply)).calls);
@@ -153,7 +158,7 @@ fn build() -> (VectorMemory, [Principal; 2]) {
             admins: vec![ADMIN],
             spare_pool_target: Some(1),
             move_cap_bytes: Some(1 << 20),
-            partition_cycles: None,
+            ..IndexInit::default()
         },
     );
     let sha = Sha256::digest(WASM).to_vec();
@@ -236,6 +241,25 @@ fn samples(method: &str, [p1, p2]: [Principal; 2]) -> Vec<Vec<u8>> {
             })
             .collect(),
         "add_admin" | "remove_admin" => [BOB, ADMIN, ANON].iter().map(|&p| e(p)).collect(),
+        "update_settings" => vec![
+            e(IndexSettings {
+                spare_pool_target: Some(2),
+                cycles_threshold: Some(10),
+                cycles_target: Some(20),
+                ..IndexSettings::default()
+            }),
+            e(IndexSettings::default()),
+            // Refused: too many spares; a target under the threshold.
+            e(IndexSettings {
+                spare_pool_target: Some(u32::MAX),
+                ..IndexSettings::default()
+            }),
+            e(IndexSettings {
+                cycles_threshold: Some(30),
+                cycles_target: Some(20),
+                ..IndexSettings::default()
+            }),
+        ],
         "upload_partition_wasm_chunk" => {
             let sha2 = Sha256::digest(WASM2).to_vec();
             vec![

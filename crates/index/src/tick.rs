@@ -15,7 +15,8 @@ impl<M: Memory> Index<M> {
     }
 
     /// Periodic work: keep the spare pool full, drive partition-creation jobs, re-drive
-    /// creates and deletes whose outcome is unknown, refresh partition stats.
+    /// creates and deletes whose outcome is unknown, refresh partition stats, check and top up
+    /// partitions' cycles.
     pub fn tick(&mut self, env: &Env) -> Vec<Call> {
         let mut calls = vec![];
         // Spare pool (`registry.rs`).
@@ -34,6 +35,8 @@ impl<M: Memory> Index<M> {
         }
         // Stats (`registry.rs`).
         calls.extend(self.request_stale_stats(env));
+        // Cycles care (`cycles.rs`).
+        calls.extend(self.care_for_cycles(env));
         calls
     }
 }

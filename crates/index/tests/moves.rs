@@ -22,6 +22,8 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, VecDeque};
 
 type Mem = VirtualMemory<VectorMemory>;
+/// The index's cycle balance: plenty.
+const BALANCE: u128 = 1_000_000_000_000_000;
 const ROUND_NS: u64 = 1_000_000_000;
 
 fn p(n: u8) -> Principal {
@@ -81,7 +83,7 @@ impl Net {
                 admins: vec![p(ADMIN)],
                 spare_pool_target: Some(1),
                 move_cap_bytes: Some(move_cap),
-                partition_cycles: None,
+                ..IndexInit::default()
             },
         );
         let wasm = b"\0asm-test".to_vec();
@@ -91,6 +93,7 @@ impl Net {
                     caller: p(ADMIN),
                     now: 0,
                     self_id: p(INDEX),
+                    balance: BALANCE,
                 },
                 WasmChunk {
                     offset: 0,
@@ -117,6 +120,7 @@ impl Net {
             caller,
             now: self.round * ROUND_NS,
             self_id: p(INDEX),
+            balance: BALANCE,
         }
     }
 
@@ -149,6 +153,10 @@ impl Net {
                     self.parts.insert(*canister, (raw, part));
                     Response::Installed
                 }
+                // Every partition has plenty: no top-up in these tests.
+                Request::CanisterStatus { .. } => Response::Status {
+                    cycles: 1_000_000_000_000,
+                },
                 other => panic!("unexpected management call {other:?}"),
             };
         }

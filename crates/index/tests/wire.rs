@@ -138,3 +138,79 @@ fn every_partition_request_round_trips_through_the_partition_dispatcher() {
         Ok(Response::Installed)
     );
 }
+
+/// The cycles care's management calls: `canister_status` and `deposit_cycles` take a
+/// `CanisterIdRecord`, and the status reply the management canister's own types encode (every
+/// field of today's interface) decodes into the balance.
+#[test]
+fn cycles_calls_round_trip_with_the_management_canister_types() {
+    use candid::Nat;
+    use ic_management_canister_types::{
+        CanisterIdRecord, CanisterStatusResult, CanisterStatusType, DefiniteCanisterSettings,
+        MemoryMetrics, QueryStats,
+    };
+    let partition = Principal::from_slice(&[3; 10]);
+    let sender = Sender {
+        id: Principal::from_slice(&[9; 10]),
+        canister_version: None,
+    };
+    for req in [
+        Request::CanisterStatus {
+            canister: partition,
+        },
+        Request::DepositCycles {
+            canister: partition,
+            cycles: 7,
+        },
+    ] {
+        let (arg,): (CanisterIdRecord,) = candid::decode_args(&req.encode(sender)).unwrap();
+        assert_eq!(arg.canister_id, partition);
+        assert!(req.is_upkeep());
+    }
+    let status = CanisterStatusResult {
+        status: CanisterStatusType::Running,
+        ready_for_migration: false,
+        version: 3,
+        settings: DefiniteCanisterSettings::default(),
+        module_hash: None,
+        memory_size: Nat::from(1u32),
+        memory_metrics: MemoryMetrics {
+            wasm_memory_size: Nat::from(0u32),
+            stable_memory_size: Nat::from(0u32),
+            global_memory_size: Nat::from(0u32),
+            wasm_binary_size: Nat::from(0u32),
+            custom_sections_size: Nat::from(0u32),
+            canister_history_size: Nat::from(0u32),
+            wasm_chunk_store_size: Nat::from(0u32),
+            snapshots_size: Nat::from(0u32),
+            log_memory_store_size: Nat::from(0u32),
+        },
+        cycles: Nat::from(1_234_567_890_123u128),
+        reserved_cycles: Nat::from(0u32),
+        idle_cycles_burned_per_day: Nat::from(0u32),
+        query_stats: QueryStats {
+            num_calls_total: Nat::from(0u32),
+            num_instructions_total: Nat::from(0u32),
+            request_payload_bytes_total: Nat::from(0u32),
+            response_payload_bytes_total: Nat::from(0u32),
+        },
+    };
+    let req = Request::CanisterStatus {
+        canister: partition,
+    };
+    assert_eq!(
+        req.decode_reply(&candid::encode_one(&status).unwrap()),
+        Ok(Response::Status {
+            cycles: 1_234_567_890_123
+        })
+    );
+    let deposit = Request::DepositCycles {
+        canister: partition,
+        cycles: 7,
+    };
+    assert_eq!(
+        deposit.decode_reply(&candid::encode_args(()).unwrap()),
+        Ok(Response::Deposited)
+    );
+    assert_eq!(deposit.cycles(), 7);
+}

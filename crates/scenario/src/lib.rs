@@ -236,7 +236,7 @@ pub fn run<W: World>(w: &mut W, cfg: ScenarioConfig) -> ScenarioReport {
         admins: vec![admin],
         spare_pool_target: Some(1),
         move_cap_bytes: Some(cfg.move_cap_bytes),
-        partition_cycles: None,
+        ..IndexInit::default()
     };
     let index = w
         .install_index(&init)

@@ -14,8 +14,10 @@ const MAX_CALL_ROUNDS: u32 = 1_000;
 
 /// A simulated deployment driven by the scenario. The simulator builds its index with the
 /// world (installed by its own admin with `IndexInit { admins: [admin], spare_pool_target,
-/// move_cap_bytes, partition_cycles: None }`, a filler partition module uploaded), so
-/// [`World::install_index`] checks the scenario's argument against those knobs.
+/// move_cap_bytes, .. }`, a filler partition module uploaded), so [`World::install_index`]
+/// checks the scenario's argument against those knobs. The cycles fields are the simulator's
+/// own (`SimConfig::cycles`: its partitions burn cycles and the index tops them up), and the
+/// scenario leaves them at their defaults.
 pub struct SimWorld {
     pub sim: flotilla_sim::World,
     seed: u64,
@@ -97,7 +99,7 @@ impl World for SimWorld {
             admins: vec![self.sim.admin()],
             spare_pool_target: Some(c.spare_pool_target),
             move_cap_bytes: Some(c.move_cap_bytes),
-            partition_cycles: None,
+            ..IndexInit::default()
         };
         if *init != built {
             return Err(format!(

@@ -46,6 +46,8 @@ pub struct Canister {
     pub stopped_until: Option<u64>,
     pub cycles: u128,
     pub cycles_spent: u128,
+    /// Charges refused for want of cycles (execution, ingress, storage), in all.
+    pub ran_dry: u64,
     /// The management canister's chunk store for this canister: hash → chunk.
     pub chunk_store: BTreeMap<Vec<u8>, Vec<u8>>,
     pub created_round: u64,
@@ -67,6 +69,7 @@ impl Canister {
             stopped_until: None,
             cycles,
             cycles_spent: 0,
+            ran_dry: 0,
             chunk_store: BTreeMap::new(),
             created_round: round,
             upgrades: 0,
@@ -131,6 +134,7 @@ impl Canister {
     /// Takes `amount` cycles; false (and nothing taken) if the balance is short.
     pub fn charge(&mut self, amount: u128) -> bool {
         if self.cycles < amount {
+            self.ran_dry += 1;
             return false;
         }
         self.cycles -= amount;

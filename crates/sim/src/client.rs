@@ -578,6 +578,21 @@ impl World {
                         ),
                     );
                 }
+                Err(Error::Refused(CreateError::IndexLowOnCycles { balance, needed })) => {
+                    // Right only if the index really was short: its balance only falls
+                    // between the refusal and now unless the operator topped it up since the
+                    // op began, so a balance enough now was enough then.
+                    let topped = self.operator_topped_at.is_some_and(|r| r >= op.started);
+                    if !topped && self.index_cycles() >= needed {
+                        unexpected!(format!(
+                            "create_subdb refused IndexLowOnCycles (told {balance}, needs \
+                             {needed}) but the index holds {}",
+                            self.index_cycles()
+                        ));
+                    }
+                    self.stats.creates_refused_low_cycles += 1;
+                    self.complete(i, &op);
+                }
                 Err(e @ Error::GaveUp { .. }) => gave_up!(e),
                 Err(e) => unexpected!(format!("create_subdb: {e:?}")),
             },

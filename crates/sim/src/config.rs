@@ -16,6 +16,13 @@ pub struct PlantedBugs {
     /// The world deletes the `puts` of every `export_delta` reply in transit, so writes made
     /// during a move's copy are lost at the new home (caught by the content checker).
     pub drop_delta_puts: bool,
+    /// The management canister takes a top-up's cycles from the index but never credits the
+    /// partition, so partitions run dry while the index is rich (caught by the cycles
+    /// checker).
+    pub lost_deposits: bool,
+    /// The world tells the index its balance is 10 T higher than it is, so it spends into its
+    /// reserve (caught by the reserve checker).
+    pub inflated_balance: bool,
 }
 
 /// A planted bug by name (CLI `--plant`).
@@ -23,15 +30,34 @@ pub struct PlantedBugs {
 pub enum Bug {
     FreshOpIdOnRetry,
     DropDeltaPuts,
+    LostDeposits,
+    InflatedBalance,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 2] = [Bug::FreshOpIdOnRetry, Bug::DropDeltaPuts];
+    pub const ALL: [Bug; 4] = [
+        Bug::FreshOpIdOnRetry,
+        Bug::DropDeltaPuts,
+        Bug::LostDeposits,
+        Bug::InflatedBalance,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Bug::FreshOpIdOnRetry => "fresh-op-id-on-retry",
             Bug::DropDeltaPuts => "drop-delta-puts",
+            Bug::LostDeposits => "lost-deposits",
+            Bug::InflatedBalance => "inflated-balance",
+        }
+    }
+
+    /// Whether `bugs` has this one planted.
+    pub fn planted_in(self, bugs: &PlantedBugs) -> bool {
+        match self {
+            Bug::FreshOpIdOnRetry => bugs.fresh_op_id_on_retry,
+            Bug::DropDeltaPuts => bugs.drop_delta_puts,
+            Bug::LostDeposits => bugs.lost_deposits,
+            Bug::InflatedBalance => bugs.inflated_balance,
         }
     }
 
@@ -39,12 +65,17 @@ impl Bug {
         match self {
             Bug::FreshOpIdOnRetry => bugs.fresh_op_id_on_retry = true,
             Bug::DropDeltaPuts => bugs.drop_delta_puts = true,
+            Bug::LostDeposits => bugs.lost_deposits = true,
+            Bug::InflatedBalance => bugs.inflated_balance = true,
         }
     }
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown bug {0:?}; known: fresh-op-id-on-retry, drop-delta-puts")]
+#[error(
+    "unknown bug {0:?}; known: fresh-op-id-on-retry, drop-delta-puts, lost-deposits, \
+     inflated-balance"
+)]
 pub struct UnknownBug(pub String);
 
 impl FromStr for Bug {
@@ -60,6 +91,49 @@ impl FromStr for Bug {
 impl fmt::Display for Bug {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// What the index is told of cycles (its `IndexInit`), and how fast the world burns them.
+/// Partitions start with 0.5 to 1 T cycles, as on the IC, and burn storage at about five
+/// million times the IC's rate (127,000 cycles per GiB per second, with one round a second), so
+/// that within a short run they fall below the threshold and the index must top them up. The
+/// check period is short enough that a partition of up to about 25 MiB cannot burn through the
+/// threshold between two checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CyclesKnobs {
+    /// Cycles the index attaches to a partition's creation: the creation fee and what the
+    /// partition starts with.
+    pub partition_cycles: u128,
+    /// The index tops up a partition below this ...
+    pub threshold: u128,
+    /// ... to this.
+    pub target: u128,
+    /// The index keeps this much.
+    pub reserve: u128,
+    /// How often the index checks a partition's balance, in rounds.
+    pub check_period_rounds: u64,
+    /// Cycles each canister burns per round for each MiB of stable memory.
+    pub storage_per_mib_round: u128,
+}
+
+impl CyclesKnobs {
+    fn random(r: &mut SimRng) -> CyclesKnobs {
+        // What a partition starts with, once the creation fee is paid.
+        let start = r.range(500, 1_000) as u128 * 1_000_000_000;
+        CyclesKnobs {
+            partition_cycles: crate::world::CREATION_FEE + start,
+            threshold: start / 2,
+            target: start,
+            reserve: 1_000_000_000_000,
+            check_period_rounds: r.range(5, 10),
+            storage_per_mib_round: r.range(300_000_000, 900_000_000) as u128,
+        }
+    }
+
+    /// What a new partition takes from the index.
+    pub fn partition_cost(&self) -> u128 {
+        self.partition_cycles
     }
 }
 
@@ -136,6 +210,8 @@ pub struct SimConfig {
     pub halt_after_violations: usize,
     /// The index's starting cycles balance.
     pub index_cycles: u128,
+    /// The index's cycles care and the world's burn.
+    pub cycles: CyclesKnobs,
     pub faults: Faults,
     pub bugs: PlantedBugs,
     /// A scenario of writers outpacing moves: every move throttles its SubDB's writers from
@@ -166,6 +242,14 @@ impl SimConfig {
             r.range(1_000, 300_000) as usize
         };
         let faults = Faults::random(&mut r);
+        let cycles = CyclesKnobs::random(&mut r);
+        // Most seeds' index is rich; one in five holds its reserve, the price of one to three
+        // partitions and half a top-up, so it runs low during the run.
+        let index_cycles = if r.chance(0.2) {
+            cycles.reserve + r.range(1, 3) as u128 * cycles.partition_cost() + cycles.target / 2
+        } else {
+            100_000_000_000_000_000
+        };
         SimConfig {
             seed,
             ops,
@@ -190,7 +274,8 @@ impl SimConfig {
             quiet_rounds: 40,
             end_phase_max_rounds: 1_500,
             halt_after_violations: 25,
-            index_cycles: 100_000_000_000_000_000,
+            index_cycles,
+            cycles,
             faults,
             bugs: PlantedBugs::default(),
             throttle_moves: None,
@@ -220,11 +305,8 @@ impl SimConfig {
             self.seed + 1,
             self.ops
         );
-        if self.bugs.fresh_op_id_on_retry {
-            s.push_str(" --plant fresh-op-id-on-retry");
-        }
-        if self.bugs.drop_delta_puts {
-            s.push_str(" --plant drop-delta-puts");
+        for bug in Bug::ALL.into_iter().filter(|b| b.planted_in(&self.bugs)) {
+            s.push_str(&format!(" --plant {bug}"));
         }
         if let Some(b) = self.throttle_moves {
             s.push_str(&format!(" --throttle-moves {b}"));
@@ -261,6 +343,18 @@ impl fmt::Display for SimConfig {
             self.key_letters,
             self.key_max_len,
             self.wasm_bytes
+        )?;
+        writeln!(
+            f,
+            "  cycles: index={} partition={} threshold={} target={} reserve={} \
+             check_every={} storage_per_mib_round={}",
+            self.index_cycles,
+            self.cycles.partition_cycles,
+            self.cycles.threshold,
+            self.cycles.target,
+            self.cycles.reserve,
+            self.cycles.check_period_rounds,
+            self.cycles.storage_per_mib_round
         )?;
         write!(f, "  faults: {}", self.faults)?;
         if self.bugs != PlantedBugs::default() {

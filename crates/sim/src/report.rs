@@ -47,6 +47,10 @@ pub enum ViolationKind {
     LogicPanic,
     /// The end phase never reached quiescence.
     NoQuiescence,
+    /// Cycles checker: a partition ran out of cycles while the index could pay for a top-up.
+    OutOfCycles,
+    /// Cycles checker: the index attached cycles that took it under its reserve.
+    UnderReserve,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +116,14 @@ pub struct Report {
     pub partitions: u64,
     pub subdbs_created: u64,
     pub cycles_spent: u128,
+    /// Cycles care: top-ups executed and their cycles, creates refused because the index was
+    /// low on cycles, and partition-rounds in which a partition could not pay.
+    pub top_ups: u64,
+    pub topped_up: u128,
+    pub creates_refused_low_cycles: u64,
+    pub partition_dry_rounds: u64,
+    /// Times the world's operator topped up an index low on cycles.
+    pub operator_top_ups: u64,
     /// Raw stable memory of every canister at the end.
     pub memory_bytes: u64,
     /// Hash of the event trace: equal for equal runs.
@@ -159,7 +171,7 @@ impl fmt::Display for Report {
             f,
             "seed={} ops={} put_bytes={} rounds={} partitions={} subdbs={} moves={} \
              chunk_messages={} max_chunk_bytes={} write_pause_rounds={} longest_write_pause={} \
-             longest_move_pause={} failed_reads={} violations={} trace={:016x}",
+             longest_move_pause={} failed_reads={} top_ups={} violations={} trace={:016x}",
             self.seed,
             self.ops,
             self.put_bytes,
@@ -173,6 +185,7 @@ impl fmt::Display for Report {
             self.longest_write_pause,
             self.longest_move_pause,
             self.failed_reads,
+            self.top_ups,
             self.violations.len(),
             self.trace_hash
         )
@@ -199,6 +212,12 @@ pub struct Summary {
     pub longest_move_pause: u64,
     pub failed_reads: u64,
     pub partitions: u64,
+    pub top_ups: u64,
+    /// Seeds with at least one top-up.
+    pub seeds_with_top_ups: u64,
+    pub creates_refused_low_cycles: u64,
+    pub partition_dry_rounds: u64,
+    pub operator_top_ups: u64,
     pub violations: u64,
     /// Seeds with at least one move.
     pub seeds_with_moves: u64,
@@ -224,6 +243,11 @@ impl Summary {
         self.longest_move_pause = self.longest_move_pause.max(r.longest_move_pause);
         self.failed_reads += r.failed_reads;
         self.partitions += r.partitions;
+        self.top_ups += r.top_ups;
+        self.seeds_with_top_ups += u64::from(r.top_ups > 0);
+        self.creates_refused_low_cycles += r.creates_refused_low_cycles;
+        self.partition_dry_rounds += r.partition_dry_rounds;
+        self.operator_top_ups += r.operator_top_ups;
         self.violations += r.violations.len() as u64;
         self.seeds_with_moves += u64::from(r.moves > 0);
         if !r.ok() {
@@ -263,6 +287,16 @@ impl fmt::Display for Summary {
             self.longest_write_pause,
             self.longest_move_pause,
             self.failed_reads
+        )?;
+        writeln!(
+            f,
+            "top_ups={} (seeds with top-ups: {}) creates_refused_low_cycles={} \
+             partition_dry_rounds={} operator_top_ups={}",
+            self.top_ups,
+            self.seeds_with_top_ups,
+            self.creates_refused_low_cycles,
+            self.partition_dry_rounds,
+            self.operator_top_ups
         )?;
         write!(
             f,

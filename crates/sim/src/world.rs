@@ -35,6 +35,7 @@
 //! report and the dashboard's snapshot.
 
 mod calls;
+mod cycles;
 mod delivery;
 mod lifecycle;
 mod mgmt;
@@ -69,7 +70,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// One round is one second of IC time.
 pub const ROUND_NS: u64 = 1_000_000_000;
-/// Cycles: creating a canister (taken from the index besides the cycles it attaches).
+/// Cycles: creating a canister, taken out of the cycles the caller attaches (as on the IC);
+/// the new canister starts with the rest.
 pub const CREATION_FEE: u128 = 500_000_000_000;
 /// Cycles the caller pays per inter-canister call, and per request byte.
 pub const CALL_BASE: u128 = 260_000;
@@ -153,7 +155,7 @@ pub(crate) struct Stats {
     pub failed_reads: u64,
     pub failed_read_samples: Vec<String>,
     pub subdbs_created: u64,
-    /// Last round the index sent a call other than `stats`.
+    /// Last round the index sent a call other than upkeep (`Request::is_upkeep`).
     pub last_work_round: u64,
     pub messages: u64,
     /// Rounds from a write's first `WritesPaused` to its answer, the longest.
@@ -169,6 +171,15 @@ pub(crate) struct Stats {
     pub partition_writes: u64,
     pub calls_by_partition_reads: u64,
     pub calls_by_partition_writes: u64,
+    /// `deposit_cycles` executed, and their cycles.
+    pub top_ups: u64,
+    pub topped_up: u128,
+    /// Creates refused with `IndexLowOnCycles`.
+    pub creates_refused_low_cycles: u64,
+    /// Partitions whose charge was refused for want of cycles (per partition, once each round).
+    pub partition_dry_rounds: u64,
+    /// Times the world's operator topped the index up.
+    pub operator_top_ups: u64,
 }
 
 /// Phases of a run.
@@ -201,6 +212,12 @@ pub struct World {
     pub(crate) stats: Stats,
     pub(crate) violations: Vec<Violation>,
     violation_keys: BTreeSet<(ViolationKind, String)>,
+    /// Each canister's `ran_dry` count as the cycles checker last saw it.
+    dry_seen: BTreeMap<Principal, u64>,
+    /// Since when the index is too low on cycles to create a partition (the operator's clock).
+    index_low_since: Option<u64>,
+    /// The round of the operator's last top-up of the index.
+    pub(crate) operator_topped_at: Option<u64>,
     trace: u64,
     /// Clients may start new operations.
     pub(crate) issuing: bool,
@@ -272,9 +289,13 @@ impl World {
                 admins: vec![admin],
                 spare_pool_target: Some(cfg.spare_pool_target),
                 move_cap_bytes: Some(cfg.move_cap_bytes),
-                partition_cycles: None,
+                partition_cycles: Some(cfg.cycles.partition_cycles),
+                cycles_threshold: Some(cfg.cycles.threshold),
+                cycles_target: Some(cfg.cycles.target),
+                cycles_reserve: Some(cfg.cycles.reserve),
             },
         );
+        logic.set_cycles_check_period(cfg.cycles.check_period_rounds * ROUND_NS);
         if let Some(write_budget) = cfg.throttle_moves {
             logic.set_move_tuning(MoveTuning {
                 max_delta_rounds: 0,
@@ -305,6 +326,9 @@ impl World {
             stats: Stats::default(),
             violations: vec![],
             violation_keys: BTreeSet::new(),
+            dry_seen: BTreeMap::new(),
+            index_low_since: None,
+            operator_topped_at: None,
             trace: 0,
             issuing: true,
             ops_started: 0,
@@ -337,6 +361,7 @@ impl World {
             caller: self.admin,
             now: 0,
             self_id: self.index_id,
+            balance: self.index_balance(),
         };
         let mut complete = false;
         for (i, piece) in wasm.chunks(MAX_WASM_UPLOAD_CHUNK_BYTES).enumerate() {
@@ -514,7 +539,23 @@ impl World {
             caller: self.index_id,
             now: self.now(),
             self_id: self.index_id,
+            balance: self.index_balance(),
         }
+    }
+
+    /// The index canister's cycle balance as the index is told it (its `Env::balance`).
+    pub(crate) fn index_balance(&self) -> u128 {
+        let inflation = if self.cfg.bugs.inflated_balance {
+            10_000_000_000_000
+        } else {
+            0
+        };
+        self.index_cycles() + inflation
+    }
+
+    /// The index canister's true cycle balance.
+    pub(crate) fn index_cycles(&self) -> u128 {
+        self.canisters.get(&self.index_id).map_or(0, |c| c.cycles)
     }
 
     /// Records a violation, once per distinct (kind, message): a broken state that persists

@@ -47,7 +47,10 @@ fn client(w: &SharedWorld, who: Principal, seed: u8) -> Client<Counting<SimTrans
 fn run<F: Future>(w: &SharedWorld, seed: u64, f: F) -> F::Output {
     match block_on(w, MAX_ROUNDS, f) {
         Ok((v, _)) => v,
-        Err(e) => panic!("seed={seed}: {e}"),
+        Err(e) => panic!(
+            "seed={seed}: {e}; violations: {:?}",
+            w.borrow().violations()
+        ),
     }
 }
 

@@ -98,7 +98,7 @@ fn a_dapp_canister_reads_and_writes_through_the_cdk_transport() {
         admins: vec![admin()],
         spare_pool_target: Some(1),
         move_cap_bytes: None,
-        partition_cycles: None,
+        ..IndexInit::default()
     };
     let index = install(&mut tb, &wasm("index"), Encode!(&init).unwrap());
     upload_partition_wasm(&mut tb, index, &wasm("partition"));

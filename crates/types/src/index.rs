@@ -15,8 +15,48 @@ pub struct IndexInit {
     pub spare_pool_target: Option<u32>,
     /// A partition holding more than this many bytes sheds SubDBs (default 1 GiB).
     pub move_cap_bytes: Option<u64>,
-    /// Cycles given to each new partition (default 1 T).
+    /// Cycles attached to each partition's creation (default 1 T); the IC takes its creation
+    /// fee (500 B on a 13-node subnet) out of them, and the partition starts with the rest.
     pub partition_cycles: Option<u128>,
+    /// A partition whose balance is below this is topped up (default 500 B).
+    pub cycles_threshold: Option<u128>,
+    /// A partition topped up is brought to this balance (default 1 T; at least the
+    /// threshold).
+    pub cycles_target: Option<u128>,
+    /// The index never spends its own balance below this: no top-up and no new partition
+    /// that would take it under (default 1 T).
+    pub cycles_reserve: Option<u128>,
+}
+
+/// Argument of `update_settings` (admins only): each field given replaces the current value;
+/// the others stay. Checked as a whole: nothing changes unless every field is valid.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct IndexSettings {
+    /// At most `limits::MAX_SPARE_POOL_TARGET`.
+    pub spare_pool_target: Option<u32>,
+    /// At least 1.
+    pub move_cap_bytes: Option<u64>,
+    /// Cycles attached to each new partition's creation.
+    pub partition_cycles: Option<u128>,
+    /// A partition below this is topped up.
+    pub cycles_threshold: Option<u128>,
+    /// The balance a top-up brings a partition to: at least the threshold (the new one, when both are given).
+    pub cycles_target: Option<u128>,
+    /// The index never spends its own balance below this.
+    pub cycles_reserve: Option<u128>,
+}
+
+/// The error of `update_settings`.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Error)]
+pub enum SettingsError {
+    #[error("only an admin may do this")]
+    NotAuthorized,
+    #[error("a spare pool of {value}; the limit is {max}")]
+    TooManySpares { value: u32, max: u32 },
+    #[error("the move cap must be at least 1 byte")]
+    ZeroMoveCap,
+    #[error("the top-up target {target} is below the threshold {threshold}")]
+    TargetBelowThreshold { target: u128, threshold: u128 },
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -48,6 +88,10 @@ pub enum CreateError {
     NoPartitionWasm,
     #[error("no partition has room yet; one is being created, retry shortly")]
     NoCapacity,
+    /// No partition has room, and the index cannot pay for a new one without going under its
+    /// cycles reserve: nothing is created until an operator tops the index up.
+    #[error("no partition has room, and the index is too low on cycles to create one ({balance} cycles, a partition needs {needed} above the reserve)")]
+    IndexLowOnCycles { balance: u128, needed: u128 },
     #[error("a call with this operation id is still in progress; retry shortly")]
     InProgress,
     #[error("the partition could not be reached: {reason}")]
@@ -128,6 +172,33 @@ pub struct PartitionInfo {
     /// Index time (ns) of the last stats refresh; 0 = never.
     pub stats_at: u64,
     pub created_at: u64,
+    /// Cycle balance at the last status check (`canister_status`); none before the first.
+    pub cycles: Option<u128>,
+    /// Index time (ns) of that check; 0 = never.
+    pub cycles_at: u64,
+    /// Cycles the index has sent it in top-ups, in all.
+    pub topped_up: u128,
+}
+
+/// The index's cycles care: its settings, its own balance and what it has spent.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct CyclesStats {
+    /// The index's own balance at its last timer run (ns in `balance_at`).
+    pub balance: u128,
+    pub balance_at: u64,
+    pub threshold: u128,
+    pub target: u128,
+    pub reserve: u128,
+    /// Cycles attached to each partition's creation (the creation fee included).
+    pub partition_cycles: u128,
+    /// The balance is too low to create a partition without going under the reserve:
+    /// creation jobs wait, and creates that need a new partition fail with
+    /// `IndexLowOnCycles`.
+    pub low: bool,
+    /// Top-ups confirmed, in all.
+    pub top_ups: u64,
+    /// Cycles sent in those top-ups, in all.
+    pub topped_up: u128,
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -179,6 +250,7 @@ pub struct IndexStats {
     /// freeze of the source to the confirmed resume of writes (at the target, or at the
     /// source of a move called off). 0 before the first.
     pub longest_write_pause_ns: u64,
+    pub cycles: CyclesStats,
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

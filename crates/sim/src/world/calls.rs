@@ -31,6 +31,7 @@ impl World {
     /// Sends one call the index asked for: measures it, charges the index, queues it.
     pub(super) fn send_call(&mut self, call: Call) {
         self.stats.calls_sent += 1;
+        self.check_spending(&call);
         let to_partition = call.target != Principal::management_canister();
         let bytes = call.request.encode(sender(self.index_id)).len() as u64;
         if to_partition {
@@ -51,7 +52,7 @@ impl World {
             self.stats.chunk_bytes += bytes;
             self.stats.max_chunk_message_bytes = self.stats.max_chunk_message_bytes.max(bytes);
         }
-        if !matches!(call.request, Request::Stats(_)) {
+        if !call.request.is_upkeep() {
             self.stats.last_work_round = self.round;
         }
         let cost = CALL_BASE + CALL_PER_BYTE * bytes as u128;

@@ -143,6 +143,7 @@ impl World {
     ) {
         let fate = self.faults.decide(&mut self.rng, true);
         let round = self.round;
+        let index_balance = self.index_balance();
         let reject = |code, message: &str| Err(TransportError::new(code, message));
         let Some(c) = self.canisters.get_mut(&to) else {
             return self.answer(
@@ -182,6 +183,7 @@ impl World {
             caller,
             now: round * ROUND_NS,
             self_id: self.index_id,
+            balance: index_balance,
         };
         let stable_memory_bytes = c.memory_bytes();
         let calls_before = self.stats.calls_sent;
@@ -274,6 +276,7 @@ impl World {
         arg: &[u8],
     ) {
         let round = self.round;
+        let index_balance = self.index_balance();
         let reject = |code, message: &str| Err(TransportError::new(code, message));
         let Some(c) = self.canisters.get_mut(&to) else {
             return self.answer(
@@ -289,6 +292,7 @@ impl World {
             caller,
             now: round * ROUND_NS,
             self_id: self.index_id,
+            balance: index_balance,
         };
         let stable_memory_bytes = c.memory_bytes();
         let calls_before = self.stats.calls_sent;

@@ -7,7 +7,6 @@ use crate::faults::Faults;
 use crate::report::ViolationKind;
 use candid::Principal;
 use flotilla_client::{RejectCode, TransportError};
-use flotilla_index::calls::Request;
 use flotilla_store::PURGE_BATCH;
 use std::collections::BTreeSet;
 
@@ -22,6 +21,8 @@ impl World {
         }
         self.round += 1;
         self.lifecycle();
+        self.burn_storage();
+        self.operator_care();
         self.timers();
         while let Some((_, seq, msg)) = self.queue.pop_due(self.round) {
             self.stats.messages += 1;
@@ -35,6 +36,7 @@ impl World {
             self.client_act(i);
         }
         self.check_round();
+        self.check_cycles();
         if self.round.is_multiple_of(self.cfg.full_check_every.max(1)) {
             self.check_full();
         }
@@ -136,8 +138,10 @@ impl World {
 
     fn busy_reason(&self) -> String {
         let mut why = vec![];
-        let jobs = self.index().stats().partitions_being_created;
-        if jobs > 0 {
+        let stats = self.index().stats();
+        let jobs = stats.partitions_being_created;
+        // Jobs of an index too low on cycles wait for an operator's top-up: at rest.
+        if jobs > 0 && !stats.cycles.low {
             why.push(format!("{jobs} partition creation job(s)"));
         }
         let moves = self.index().moves();
@@ -158,7 +162,7 @@ impl World {
             .queue
             .iter()
             .filter_map(|(_, _, m)| match m {
-                Msg::Call(c) if !matches!(c.request, Request::Stats(_)) => Some(c.request.method()),
+                Msg::Call(c) if !c.request.is_upkeep() => Some(c.request.method()),
                 Msg::Ingress { .. } | Msg::Query { .. } | Msg::ToClient { .. } => Some("client"),
                 _ => None,
             })

@@ -1,5 +1,7 @@
 //! The management canister: `create_canister`, `install_code`, `upload_chunk` and
-//! `install_chunked_code`, as the index's partition-creation jobs call them.
+//! `install_chunked_code`, as the index's partition-creation jobs call them, and
+//! `canister_status` and `deposit_cycles`, as its cycles care does. Attached cycles leave the
+//! index when the call executes (a call rejected before costs nothing).
 
 use super::{guard, principal_word, World, CREATION_FEE};
 use crate::canister::{canister_id, Canister, Logic};
@@ -22,16 +24,20 @@ impl World {
             Fate::Deliver | Fate::ReplyLost => {}
         }
         let result = match &call.request {
+            Request::CreateCanister { cycles } if *cycles < CREATION_FEE => reject(
+                true,
+                format!("{cycles} cycles attached; creating a canister costs {CREATION_FEE}"),
+            ),
             Request::CreateCanister { cycles } => {
                 let paid = self
                     .canisters
                     .get_mut(&self.index_id)
-                    .is_some_and(|c| c.charge(cycles + CREATION_FEE));
+                    .is_some_and(|c| c.charge(*cycles));
                 if paid {
                     let id = canister_id(self.next_canister);
                     self.next_canister += 1;
                     self.canisters
-                        .insert(id, Canister::new(id, *cycles, self.round));
+                        .insert(id, Canister::new(id, cycles - CREATION_FEE, self.round));
                     self.trace(&[0xc4ea, principal_word(&id)]);
                     self.say(|| format!("created canister {id}"));
                     Ok(Response::CanisterCreated(id))
@@ -87,6 +93,29 @@ impl World {
                         reject(true, "wasm_module_hash does not match the chunks".into())
                     }
                     Ok(_) => self.install(*canister, *mode, arg),
+                }
+            }
+            Request::CanisterStatus { canister } => match self.canisters.get(canister) {
+                Some(c) => Ok(Response::Status { cycles: c.cycles }),
+                None => reject(true, format!("no canister {canister}")),
+            },
+            Request::DepositCycles { canister, cycles } => {
+                if !self.canisters.contains_key(canister) {
+                    reject(true, format!("no canister {canister}"))
+                } else if !self
+                    .canisters
+                    .get_mut(&self.index_id)
+                    .is_some_and(|c| c.charge(*cycles))
+                {
+                    reject(true, "the index cannot pay the cycles attached".into())
+                } else {
+                    if !self.cfg.bugs.lost_deposits {
+                        let c = self.canisters.get_mut(canister).expect("checked above");
+                        c.cycles += cycles;
+                    }
+                    self.stats.top_ups += 1;
+                    self.stats.topped_up += cycles;
+                    Ok(Response::Deposited)
                 }
             }
             other => reject(

@@ -32,7 +32,7 @@ pub(crate) fn generate(index_wasm: &[u8], partition_wasm: &[u8]) -> Fixture {
         admins: vec![admin()],
         spare_pool_target: Some(1),
         move_cap_bytes: None,
-        partition_cycles: None,
+        ..IndexInit::default()
     };
     tb.install(
         admin(),

@@ -1,0 +1,158 @@
+//! Cycles care, driven by `tick`: the index checks each partition's cycle balance through the
+//! management canister (`canister_status`; the index is the controller) and tops up any
+//! partition below the threshold to the target (`deposit_cycles`), from its own balance,
+//! never spending below its reserve. While its balance cannot pay for a partition above the
+//! reserve, creation jobs wait and a create that needs a new partition fails with
+//! `IndexLowOnCycles`. Admins change the figures with `update_settings` (`settings.rs`).
+//!
+//! Work per timer run is bounded: the checks go round the registry from where the last run
+//! stopped, visiting at most [`MAX_STATUS_VISITS_PER_TICK`] partitions.
+
+use crate::calls::{Call, CallResult, Request, Response};
+use crate::records::*;
+use crate::{Env, Index};
+use candid::Principal;
+use ic_stable_structures::Memory;
+use std::ops::Bound;
+
+/// Default threshold: a partition below 500 B cycles is topped up ...
+pub const DEFAULT_CYCLES_THRESHOLD: u128 = 500_000_000_000;
+/// ... to 1 T.
+pub const DEFAULT_CYCLES_TARGET: u128 = 1_000_000_000_000;
+/// The index keeps 1 T for itself by default.
+pub const DEFAULT_CYCLES_RESERVE: u128 = 1_000_000_000_000;
+/// A partition's balance is checked every 10 minutes by default.
+pub const DEFAULT_CYCLES_CHECK_PERIOD_NS: u64 = 600_000_000_000;
+/// Partitions the checks visit in one timer run.
+pub const MAX_STATUS_VISITS_PER_TICK: usize = 64;
+
+impl<M: Memory> Index<M> {
+    /// Cycles a new partition takes from the index: those attached to `create_canister`
+    /// (the IC takes its creation fee out of them; the partition starts with the rest).
+    pub(crate) fn partition_cost(&self) -> u128 {
+        self.cfg().partition_cycles
+    }
+
+    /// The index can pay for a new partition and keep its reserve.
+    pub(crate) fn can_afford_partition(&self, env: &Env) -> bool {
+        env.balance
+            >= self
+                .cfg()
+                .cycles
+                .reserve
+                .saturating_add(self.partition_cost())
+    }
+
+    /// `tick`'s part: note the index's own balance, and ask the status of the partitions
+    /// whose check is due, among the next [`MAX_STATUS_VISITS_PER_TICK`] of the registry.
+    pub(crate) fn care_for_cycles(&mut self, env: &Env) -> Vec<Call> {
+        self.update_cfg(|c| {
+            c.cycles.balance = env.balance;
+            c.cycles.balance_at = env.now;
+        });
+        let care = self.cfg().cycles;
+        let after = care.cursor.map_or(Bound::Unbounded, Bound::Excluded);
+        let visit: Vec<(Principal, PartitionRecord)> = self
+            .registry
+            .range((after, Bound::Unbounded))
+            .chain(self.registry.iter())
+            .take(MAX_STATUS_VISITS_PER_TICK.min(self.registry.len() as usize))
+            .map(|e| e.into_pair())
+            .collect();
+        let mut calls = vec![];
+        for (id, mut rec) in visit.iter().cloned() {
+            let due = rec
+                .cycles_asked_at
+                .is_none_or(|at| env.now.saturating_sub(at) >= care.check_period_ns);
+            if !due || self.in_flight(&Purpose::Status { partition: id }) {
+                continue;
+            }
+            rec.cycles_asked_at = Some(env.now);
+            self.registry.insert(id, rec);
+            calls.push(self.next_call(
+                Principal::management_canister(),
+                Request::CanisterStatus { canister: id },
+                Purpose::Status { partition: id },
+            ));
+        }
+        if let Some((last, _)) = visit.last() {
+            let last = *last;
+            self.update_cfg(|c| c.cycles.cursor = Some(last));
+        }
+        calls
+    }
+
+    /// A partition's status came back: record its balance, and top it up to the target when
+    /// it is below the threshold, as far as the index can above its reserve.
+    pub(crate) fn status_reply(
+        &mut self,
+        env: &Env,
+        partition: Principal,
+        result: CallResult,
+    ) -> Vec<Call> {
+        let Ok(Response::Status { cycles }) = result else {
+            return vec![];
+        };
+        let Some(mut rec) = self.registry.get(&partition) else {
+            return vec![];
+        };
+        rec.cycles = Some(cycles);
+        rec.cycles_at = Some(env.now);
+        self.registry.insert(partition, rec);
+        let care = self.cfg().cycles;
+        if cycles >= care.threshold {
+            return vec![];
+        }
+        // One top-up at a time: a second status answered meanwhile saw the old balance.
+        let topping_up = self
+            .inflight
+            .iter()
+            .any(|e| matches!(e.value(), Purpose::TopUp { partition: p, .. } if p == partition));
+        if topping_up {
+            return vec![];
+        }
+        let amount = care
+            .target
+            .saturating_sub(cycles)
+            .min(env.balance.saturating_sub(care.reserve));
+        if amount == 0 {
+            return vec![];
+        }
+        vec![self.next_call(
+            Principal::management_canister(),
+            Request::DepositCycles {
+                canister: partition,
+                cycles: amount,
+            },
+            Purpose::TopUp { partition, amount },
+        )]
+    }
+
+    /// A top-up's reply: count it. A certain failure sent nothing (the cycles came back); an
+    /// uncertain one is settled by the partition's next status check.
+    pub(crate) fn top_up_reply(&mut self, partition: Principal, amount: u128, result: CallResult) {
+        if !matches!(result, Ok(Response::Deposited)) {
+            return;
+        }
+        if let Some(mut rec) = self.registry.get(&partition) {
+            rec.cycles = rec.cycles.map(|c| c.saturating_add(amount));
+            rec.topped_up = Some(rec.topped_up.unwrap_or(0).saturating_add(amount));
+            self.registry.insert(partition, rec);
+        }
+        self.update_cfg(|c| {
+            c.cycles.top_ups += 1;
+            c.cycles.topped_up = c.cycles.topped_up.saturating_add(amount);
+        });
+    }
+
+    /// A call for `purpose` is in flight.
+    pub(crate) fn in_flight(&self, purpose: &Purpose) -> bool {
+        self.inflight.iter().any(|e| e.value() == *purpose)
+    }
+
+    /// Sets how often each partition's balance is checked (the simulator's knob; not an
+    /// endpoint).
+    pub fn set_cycles_check_period(&mut self, ns: u64) {
+        self.update_cfg(|c| c.cycles.check_period_ns = ns.max(1));
+    }
+}

@@ -1,0 +1,367 @@
+//! Cycles care (`cycles.rs`) and admin settings (`settings.rs`), against scripted
+//! management-canister replies.
+
+use super::*;
+use crate::cycles::{DEFAULT_CYCLES_CHECK_PERIOD_NS, MAX_STATUS_VISITS_PER_TICK};
+use flotilla_types::index::{IndexSettings, SettingsError};
+use ic_stable_structures::Storable;
+use std::collections::BTreeSet;
+
+const T: u128 = 1_000_000_000_000;
+
+fn at(now: u64, balance: u128) -> Env {
+    Env {
+        caller: p(ADMIN),
+        now,
+        self_id: p(200),
+        balance,
+    }
+}
+
+/// `tick`'s status calls, by partition.
+fn status_calls(calls: &[Call]) -> Vec<(CallId, Principal)> {
+    calls
+        .iter()
+        .filter_map(|c| match c.request {
+            Request::CanisterStatus { canister } => Some((c.id, canister)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An index with one spare partition whose first status check is due.
+fn with_partition() -> (Index<Mem>, Principal) {
+    let (_, mut index) = fresh();
+    upload(&mut index, WASM);
+    let parts = provision(&mut index, &mut 0);
+    (index, parts[0])
+}
+
+/// Asks `part`'s status at `now` and answers it with `cycles`; returns what the answer caused.
+fn status(index: &mut Index<Mem>, part: Principal, env: Env, cycles: u128) -> Vec<Call> {
+    let calls = index.tick(&env);
+    let (id, _) = *status_calls(&calls)
+        .iter()
+        .find(|(_, p)| *p == part)
+        .expect("a status call for the partition");
+    index
+        .on_reply(&env, id, Ok(Response::Status { cycles }))
+        .calls
+}
+
+#[test]
+fn a_partition_below_the_threshold_is_topped_up_to_the_target() {
+    let (mut index, part) = with_partition();
+    let env = at(10 * DEFAULT_CYCLES_CHECK_PERIOD_NS, 100 * T);
+    let calls = status(&mut index, part, env, T / 10);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].target, Principal::management_canister());
+    assert_eq!(
+        calls[0].request,
+        Request::DepositCycles {
+            canister: part,
+            cycles: T - T / 10
+        }
+    );
+    assert_eq!(calls[0].request.cycles(), T - T / 10);
+    index.on_reply(&env, calls[0].id, Ok(Response::Deposited));
+    let s = index.stats();
+    assert_eq!((s.cycles.top_ups, s.cycles.topped_up), (1, T - T / 10));
+    let info = &s.partitions[0];
+    assert_eq!(
+        (info.cycles, info.topped_up, info.cycles_at),
+        (Some(T), T - T / 10, env.now)
+    );
+    assert_eq!((s.cycles.balance, s.cycles.low), (100 * T, false));
+}
+
+#[test]
+fn a_partition_at_or_above_the_threshold_is_left_alone() {
+    let (mut index, part) = with_partition();
+    let env = at(DEFAULT_CYCLES_CHECK_PERIOD_NS, 100 * T);
+    assert_eq!(status(&mut index, part, env, T / 2), vec![]);
+    assert_eq!(index.stats().partitions[0].cycles, Some(T / 2));
+}
+
+#[test]
+fn a_top_up_never_spends_the_reserve() {
+    let (mut index, part) = with_partition();
+    // Reserve 1 T (default): 0.3 T above it can go, not the 0.9 T the partition lacks.
+    let env = at(DEFAULT_CYCLES_CHECK_PERIOD_NS, T + 3 * T / 10);
+    let calls = status(&mut index, part, env, T / 10);
+    assert_eq!(calls[0].request.cycles(), 3 * T / 10);
+    // At the reserve: nothing at all.
+    let (mut index, part) = with_partition();
+    let env = at(DEFAULT_CYCLES_CHECK_PERIOD_NS, T);
+    assert_eq!(status(&mut index, part, env, 0), vec![]);
+}
+
+#[test]
+fn one_top_up_at_a_time_and_a_failed_one_counts_nothing() {
+    let (mut index, part) = with_partition();
+    let env = at(DEFAULT_CYCLES_CHECK_PERIOD_NS, 100 * T);
+    let first = status(&mut index, part, env, 0);
+    assert_eq!(first.len(), 1);
+    // A second status answered while the top-up is in flight saw the old balance: no second
+    // top-up.
+    let later = at(3 * DEFAULT_CYCLES_CHECK_PERIOD_NS, 100 * T);
+    assert_eq!(status(&mut index, part, later, 0), vec![]);
+    // The top-up is rejected for sure: nothing is counted.
+    let r = Err(Reject {
+        message: "out of cycles".into(),
+        certain: true,
+    });
+    assert_eq!(index.on_reply(&later, first[0].id, r), Reaction::default());
+    let s = index.stats();
+    assert_eq!((s.cycles.top_ups, s.partitions[0].topped_up), (0, 0));
+    // The next check tops it up again.
+    let again = at(5 * DEFAULT_CYCLES_CHECK_PERIOD_NS, 100 * T);
+    assert_eq!(status(&mut index, part, again, 0).len(), 1);
+}
+
+#[test]
+fn checks_come_once_a_period_each() {
+    let (mut index, part) = with_partition();
+    let t0 = DEFAULT_CYCLES_CHECK_PERIOD_NS;
+    let first = status_calls(&index.tick(&at(t0, 100 * T)));
+    assert_eq!(first.len(), 1);
+    // While it is in flight, never again.
+    assert_eq!(status_calls(&index.tick(&at(3 * t0, 100 * T))), vec![]);
+    let answer = Ok(Response::Status { cycles: T });
+    index.on_reply(&at(3 * t0, 100 * T), first[0].0, answer);
+    // Answered: due again a period after it was asked.
+    let due = status_calls(&index.tick(&at(3 * t0, 100 * T)));
+    assert_eq!(due.iter().map(|c| c.1).collect::<Vec<_>>(), vec![part]);
+    let answer = Ok(Response::Status { cycles: T });
+    index.on_reply(&at(3 * t0, 100 * T), due[0].0, answer);
+    assert_eq!(status_calls(&index.tick(&at(4 * t0 - 1, 100 * T))), vec![]);
+    assert_eq!(status_calls(&index.tick(&at(4 * t0, 100 * T))).len(), 1);
+}
+
+#[test]
+fn the_checks_of_one_tick_are_bounded_and_go_round_the_registry() {
+    let (_, mut index) = fresh();
+    let n = MAX_STATUS_VISITS_PER_TICK + 36;
+    for i in 0..n {
+        let id = Principal::from_slice(&[7, (i / 256) as u8, (i % 256) as u8]);
+        index.registry.insert(
+            id,
+            PartitionRecord {
+                state: PartitionState::Active,
+                seq: i as u64,
+                bytes: 0,
+                items: 0,
+                subdbs: 0,
+                stable_memory_bytes: 0,
+                stats_at: 1,
+                created_at: 0,
+                cycles: None,
+                cycles_at: None,
+                cycles_asked_at: None,
+                topped_up: None,
+            },
+        );
+    }
+    let env = at(1, 100 * T);
+    let first: Vec<Principal> = status_calls(&index.care_for_cycles(&env))
+        .into_iter()
+        .map(|c| c.1)
+        .collect();
+    assert_eq!(first.len(), MAX_STATUS_VISITS_PER_TICK);
+    let second: Vec<Principal> = status_calls(&index.care_for_cycles(&env))
+        .into_iter()
+        .map(|c| c.1)
+        .collect();
+    // The rest, then (all asked this period) none.
+    assert_eq!(second.len(), n - MAX_STATUS_VISITS_PER_TICK);
+    let all: BTreeSet<Principal> = first.iter().chain(&second).copied().collect();
+    assert_eq!(all.len(), n);
+    assert_eq!(status_calls(&index.care_for_cycles(&env)), vec![]);
+}
+
+#[test]
+fn an_index_low_on_cycles_creates_no_partition_and_says_so() {
+    let (_, mut index) = fresh();
+    upload(&mut index, WASM);
+    // The reserve and a partition's cycles, less one: the creation job waits.
+    let low = at(1_000, T + DEFAULT_PARTITION_CYCLES - 1);
+    let calls = index.tick(&low);
+    assert!(
+        !calls
+            .iter()
+            .any(|c| matches!(c.request, Request::CreateCanister { .. })),
+        "{calls:?}"
+    );
+    let s = index.stats();
+    assert!(s.cycles.low, "{:?}", s.cycles);
+    assert_eq!(s.partitions_being_created, 1);
+    // A create with no room answers why, and takes nothing.
+    let r = done(index.create_subdb(&low, create_req("a", 1)));
+    assert_eq!(
+        r,
+        Err(CreateError::IndexLowOnCycles {
+            balance: T + DEFAULT_PARTITION_CYCLES - 1,
+            needed: T + DEFAULT_PARTITION_CYCLES,
+        })
+    );
+    assert!(index.route(&["a".to_string()]).unwrap()[0].is_none());
+    // Topped up by an operator: the job goes on.
+    let calls = index.tick(&at(2_000, T + DEFAULT_PARTITION_CYCLES));
+    assert!(calls.iter().any(|c| c.request
+        == Request::CreateCanister {
+            cycles: DEFAULT_PARTITION_CYCLES
+        }));
+    assert!(!index.stats().cycles.low);
+}
+
+#[test]
+fn settings_change_only_for_admins_and_only_when_all_are_valid() {
+    let (_, mut index) = fresh();
+    let before = index.stats();
+    let s = IndexSettings {
+        spare_pool_target: Some(3),
+        move_cap_bytes: Some(5_000),
+        partition_cycles: Some(2 * T),
+        cycles_threshold: Some(T),
+        cycles_target: Some(3 * T),
+        cycles_reserve: Some(4 * T),
+    };
+    assert_eq!(
+        index.update_settings(&env(p(ALICE)), s.clone()),
+        Err(SettingsError::NotAuthorized)
+    );
+    for (bad, err) in [
+        (
+            IndexSettings {
+                spare_pool_target: Some(MAX_SPARE_POOL_TARGET + 1),
+                ..s.clone()
+            },
+            SettingsError::TooManySpares {
+                value: MAX_SPARE_POOL_TARGET + 1,
+                max: MAX_SPARE_POOL_TARGET,
+            },
+        ),
+        (
+            IndexSettings {
+                move_cap_bytes: Some(0),
+                ..s.clone()
+            },
+            SettingsError::ZeroMoveCap,
+        ),
+        (
+            IndexSettings {
+                cycles_target: Some(T - 1),
+                ..s.clone()
+            },
+            SettingsError::TargetBelowThreshold {
+                target: T - 1,
+                threshold: T,
+            },
+        ),
+        // Against the current threshold (500 B) when only the target is given.
+        (
+            IndexSettings {
+                cycles_target: Some(1),
+                ..IndexSettings::default()
+            },
+            SettingsError::TargetBelowThreshold {
+                target: 1,
+                threshold: crate::cycles::DEFAULT_CYCLES_THRESHOLD,
+            },
+        ),
+    ] {
+        assert_eq!(index.update_settings(&env(p(ADMIN)), bad), Err(err));
+        assert_eq!(index.stats(), before);
+    }
+    index.update_settings(&env(p(ADMIN)), s).unwrap();
+    let after = index.stats();
+    assert_eq!(
+        (
+            after.spare_pool_target,
+            after.move_cap_bytes,
+            after.cycles.partition_cycles,
+            after.cycles.threshold,
+            after.cycles.target,
+            after.cycles.reserve
+        ),
+        (3, 5_000, 2 * T, T, 3 * T, 4 * T)
+    );
+    // Fields not given stay.
+    index
+        .update_settings(
+            &env(p(ADMIN)),
+            IndexSettings {
+                move_cap_bytes: Some(7),
+                ..IndexSettings::default()
+            },
+        )
+        .unwrap();
+    let last = index.stats();
+    assert_eq!((last.move_cap_bytes, last.cycles.target), (7, 3 * T));
+}
+
+#[test]
+fn the_install_argument_is_brought_in_range() {
+    let raw = VectorMemory::default();
+    let m = mm(&raw);
+    let index: Index<Mem> = Index::install(
+        |id| m.get(id),
+        IndexInit {
+            admins: vec![p(ADMIN)],
+            spare_pool_target: Some(u32::MAX),
+            move_cap_bytes: Some(0),
+            cycles_threshold: Some(2 * T),
+            cycles_target: Some(T),
+            ..IndexInit::default()
+        },
+    );
+    let s = index.stats();
+    assert_eq!(
+        (
+            s.spare_pool_target,
+            s.move_cap_bytes,
+            s.cycles.threshold,
+            s.cycles.target
+        ),
+        (MAX_SPARE_POOL_TARGET, 1, 2 * T, 2 * T)
+    );
+}
+
+#[test]
+fn records_written_before_cycles_care_still_decode() {
+    // A partition record and a config as the previous build wrote them: no cycles fields.
+    #[derive(candid::CandidType)]
+    struct OldPartitionRecord {
+        state: PartitionState,
+        seq: u64,
+        bytes: u64,
+        items: u64,
+        subdbs: u64,
+        stable_memory_bytes: u64,
+        stats_at: u64,
+        created_at: u64,
+    }
+    let old = OldPartitionRecord {
+        state: PartitionState::Full,
+        seq: 4,
+        bytes: 5,
+        items: 6,
+        subdbs: 7,
+        stable_memory_bytes: 8,
+        stats_at: 9,
+        created_at: 10,
+    };
+    let rec = PartitionRecord::from_bytes(candid::encode_one(&old).unwrap().into());
+    assert_eq!(
+        (rec.state, rec.seq, rec.created_at),
+        (PartitionState::Full, 4, 10)
+    );
+    assert_eq!((rec.cycles, rec.topped_up), (None, None));
+    let cfg = StoredConfig {
+        admins: Some(vec![p(ADMIN)]),
+        move_cap_bytes: Some(77),
+        ..StoredConfig::default()
+    };
+    let c = Config::from_bytes(candid::encode_one(&cfg).unwrap().into());
+    assert_eq!((c.move_cap_bytes, c.cycles), (77, CyclesCare::default()));
+}

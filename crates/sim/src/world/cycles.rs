@@ -1,0 +1,114 @@
+//! Cycles in the world: storage burn every round, an operator who tops the index up, and the
+//! two cycles checkers.
+//!
+//! Every canister burns `CyclesKnobs::storage_per_mib_round` for each MiB of its stable memory
+//! each round, besides what its messages cost (`EXEC_BASE`, ingress and call fees). A canister
+//! that cannot pay is drained to zero and refuses messages until it is topped up.
+//!
+//! The operator: once the index has been too low to pay for a partition above its reserve for
+//! [`OPERATOR_DELAY_ROUNDS`], the world sends it two partitions' worth and fifty top-ups, as an
+//! operator watching `stats` would. Until then creates that need a partition are refused.
+//!
+//! Checkers:
+//! - **No partition runs dry while the index can pay**: a canister running the partition
+//!   logic refused a charge for want of cycles in a round when the index held at least its reserve plus a full top-up
+//!   ([`ViolationKind::OutOfCycles`]).
+//! - **The index never spends into its reserve**: every call carrying cycles (a partition's
+//!   creation, a top-up) leaves the index's true balance at or above its reserve when it is
+//!   sent, which is when the IC takes the cycles ([`ViolationKind::UnderReserve`]).
+
+use super::World;
+use crate::report::ViolationKind;
+use flotilla_index::calls::Call;
+
+const MIB: u128 = 1 << 20;
+
+/// Rounds the index stays low on cycles before the operator tops it up.
+pub const OPERATOR_DELAY_ROUNDS: u64 = 100;
+
+impl World {
+    /// Takes each canister's storage cost for this round.
+    pub(super) fn burn_storage(&mut self) {
+        let rate = self.cfg.cycles.storage_per_mib_round;
+        for c in self.canisters.values_mut() {
+            let cost = rate * (c.memory_bytes() as u128).div_ceil(MIB);
+            if !c.charge(cost) {
+                c.cycles_spent += c.cycles;
+                c.cycles = 0;
+            }
+        }
+    }
+
+    /// The operator, once a round.
+    pub(super) fn operator_care(&mut self) {
+        let k = self.cfg.cycles;
+        if self.index_cycles() >= k.reserve + k.partition_cost() {
+            self.index_low_since = None;
+            return;
+        }
+        let since = *self.index_low_since.get_or_insert(self.round);
+        if self.round - since >= OPERATOR_DELAY_ROUNDS {
+            if let Some(c) = self.canisters.get_mut(&self.index_id) {
+                c.cycles += 2 * k.partition_cost() + 50 * k.target;
+            }
+            self.stats.operator_top_ups += 1;
+            self.operator_topped_at = Some(self.round);
+            self.index_low_since = None;
+            self.say(|| "operator tops the index up".to_string());
+        }
+    }
+
+    /// The reserve checker, on a call the index sends: what it attaches must leave its true
+    /// balance (what the world holds, whatever the index was told) at or above its reserve.
+    pub(super) fn check_spending(&mut self, call: &Call) {
+        let attached = call.request.cycles();
+        if attached == 0 {
+            return;
+        }
+        let reserve = self.cfg.cycles.reserve;
+        let balance = self.index_cycles();
+        if balance < reserve.saturating_add(attached) {
+            self.violation(
+                ViolationKind::UnderReserve,
+                format!(
+                    "the index sent {} with {attached} cycles holding {balance}: under its \
+                     reserve of {reserve}",
+                    call.request.method()
+                ),
+            );
+        }
+    }
+
+    /// The dry-partition checker, once a round: a partition refused a charge since the last
+    /// round while the index could have topped it up to the target.
+    pub(super) fn check_cycles(&mut self) {
+        let could_pay = self.cfg.cycles.reserve + self.cfg.cycles.target;
+        let index = self.index_cycles();
+        let mut dry = vec![];
+        for (id, c) in &mut self.canisters {
+            // Partitions only: not the index, nor a canister whose creation job gave up
+            // before its install (the index keeps no record of it).
+            if c.partition().is_none() {
+                continue;
+            }
+            let seen = self.dry_seen.entry(*id).or_insert(0);
+            if c.ran_dry > *seen {
+                *seen = c.ran_dry;
+                dry.push((*id, c.cycles, c.memory_bytes()));
+            }
+        }
+        for (id, cycles, memory) in dry {
+            self.stats.partition_dry_rounds += 1;
+            if index >= could_pay {
+                self.violation(
+                    ViolationKind::OutOfCycles,
+                    format!(
+                        "partition {id} ran out of cycles ({cycles} left, {memory} bytes of \
+                         stable memory) while the index held {index}, enough for its reserve and \
+                         a top-up"
+                    ),
+                );
+            }
+        }
+    }
+}
