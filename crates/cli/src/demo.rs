@@ -162,6 +162,13 @@ pub fn render(a: &DemoArgs, r: &Report) -> String {
         "write latency p50 / p99",
         format!("{} / {} rounds", r.write_latency.0, r.write_latency.1),
     );
+    line(
+        "partition top-ups",
+        format!(
+            "{} ({} cycles; partition-rounds out of cycles: {})",
+            r.top_ups, r.topped_up, r.partition_dry_rounds
+        ),
+    );
     line("simulated rounds (1 round = 1 s)", r.rounds.to_string());
     line("invariant violations", r.violations.len().to_string());
     line("trace hash", format!("{:016x}", r.trace_hash));

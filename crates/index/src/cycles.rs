@@ -23,6 +23,9 @@ pub const DEFAULT_CYCLES_TARGET: u128 = 1_000_000_000_000;
 pub const DEFAULT_CYCLES_RESERVE: u128 = 1_000_000_000_000;
 /// A partition's balance is checked every 10 minutes by default.
 pub const DEFAULT_CYCLES_CHECK_PERIOD_NS: u64 = 600_000_000_000;
+/// A check that got no answer (rejected, lost, or forgotten across an upgrade) is asked again
+/// after this long rather than a whole period later.
+pub const STATUS_RETRY_NS: u64 = 30_000_000_000;
 /// Partitions the checks visit in one timer run.
 pub const MAX_STATUS_VISITS_PER_TICK: usize = 64;
 
@@ -44,7 +47,9 @@ impl<M: Memory> Index<M> {
     }
 
     /// `tick`'s part: note the index's own balance, and ask the status of the partitions
-    /// whose check is due, among the next [`MAX_STATUS_VISITS_PER_TICK`] of the registry.
+    /// whose check is due, among the next [`MAX_STATUS_VISITS_PER_TICK`] of the registry. A
+    /// check is due a period after it was last asked, or [`STATUS_RETRY_NS`] after when that
+    /// ask got no answer; never while one is in flight.
     pub(crate) fn care_for_cycles(&mut self, env: &Env) -> Vec<Call> {
         self.update_cfg(|c| {
             c.cycles.balance = env.balance;
@@ -60,10 +65,16 @@ impl<M: Memory> Index<M> {
             .map(|e| e.into_pair())
             .collect();
         let mut calls = vec![];
+        let retry = STATUS_RETRY_NS.min(care.check_period_ns);
         for (id, mut rec) in visit.iter().cloned() {
-            let due = rec
-                .cycles_asked_at
-                .is_none_or(|at| env.now.saturating_sub(at) >= care.check_period_ns);
+            let due = match rec.cycles_asked_at {
+                None => true,
+                Some(asked) => {
+                    let since = env.now.saturating_sub(asked);
+                    let unanswered = rec.cycles_at.is_none_or(|answered| answered < asked);
+                    since >= care.check_period_ns || (unanswered && since >= retry)
+                }
+            };
             if !due || self.in_flight(&Purpose::Status { partition: id }) {
                 continue;
             }

@@ -135,7 +135,17 @@ fn checks_come_once_a_period_each() {
     let answer = Ok(Response::Status { cycles: T });
     index.on_reply(&at(3 * t0, 100 * T), due[0].0, answer);
     assert_eq!(status_calls(&index.tick(&at(4 * t0 - 1, 100 * T))), vec![]);
-    assert_eq!(status_calls(&index.tick(&at(4 * t0, 100 * T))).len(), 1);
+    let lost = status_calls(&index.tick(&at(4 * t0, 100 * T)));
+    assert_eq!(lost.len(), 1);
+    // That one is lost: asked again after `STATUS_RETRY_NS`, not a period later.
+    let r = Err(Reject {
+        message: "lost".into(),
+        certain: false,
+    });
+    index.on_reply(&at(4 * t0, 100 * T), lost[0].0, r);
+    let soon = 4 * t0 + crate::cycles::STATUS_RETRY_NS;
+    assert_eq!(status_calls(&index.tick(&at(soon - 1, 100 * T))), vec![]);
+    assert_eq!(status_calls(&index.tick(&at(soon, 100 * T))).len(), 1);
 }
 
 #[test]

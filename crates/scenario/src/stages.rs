@@ -397,6 +397,17 @@ impl<W: World> Run<'_, W> {
         self.report.subdbs = self.subs.len();
         self.report.items = self.subs.values().map(|s| s.model.len()).sum();
         assert_eq!(st.subdbs as usize, self.subs.len(), "{}", self.name());
+        // Cycles care ran through the world's management canister: the index knows every
+        // partition's balance (`canister_status`) and its own.
+        for p in &st.partitions {
+            assert!(
+                p.cycles.is_some_and(|c| c > 0) && p.cycles_at > 0,
+                "{}: the index never learned the balance of partition {}",
+                self.name(),
+                p.id
+            );
+        }
+        assert!(st.cycles.balance > 0, "{}: {:?}", self.name(), st.cycles);
         self.report
     }
 }
