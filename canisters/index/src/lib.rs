@@ -193,6 +193,16 @@ endpoints! {
         with(|i| i.update_settings(&env(), settings))
     }
 
+    /// Puts principals on the allow-list of creators (admins only; at most 1,000 a call).
+    update fn allow_creators(who: Vec<Principal>) -> Result<(), AdminError> {
+        with(|i| i.allow_creators(&env(), who))
+    }
+
+    /// Takes principals off the allow-list (admins only); what they own stays theirs.
+    update fn disallow_creators(who: Vec<Principal>) -> Result<(), AdminError> {
+        with(|i| i.disallow_creators(&env(), who))
+    }
+
     /// Starts moving one SubDB (admins only), to the partition named or, without one, where the
     /// index's own moves would go; answers the target.
     update fn move_subdb(req: MoveRequest) -> Result<Principal, MoveSubDbError> {

@@ -11,7 +11,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use flotilla_client::agent::{load_identity, AgentOptions, AgentTransport, Network};
 use flotilla_client::load::{load, LoadError, Progress};
 use flotilla_client::{Client, CreateOptions, Error, ScanOptions, Transport};
-use flotilla_types::index::{IndexStats, PartitionState, RoutesRequest};
+use flotilla_types::index::{CreatePolicy, IndexStats, PartitionState, RoutesRequest};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fmt::Display;
@@ -523,6 +523,14 @@ pub fn fleet_table(s: &IndexStats) -> String {
         s.routing_version,
         s.spare_pool_target,
         s.partitions_being_created
+    );
+    t += &format!(
+        "creates: {}; at most {} SubDBs per owner\n",
+        match s.create_policy {
+            CreatePolicy::Open => "open to every signed-in principal".to_string(),
+            CreatePolicy::AllowList => format!("allow-list of {} principals", s.allowed_creators),
+        },
+        s.max_subdbs_per_owner
     );
     let c = &s.cycles;
     t += &format!(

@@ -113,6 +113,10 @@ impl<M: Memory> Index<M> {
         if self.directory.contains_key(&req.outer_key) {
             return Step::Done(Err(CreateError::OuterKeyTaken));
         }
+        let owner = req.owner.unwrap_or(env.caller);
+        if let Err(e) = self.check_quota(env, owner) {
+            return Step::Done(Err(e));
+        }
         let Some(partition) = self.place(env) else {
             if self.cfg().wasm.is_none() {
                 return Step::Done(Err(CreateError::NoPartitionWasm));
@@ -129,7 +133,7 @@ impl<M: Memory> Index<M> {
             }
             return Step::Done(Err(CreateError::NoCapacity));
         };
-        let owner = req.owner.unwrap_or(env.caller);
+        self.count_owned(owner, true);
         self.directory.insert(
             req.outer_key.clone(),
             DirEntry {
@@ -300,6 +304,7 @@ impl<M: Memory> Index<M> {
             Ok(Response::SubDbCreated(Err(e))) => {
                 // Refused: nothing was created; release the name and forget the op.
                 self.directory.remove(&key);
+                self.count_owned(entry.owner, false);
                 self.pending.remove(&key);
                 self.forget_op(&entry.op_id);
                 Err(CreateError::Partition(e))
@@ -329,6 +334,7 @@ impl<M: Memory> Index<M> {
         };
         let finish = |index: &mut Self, entry: &DirEntry| {
             index.directory.remove(&key);
+            index.count_owned(entry.owner, false);
             index.reverse.remove(&moves::reverse_key(&entry.inner()));
             index.pending.remove(&key);
             index.finish_op(&entry.op_id, entry.inner());

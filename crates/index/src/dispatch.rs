@@ -75,6 +75,10 @@ mod plain {
                 |i, cx| i.upload_partition_wasm(cx, c);
             update_settings(s: IndexSettings) -> Result<(), SettingsError> =
                 |i, cx| i.update_settings(cx, s);
+            allow_creators(who: Vec<candid::Principal>) -> Result<(), AdminError> =
+                |i, cx| i.allow_creators(cx, who);
+            disallow_creators(who: Vec<candid::Principal>) -> Result<(), AdminError> =
+                |i, cx| i.disallow_creators(cx, who);
         }
     }
 }

@@ -16,7 +16,8 @@
 //!    own a SubDB), `delete_subdb` (it owns none) and the admin endpoints (it is never an
 //!    admin): [`InspectRefusal::Anonymous`];
 //! 3. an admin endpoint (`add_admin`, `remove_admin`, `upload_partition_wasm_chunk`,
-//!    `move_subdb`, `cancel_move`, `run_housekeeping`, `update_settings`) called by a principal that is not an
+//!    `move_subdb`, `cancel_move`, `run_housekeeping`, `update_settings`, `allow_creators`,
+//!    `disallow_creators`) called by a principal that is not an
 //!    admin: [`InspectRefusal::NotAdmin`]. `create_subdb` and `delete_subdb` stay open to
 //!    every signed-in caller (the logic decides who owns what);
 //! 4. an argument longer than the method's bound ([`Rule::max_arg_bytes`], derived from the
@@ -25,8 +26,9 @@
 use crate::Index;
 use candid::Principal;
 use flotilla_types::limits::{
-    ARG_OVERHEAD_BYTES, ITEM_OVERHEAD_BYTES, MAX_MESSAGE_BYTES, MAX_OUTER_KEY_BYTES,
-    MAX_ROUTE_BATCH, MAX_WASM_UPLOAD_CHUNK_BYTES, SMALL_ARG_BYTES,
+    ARG_OVERHEAD_BYTES, ITEM_OVERHEAD_BYTES, MAX_CREATORS_PER_CALL, MAX_MESSAGE_BYTES,
+    MAX_OUTER_KEY_BYTES, MAX_ROUTE_BATCH, MAX_WASM_UPLOAD_CHUNK_BYTES, PRINCIPAL_WIRE_BYTES,
+    SMALL_ARG_BYTES,
 };
 use ic_stable_structures::Memory;
 
@@ -42,7 +44,13 @@ pub const WASM_CHUNK_ARG_BYTES: usize =
 pub const ROUTE_ARG_BYTES: usize =
     MAX_ROUTE_BATCH * (MAX_OUTER_KEY_BYTES + ITEM_OVERHEAD_BYTES) + ARG_OVERHEAD_BYTES;
 
+/// Bound of an `allow_creators` / `disallow_creators` argument: the most principals, each of
+/// the largest size with its framing.
+pub const CREATORS_ARG_BYTES: usize =
+    MAX_CREATORS_PER_CALL * PRINCIPAL_WIRE_BYTES + ARG_OVERHEAD_BYTES;
+
 const _: () = assert!(WASM_CHUNK_ARG_BYTES < MAX_MESSAGE_BYTES);
+const _: () = assert!(CREATORS_ARG_BYTES < MAX_MESSAGE_BYTES);
 const _: () = assert!(ROUTE_ARG_BYTES < MAX_MESSAGE_BYTES);
 
 /// Why the index refuses an ingress message before running it. On the IC the caller gets a
@@ -139,6 +147,8 @@ pub const RULES: &[Rule] = &[
     rule("cancel_move", Callers::Admins, SMALL_ARG_BYTES),
     rule("run_housekeeping", Callers::Admins, SMALL_ARG_BYTES),
     rule("update_settings", Callers::Admins, SMALL_ARG_BYTES),
+    rule("allow_creators", Callers::Admins, CREATORS_ARG_BYTES),
+    rule("disallow_creators", Callers::Admins, CREATORS_ARG_BYTES),
 ];
 
 /// The rule of `method`, if the index has it.
@@ -236,13 +246,23 @@ mod tests {
             "cancel_move",
             "run_housekeeping",
             "update_settings",
+            "allow_creators",
+            "disallow_creators",
         ];
         assert_eq!(open.len() + signed_in.len() + admins.len(), RULES.len());
         let bound = |m: &str| rule_of(m).unwrap().max_arg_bytes;
         assert_eq!(bound("route"), ROUTE_ARG_BYTES);
         assert_eq!(bound("upload_partition_wasm_chunk"), WASM_CHUNK_ARG_BYTES);
+        assert_eq!(bound("allow_creators"), CREATORS_ARG_BYTES);
+        assert_eq!(bound("disallow_creators"), CREATORS_ARG_BYTES);
+        let own_bound = [
+            "route",
+            "upload_partition_wasm_chunk",
+            "allow_creators",
+            "disallow_creators",
+        ];
         for m in open.iter().chain(&signed_in).chain(&admins) {
-            if !["route", "upload_partition_wasm_chunk"].contains(m) {
+            if !own_bound.contains(m) {
                 assert_eq!(bound(m), SMALL_ARG_BYTES, "{m}");
             }
         }
@@ -356,5 +376,10 @@ mod tests {
                 writers: list(5),
             },
         );
+        let creators: Vec<Principal> = (0..MAX_CREATORS_PER_CALL)
+            .map(|i| Principal::from_slice(&[(i % 251) as u8; 29]))
+            .collect();
+        fits("allow_creators", creators.clone());
+        fits("disallow_creators", creators);
     }
 }

@@ -22,6 +22,7 @@
 //! - `registry.rs`: partitions, placement, spares, stats refresh, the index's `stats`;
 //! - `cycles.rs`: partitions' cycle balances checked and topped up, the index's reserve;
 //! - `settings.rs`: the settings admins change after install;
+//! - `quotas.rs`: who may create SubDBs, and how many one principal may own;
 //! - `jobs.rs`: partition-creation jobs (create canister, install the wasm);
 //! - `moves.rs`: live SubDB moves;
 //! - `tick.rs`: the timer's work and `run_housekeeping`;
@@ -40,6 +41,7 @@ pub mod inspect;
 mod jobs;
 pub mod memory;
 pub mod moves;
+mod quotas;
 pub mod records;
 mod registry;
 mod settings;
@@ -116,6 +118,8 @@ pub struct Index<M: Memory> {
     moves: BTreeMap<String, MoveRecord, M>,
     move_chunks: BTreeMap<String, MoveChunk, M>,
     reverse: BTreeMap<Vec<u8>, String, M>,
+    owners: BTreeMap<Principal, u64, M>,
+    creators: BTreeMap<Principal, (), M>,
 }
 
 impl<M: Memory> Index<M> {
@@ -136,6 +140,8 @@ impl<M: Memory> Index<M> {
             moves: BTreeMap::init(mem(memory::MOVES)),
             move_chunks: BTreeMap::init(mem(memory::MOVE_CHUNKS)),
             reverse: BTreeMap::init(mem(memory::REVERSE)),
+            owners: BTreeMap::init(mem(memory::OWNERS)),
+            creators: BTreeMap::init(mem(memory::CREATORS)),
         }
     }
 
@@ -176,6 +182,8 @@ impl<M: Memory> Index<M> {
                     .max(threshold),
             ),
             cycles_reserve: init.cycles_reserve,
+            create_policy: init.create_policy,
+            max_subdbs_per_owner: init.max_subdbs_per_owner,
         };
         settings::apply(&mut config, &settings).expect("install settings brought in range");
         let mut index = Self::with_memories(mem, config.clone());

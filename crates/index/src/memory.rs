@@ -28,3 +28,7 @@ pub const MOVES: MemoryId = MemoryId::new(10);
 pub const MOVE_CHUNKS: MemoryId = MemoryId::new(11);
 /// Inner key (partition ++ local id BE) → outer key, to name the SubDBs a partition reports.
 pub const REVERSE: MemoryId = MemoryId::new(12);
+/// Owner → SubDBs it owns, creates in progress included (the per-owner quota, `quotas.rs`).
+pub const OWNERS: MemoryId = MemoryId::new(14);
+/// Principals allowed to create SubDBs under the `AllowList` policy (`quotas.rs`).
+pub const CREATORS: MemoryId = MemoryId::new(15);

@@ -17,7 +17,7 @@
 
 use crate::calls::{CallId, InstallMode};
 use candid::{CandidType, Principal};
-use flotilla_types::index::PartitionState;
+use flotilla_types::index::{CreatePolicy, PartitionState};
 use flotilla_types::partition::{CreateLocalArgs, DeleteSubDbArgs};
 use flotilla_types::{Chunk, InnerKey, SubDbId};
 use ic_stable_structures::storable::{Bound, Storable};
@@ -103,6 +103,9 @@ pub struct Config {
     pub move_tuning: MoveTuning,
     /// Cycles care: settings, the index's own balance, totals (see `crate::cycles`).
     pub cycles: CyclesCare,
+    /// Who may create SubDBs, and how many one principal may own (see `crate::quotas`).
+    pub create_policy: CreatePolicy,
+    pub max_subdbs_per_owner: u64,
 }
 
 /// The index's cycles care, persisted in [`Config`]. A field added later must be an `Option`,
@@ -188,6 +191,8 @@ impl Default for Config {
             longest_write_pause_ns: 0,
             move_tuning: MoveTuning::default(),
             cycles: CyclesCare::default(),
+            create_policy: CreatePolicy::Open,
+            max_subdbs_per_owner: crate::quotas::DEFAULT_MAX_SUBDBS_PER_OWNER,
         }
     }
 }
@@ -215,6 +220,8 @@ pub struct StoredConfig {
     pub longest_write_pause_ns: Option<u64>,
     pub move_tuning: Option<MoveTuning>,
     pub cycles: Option<CyclesCare>,
+    pub create_policy: Option<CreatePolicy>,
+    pub max_subdbs_per_owner: Option<u64>,
 }
 
 impl From<&Config> for StoredConfig {
@@ -240,6 +247,8 @@ impl From<&Config> for StoredConfig {
             longest_write_pause_ns: Some(c.longest_write_pause_ns),
             move_tuning: Some(c.move_tuning),
             cycles: Some(c.cycles),
+            create_policy: Some(c.create_policy),
+            max_subdbs_per_owner: Some(c.max_subdbs_per_owner),
         }
     }
 }
@@ -268,6 +277,8 @@ impl From<StoredConfig> for Config {
             longest_write_pause_ns: s.longest_write_pause_ns.unwrap_or(d.longest_write_pause_ns),
             move_tuning: s.move_tuning.unwrap_or(d.move_tuning),
             cycles: s.cycles.unwrap_or(d.cycles),
+            create_policy: s.create_policy.unwrap_or(d.create_policy),
+            max_subdbs_per_owner: s.max_subdbs_per_owner.unwrap_or(d.max_subdbs_per_owner),
         }
     }
 }

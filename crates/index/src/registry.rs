@@ -57,6 +57,9 @@ impl<M: Memory> Index<M> {
                 top_ups: c.cycles.top_ups,
                 topped_up: c.cycles.topped_up,
             },
+            create_policy: c.create_policy,
+            allowed_creators: self.allowed_creators(),
+            max_subdbs_per_owner: c.max_subdbs_per_owner,
         }
     }
 

@@ -1,6 +1,6 @@
 //! The settings admins may change after install (`update_settings`): the spare pool, the
-//! move cap, the cycles of a new partition, and the cycles care's threshold, target and
-//! reserve. The install argument sets the same ones (`Index::install`).
+//! move cap, the cycles of a new partition, the cycles care's threshold, target and reserve,
+//! who may create SubDBs and how many one principal may own. The install argument sets the same ones (`Index::install`).
 
 use crate::records::Config;
 use crate::{Env, Index};
@@ -49,5 +49,7 @@ pub(crate) fn apply(c: &mut Config, s: &IndexSettings) -> Result<(), SettingsErr
     c.cycles.threshold = threshold;
     c.cycles.target = target;
     c.cycles.reserve = s.cycles_reserve.unwrap_or(c.cycles.reserve);
+    c.create_policy = s.create_policy.unwrap_or(c.create_policy);
+    c.max_subdbs_per_owner = s.max_subdbs_per_owner.unwrap_or(c.max_subdbs_per_owner);
     Ok(())
 }

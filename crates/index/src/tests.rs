@@ -1175,3 +1175,6 @@ mod moves;
 
 #[path = "tests_cycles.rs"]
 mod cycles;
+
+#[path = "tests_quotas.rs"]
+mod quotas;

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::cycles::{DEFAULT_CYCLES_CHECK_PERIOD_NS, MAX_STATUS_VISITS_PER_TICK};
-use flotilla_types::index::{IndexSettings, SettingsError};
+use flotilla_types::index::{CreatePolicy, IndexSettings, SettingsError};
 use ic_stable_structures::Storable;
 use std::collections::BTreeSet;
 
@@ -235,6 +235,8 @@ fn settings_change_only_for_admins_and_only_when_all_are_valid() {
         cycles_threshold: Some(T),
         cycles_target: Some(3 * T),
         cycles_reserve: Some(4 * T),
+        create_policy: Some(CreatePolicy::AllowList),
+        max_subdbs_per_owner: Some(5),
     };
     assert_eq!(
         index.update_settings(&env(p(ALICE)), s.clone()),
@@ -295,6 +297,10 @@ fn settings_change_only_for_admins_and_only_when_all_are_valid() {
             after.cycles.reserve
         ),
         (3, 5_000, 2 * T, T, 3 * T, 4 * T)
+    );
+    assert_eq!(
+        (after.create_policy, after.max_subdbs_per_owner),
+        (CreatePolicy::AllowList, 5)
     );
     // Fields not given stay.
     index

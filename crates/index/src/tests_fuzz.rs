@@ -28,7 +28,8 @@ use flotilla_fuzz::{
 };
 use flotilla_types::dispatch::{encode_args, DispatchError, MethodKind};
 use flotilla_types::index::{
-    CreateRequest, DeleteRequest, IndexInit, IndexSettings, MoveRequest, RoutesRequest, WasmChunk,
+    CreatePolicy, CreateRequest, DeleteRequest, IndexInit, IndexSettings, MoveRequest,
+    RoutesRequest, WasmChunk,
 };
 use flotilla_types::partition::PartitionStats;
 use flotilla_types::OpId;
@@ -241,6 +242,11 @@ fn samples(method: &str, [p1, p2]: [Principal; 2]) -> Vec<Vec<u8>> {
             })
             .collect(),
         "add_admin" | "remove_admin" => [BOB, ADMIN, ANON].iter().map(|&p| e(p)).collect(),
+        "allow_creators" | "disallow_creators" => vec![
+            e(vec![BOB, STRANGER]),
+            e(Vec::<Principal>::new()),
+            e(vec![ANON, ALICE]),
+        ],
         "update_settings" => vec![
             e(IndexSettings {
                 spare_pool_target: Some(2),
@@ -257,6 +263,12 @@ fn samples(method: &str, [p1, p2]: [Principal; 2]) -> Vec<Vec<u8>> {
             e(IndexSettings {
                 cycles_threshold: Some(30),
                 cycles_target: Some(20),
+                ..IndexSettings::default()
+            }),
+            // The allow-list policy, and a quota every owner is already at.
+            e(IndexSettings {
+                create_policy: Some(CreatePolicy::AllowList),
+                max_subdbs_per_owner: Some(0),
                 ..IndexSettings::default()
             }),
         ],

@@ -293,6 +293,7 @@ impl World {
                 cycles_threshold: Some(cfg.cycles.threshold),
                 cycles_target: Some(cfg.cycles.target),
                 cycles_reserve: Some(cfg.cycles.reserve),
+                ..IndexInit::default()
             },
         );
         logic.set_cycles_check_period(cfg.cycles.check_period_rounds * ROUND_NS);

@@ -26,6 +26,20 @@ pub struct IndexInit {
     /// The index never spends its own balance below this: no top-up and no new partition
     /// that would take it under (default 1 T).
     pub cycles_reserve: Option<u128>,
+    /// Who may create SubDBs (default `Open`).
+    pub create_policy: Option<CreatePolicy>,
+    /// SubDBs one principal may own at once (default 10,000).
+    pub max_subdbs_per_owner: Option<u64>,
+}
+
+/// Who may create SubDBs. Admins always may.
+#[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CreatePolicy {
+    /// Every signed-in principal.
+    #[default]
+    Open,
+    /// The principals on the allow-list (`allow_creators`, `disallow_creators`).
+    AllowList,
 }
 
 /// Argument of `update_settings` (admins only): each field given replaces the current value;
@@ -44,6 +58,11 @@ pub struct IndexSettings {
     pub cycles_target: Option<u128>,
     /// The index never spends its own balance below this.
     pub cycles_reserve: Option<u128>,
+    /// Who may create SubDBs.
+    pub create_policy: Option<CreatePolicy>,
+    /// SubDBs one principal may own at once; owners already past a lowered quota keep theirs
+    /// but create no more.
+    pub max_subdbs_per_owner: Option<u64>,
 }
 
 /// The error of `update_settings`.
@@ -98,6 +117,12 @@ pub enum CreateError {
     PartitionUnavailable { reason: String },
     #[error("the partition refused: {0}")]
     Partition(CreateSubDbError),
+    /// The index's policy is `AllowList` and the caller is neither on it nor an admin.
+    #[error("only principals on the index's allow-list may create SubDBs")]
+    NotAllowedToCreate,
+    /// The owner already owns `max` SubDBs (creates in progress included).
+    #[error("the owner already has {max} SubDBs, the most one principal may own")]
+    SubDbQuotaExceeded { max: u64 },
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -251,6 +276,10 @@ pub struct IndexStats {
     /// source of a move called off). 0 before the first.
     pub longest_write_pause_ns: u64,
     pub cycles: CyclesStats,
+    /// Who may create SubDBs, the principals on the allow-list, and the SubDB quota.
+    pub create_policy: CreatePolicy,
+    pub allowed_creators: u64,
+    pub max_subdbs_per_owner: u64,
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -292,6 +321,8 @@ pub enum AdminError {
     LastAdmin,
     #[error("the anonymous principal cannot be an admin")]
     Anonymous,
+    #[error("{len} principals in one call; the limit is {max}")]
+    TooManyPrincipals { len: u64, max: u64 },
 }
 
 /// The error of `cancel_move` (admins call a move off).

@@ -70,6 +70,8 @@ pub const MAX_JOB_FAILURES: u32 = 10;
 /// Largest spare pool the index keeps (a larger `spare_pool_target` at install is lowered to
 /// this), so one `tick` starts a bounded number of creation jobs.
 pub const MAX_SPARE_POOL_TARGET: u32 = 64;
+/// Principals added to or removed from the index's allow-list of creators in one call.
+pub const MAX_CREATORS_PER_CALL: usize = 1_000;
 /// Most changes a partition's change log holds for the SubDBs it is exporting (moves in
 /// progress). Past it, the exporting SubDB stops logging and its export answers
 /// `ChangeLogFull`: the index calls the move off rather than let the log grow without end.
