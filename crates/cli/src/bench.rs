@@ -40,7 +40,9 @@ pub struct BenchArgs {
 type C = Client<Counting<SimTransport>>;
 
 fn world(seed: u64, move_cap: u64) -> SharedWorld {
-    let mut cfg = SimConfig::from_seed(seed, 0).with_faults(Faults::NONE);
+    let mut cfg = SimConfig::from_seed(seed, 0)
+        .with_faults(Faults::NONE)
+        .with_open_creates();
     cfg.clients = 0;
     cfg.move_cap_bytes = move_cap;
     cfg.spare_pool_target = 1;

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 fn world(seed: u64) -> SharedWorld {
-    let mut cfg = SimConfig::from_seed(seed, 0).with_faults(Faults::NONE);
+    let mut cfg = SimConfig::from_seed(seed, 0)
+        .with_faults(Faults::NONE)
+        .with_open_creates();
     cfg.clients = 0;
     cfg.move_cap_bytes = 1 << 30;
     cfg.spare_pool_target = 1;

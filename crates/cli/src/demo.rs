@@ -43,7 +43,8 @@ pub struct DemoArgs {
 
 /// The demo's world configuration.
 pub fn config(a: &DemoArgs) -> SimConfig {
-    let mut cfg = SimConfig::from_seed(a.seed, a.ops);
+    // Anyone may create notebooks in the demo (its notes app's users come from outside).
+    let mut cfg = SimConfig::from_seed(a.seed, a.ops).with_open_creates();
     if !a.faults {
         cfg = cfg.with_faults(Faults::NONE);
     }

@@ -44,7 +44,9 @@ async fn demo(seed: u64, move_cap: u64) -> Demo {
     let (tx, rx) = std::sync::mpsc::channel();
     let stop_w = stop.clone();
     let world = std::thread::spawn(move || {
-        let mut cfg = SimConfig::from_seed(seed, 0).with_faults(Faults::NONE);
+        let mut cfg = SimConfig::from_seed(seed, 0)
+            .with_faults(Faults::NONE)
+            .with_open_creates();
         cfg.clients = 0;
         cfg.move_cap_bytes = move_cap;
         cfg.spare_pool_target = 1;

@@ -41,7 +41,7 @@ pub mod inspect;
 mod jobs;
 pub mod memory;
 pub mod moves;
-mod quotas;
+pub mod quotas;
 pub mod records;
 mod registry;
 mod settings;

@@ -30,7 +30,9 @@ impl SimWorld {
     /// target of 1, no faults and no simulated users; it runs until the scenario stops
     /// stepping it.
     pub fn new(seed: u64, cfg: &ScenarioConfig) -> Self {
-        let mut c = SimConfig::from_seed(seed, 0).with_faults(Faults::NONE);
+        let mut c = SimConfig::from_seed(seed, 0)
+            .with_faults(Faults::NONE)
+            .with_open_creates();
         c.clients = 0;
         c.move_cap_bytes = cfg.move_cap_bytes;
         c.spare_pool_target = 1;

@@ -591,7 +591,19 @@ impl World {
                         ));
                     }
                     self.stats.creates_refused_low_cycles += 1;
-                    self.complete(i, &op);
+                }
+                Err(Error::Refused(CreateError::SubDbQuotaExceeded { max })) => {
+                    // Right only if the client owns `max` already: it creates one at a time,
+                    // and its creates are all acknowledged or stuck.
+                    let owned = self.clients[i].owned.len() as u64;
+                    if max != self.cfg.max_subdbs_per_owner || owned < max {
+                        unexpected!(format!(
+                            "create_subdb refused SubDbQuotaExceeded {{ max: {max} }} but the \
+                             client owns {owned} (quota {})",
+                            self.cfg.max_subdbs_per_owner
+                        ));
+                    }
+                    self.stats.creates_refused_quota += 1;
                 }
                 Err(e @ Error::GaveUp { .. }) => gave_up!(e),
                 Err(e) => unexpected!(format!("create_subdb: {e:?}")),

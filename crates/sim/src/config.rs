@@ -3,6 +3,7 @@
 
 use crate::faults::Faults;
 use crate::rng::SimRng;
+use flotilla_types::index::CreatePolicy;
 use std::fmt;
 use std::str::FromStr;
 
@@ -212,6 +213,10 @@ pub struct SimConfig {
     pub index_cycles: u128,
     /// The index's cycles care and the world's burn.
     pub cycles: CyclesKnobs,
+    /// `IndexInit.create_policy`: with `AllowList` the admin puts every client on the list.
+    pub create_policy: CreatePolicy,
+    /// `IndexInit.max_subdbs_per_owner`.
+    pub max_subdbs_per_owner: u64,
     pub faults: Faults,
     pub bugs: PlantedBugs,
     /// A scenario of writers outpacing moves: every move throttles its SubDB's writers from
@@ -250,6 +255,16 @@ impl SimConfig {
         } else {
             100_000_000_000_000_000
         };
+        // Half the seeds run an allow-list (with every client on it) and a quota of 3 to 12
+        // SubDBs per owner, which busy clients reach.
+        let (create_policy, max_subdbs_per_owner) = if r.chance(0.5) {
+            (CreatePolicy::AllowList, r.range(3, 12))
+        } else {
+            (
+                CreatePolicy::Open,
+                flotilla_index::quotas::DEFAULT_MAX_SUBDBS_PER_OWNER,
+            )
+        };
         SimConfig {
             seed,
             ops,
@@ -276,10 +291,20 @@ impl SimConfig {
             halt_after_violations: 25,
             index_cycles,
             cycles,
+            create_policy,
+            max_subdbs_per_owner,
             faults,
             bugs: PlantedBugs::default(),
             throttle_moves: None,
         }
+    }
+
+    /// Creates open to everyone, at the default quota: for worlds whose users come from
+    /// outside (tests, the demo, benchmarks), whom the admin cannot put on an allow-list.
+    pub fn with_open_creates(mut self) -> Self {
+        self.create_policy = CreatePolicy::Open;
+        self.max_subdbs_per_owner = flotilla_index::quotas::DEFAULT_MAX_SUBDBS_PER_OWNER;
+        self
     }
 
     pub fn with_bugs(mut self, bugs: PlantedBugs) -> Self {
@@ -355,6 +380,11 @@ impl fmt::Display for SimConfig {
             self.cycles.reserve,
             self.cycles.check_period_rounds,
             self.cycles.storage_per_mib_round
+        )?;
+        writeln!(
+            f,
+            "  creates: {:?}, at most {} SubDBs per owner",
+            self.create_policy, self.max_subdbs_per_owner
         )?;
         write!(f, "  faults: {}", self.faults)?;
         if self.bugs != PlantedBugs::default() {

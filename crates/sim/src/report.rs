@@ -122,6 +122,8 @@ pub struct Report {
     pub topped_up: u128,
     pub creates_refused_low_cycles: u64,
     pub partition_dry_rounds: u64,
+    /// Creates refused because the owner had its quota of SubDBs.
+    pub creates_refused_quota: u64,
     /// Times the world's operator topped up an index low on cycles.
     pub operator_top_ups: u64,
     /// Raw stable memory of every canister at the end.
@@ -218,6 +220,7 @@ pub struct Summary {
     pub creates_refused_low_cycles: u64,
     pub partition_dry_rounds: u64,
     pub operator_top_ups: u64,
+    pub creates_refused_quota: u64,
     pub violations: u64,
     /// Seeds with at least one move.
     pub seeds_with_moves: u64,
@@ -248,6 +251,7 @@ impl Summary {
         self.creates_refused_low_cycles += r.creates_refused_low_cycles;
         self.partition_dry_rounds += r.partition_dry_rounds;
         self.operator_top_ups += r.operator_top_ups;
+        self.creates_refused_quota += r.creates_refused_quota;
         self.violations += r.violations.len() as u64;
         self.seeds_with_moves += u64::from(r.moves > 0);
         if !r.ok() {
@@ -291,12 +295,13 @@ impl fmt::Display for Summary {
         writeln!(
             f,
             "top_ups={} (seeds with top-ups: {}) creates_refused_low_cycles={} \
-             partition_dry_rounds={} operator_top_ups={}",
+             partition_dry_rounds={} operator_top_ups={} creates_refused_quota={}",
             self.top_ups,
             self.seeds_with_top_ups,
             self.creates_refused_low_cycles,
             self.partition_dry_rounds,
-            self.operator_top_ups
+            self.operator_top_ups,
+            self.creates_refused_quota
         )?;
         write!(
             f,

@@ -60,7 +60,7 @@ use flotilla_index::records::MoveTuning;
 use flotilla_index::{Env, Index};
 use flotilla_partition::Partition;
 use flotilla_types::dispatch::MethodKind;
-use flotilla_types::index::{IndexInit, WasmChunk};
+use flotilla_types::index::{CreatePolicy, IndexInit, WasmChunk};
 use flotilla_types::limits::MAX_WASM_UPLOAD_CHUNK_BYTES;
 use flotilla_types::InnerKey;
 use serde_bytes::ByteBuf;
@@ -176,6 +176,8 @@ pub(crate) struct Stats {
     pub topped_up: u128,
     /// Creates refused with `IndexLowOnCycles`.
     pub creates_refused_low_cycles: u64,
+    /// Creates refused with `SubDbQuotaExceeded`.
+    pub creates_refused_quota: u64,
     /// Partitions whose charge was refused for want of cycles (per partition, once each round).
     pub partition_dry_rounds: u64,
     /// Times the world's operator topped the index up.
@@ -275,6 +277,11 @@ fn principal_word(p: &Principal) -> u64 {
         .fold(0xcbf2_9ce4_8422_2325u64, |h, b| mix(h, *b as u64))
 }
 
+/// The principal of simulated client `i`.
+fn client_principal(i: usize) -> Principal {
+    Principal::self_authenticating(format!("flotilla-sim client {i}"))
+}
+
 impl World {
     /// Builds the world: the index installed, the partition wasm uploaded by the admin, the
     /// clients created. No partition exists yet; the index creates them on its first ticks.
@@ -293,7 +300,8 @@ impl World {
                 cycles_threshold: Some(cfg.cycles.threshold),
                 cycles_target: Some(cfg.cycles.target),
                 cycles_reserve: Some(cfg.cycles.reserve),
-                ..IndexInit::default()
+                create_policy: Some(cfg.create_policy),
+                max_subdbs_per_owner: Some(cfg.max_subdbs_per_owner),
             },
         );
         logic.set_cycles_check_period(cfg.cycles.check_period_rounds * ROUND_NS);
@@ -303,12 +311,21 @@ impl World {
                 write_budget,
             });
         }
+        if cfg.create_policy == CreatePolicy::AllowList {
+            let env = Env {
+                caller: admin,
+                now: 0,
+                self_id: index_id,
+                balance: cfg.index_cycles,
+            };
+            let who = (0..cfg.clients).map(client_principal).collect();
+            logic
+                .allow_creators(&env, who)
+                .expect("the world's admin puts its clients on the allow-list");
+        }
         index.logic = Logic::Index(Box::new(logic));
-        let clients = (0..cfg.clients)
-            .map(|i| {
-                let p = Principal::self_authenticating(format!("flotilla-sim client {i}"));
-                Client::new(i, p)
-            })
+        let clients: Vec<Client> = (0..cfg.clients)
+            .map(|i| Client::new(i, client_principal(i)))
             .collect();
         let mut w = World {
             faults: cfg.faults,

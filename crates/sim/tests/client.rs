@@ -23,7 +23,9 @@ const MAX_ROUNDS: u64 = 200_000;
 
 /// A world with no simulated users of its own, open-ended, with the given faults.
 fn world(seed: u64, faults: Faults, move_cap: u64) -> SharedWorld {
-    let mut cfg = SimConfig::from_seed(seed, 0).with_faults(faults);
+    let mut cfg = SimConfig::from_seed(seed, 0)
+        .with_faults(faults)
+        .with_open_creates();
     cfg.clients = 0;
     cfg.move_cap_bytes = move_cap;
     cfg.spare_pool_target = 1;
