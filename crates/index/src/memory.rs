@@ -28,3 +28,6 @@ pub const MOVES: MemoryId = MemoryId::new(10);
 pub const MOVE_CHUNKS: MemoryId = MemoryId::new(11);
 /// Inner key (partition ++ local id BE) → outer key, to name the SubDBs a partition reports.
 pub const REVERSE: MemoryId = MemoryId::new(12);
+/// Calls in flight by purpose (purpose key ++ call id → nothing): "is a call in flight for X"
+/// is one range probe (`inflight.rs`). Kept in step with `INFLIGHT`.
+pub const INFLIGHT_BY_PURPOSE: MemoryId = MemoryId::new(13);
