@@ -178,10 +178,9 @@ fn index_memory(
     tick(&mut ix, t, &filled, None);
     let mut made = 0;
     assert_eq!(ids.len(), partitions + 1);
-    for i in 0..partitions {
+    for (i, &target) in ids[..partitions].iter().enumerate() {
         // Its share of SubDBs (the first create promotes the spare).
         let share = subdbs / partitions + usize::from(i < subdbs % partitions);
-        let target = ids[i];
         for local in 0..share {
             let req = CreateRequest {
                 outer_key: format!("tenant-{made:06}/notes"),
