@@ -79,7 +79,7 @@ impl<M: Memory> Index<M> {
                 continue;
             }
             rec.cycles_asked_at = Some(env.now);
-            self.registry.insert(id, rec);
+            self.put_partition(id, rec);
             calls.push(self.next_call(
                 Principal::management_canister(),
                 Request::CanisterStatus { canister: id },
@@ -109,17 +109,13 @@ impl<M: Memory> Index<M> {
         };
         rec.cycles = Some(cycles);
         rec.cycles_at = Some(env.now);
-        self.registry.insert(partition, rec);
+        self.put_partition(partition, rec);
         let care = self.cfg().cycles;
         if cycles >= care.threshold {
             return vec![];
         }
         // One top-up at a time: a second status answered meanwhile saw the old balance.
-        let topping_up = self
-            .inflight
-            .iter()
-            .any(|e| matches!(e.value(), Purpose::TopUp { partition: p, .. } if p == partition));
-        if topping_up {
+        if self.top_up_in_flight(partition) {
             return vec![];
         }
         let amount = care
@@ -148,17 +144,12 @@ impl<M: Memory> Index<M> {
         if let Some(mut rec) = self.registry.get(&partition) {
             rec.cycles = rec.cycles.map(|c| c.saturating_add(amount));
             rec.topped_up = Some(rec.topped_up.unwrap_or(0).saturating_add(amount));
-            self.registry.insert(partition, rec);
+            self.put_partition(partition, rec);
         }
         self.update_cfg(|c| {
             c.cycles.top_ups += 1;
             c.cycles.topped_up = c.cycles.topped_up.saturating_add(amount);
         });
-    }
-
-    /// A call for `purpose` is in flight.
-    pub(crate) fn in_flight(&self, purpose: &Purpose) -> bool {
-        self.inflight.iter().any(|e| e.value() == *purpose)
     }
 
     /// Sets how often each partition's balance is checked (the simulator's knob; not an

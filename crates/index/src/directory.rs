@@ -12,6 +12,7 @@ use flotilla_types::index::{
 };
 use flotilla_types::limits::{
     MAX_ACCESS_PRINCIPALS, MAX_OUTER_KEY_BYTES, MAX_ROUTES_PAGE, MAX_ROUTE_BATCH,
+    ROUTES_REPLY_BUDGET_BYTES, ROUTE_OVERHEAD_BYTES,
 };
 use flotilla_types::partition::{Access, CreateLocalArgs, DeleteSubDbArgs};
 use flotilla_types::{DeleteSubDbError, InnerKey, OpId};
@@ -269,7 +270,7 @@ impl<M: Memory> Index<M> {
             PendingCall::Create(a) => (Request::CreateSubDb(a), Purpose::Create { outer_key: key }),
             PendingCall::Delete(a) => (Request::DeleteSubDb(a), Purpose::Delete { outer_key: key }),
         };
-        if self.inflight.iter().any(|e| e.value() == purpose) {
+        if self.in_flight(&purpose) {
             return None;
         }
         Some(self.next_call(entry.partition, request, purpose))
@@ -297,7 +298,7 @@ impl<M: Memory> Index<M> {
                 self.update_cfg(|c| c.routing_version += 1);
                 if let Some(mut rec) = self.registry.get(&inner.partition) {
                     rec.subdbs = rec.subdbs.saturating_add(1);
-                    self.registry.insert(inner.partition, rec);
+                    self.put_partition(inner.partition, rec);
                 }
                 Ok(inner)
             }
@@ -341,7 +342,7 @@ impl<M: Memory> Index<M> {
             index.update_cfg(|c| c.routing_version += 1);
             if let Some(mut rec) = index.registry.get(&entry.partition) {
                 rec.subdbs = rec.subdbs.saturating_sub(1);
-                index.registry.insert(entry.partition, rec);
+                index.put_partition(entry.partition, rec);
             }
         };
         match result {
@@ -396,7 +397,9 @@ impl<M: Memory> Index<M> {
             .collect())
     }
 
-    /// A page of the routing snapshot, in outer-key order, with the routing version.
+    /// A page of the routing snapshot, in outer-key order, with the routing version: at most
+    /// `limit` routes (default and most `MAX_ROUTES_PAGE`) and `ROUTES_REPLY_BUDGET_BYTES` of
+    /// reply; `next` is set whenever routes may remain.
     pub fn routes(&self, req: &RoutesRequest) -> RoutesPage {
         let limit = req
             .limit
@@ -411,6 +414,7 @@ impl<M: Memory> Index<M> {
         };
         let mut routes = vec![];
         let mut next = None;
+        let mut bytes = 0;
         for e in iter {
             if routes.len() == limit {
                 next = routes.last().map(|r: &Route| r.outer_key.clone());
@@ -418,6 +422,12 @@ impl<M: Memory> Index<M> {
             }
             let (k, v) = e.into_pair();
             if v.state != DirState::Creating {
+                let cost = k.len() + v.partition.as_slice().len() + ROUTE_OVERHEAD_BYTES;
+                if !routes.is_empty() && bytes + cost > ROUTES_REPLY_BUDGET_BYTES {
+                    next = routes.last().map(|r: &Route| r.outer_key.clone());
+                    break;
+                }
+                bytes += cost;
                 routes.push(Route {
                     outer_key: k,
                     inner: v.inner(),

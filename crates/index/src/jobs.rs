@@ -148,7 +148,7 @@ impl<M: Memory> Index<M> {
                 let canister = *canister;
                 self.jobs.remove(&id);
                 let seq = self.bump_partition_seq();
-                self.registry.insert(
+                self.put_partition(
                     canister,
                     PartitionRecord {
                         state: PartitionState::Spare,

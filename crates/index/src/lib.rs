@@ -27,6 +27,8 @@
 //! - `moves.rs`: live SubDB moves;
 //! - `tick.rs`: the timer's work and `run_housekeeping`;
 //! - `calls.rs`: the calls the index asks to make and their replies;
+//! - `inflight.rs`: the calls in flight, by id and by purpose;
+//! - `fleet.rs`: heap indexes over the registry (creation order, spares, stats due);
 //! - `dispatch.rs`: Candid method names to handlers, for the glue, the simulator and tests;
 //! - `records.rs`, `memory.rs`: persisted records and the stable memory regions.
 //!
@@ -37,6 +39,8 @@ pub mod calls;
 pub mod cycles;
 mod directory;
 pub mod dispatch;
+mod fleet;
+mod inflight;
 pub mod inspect;
 mod jobs;
 pub mod memory;
@@ -67,6 +71,10 @@ pub const DEFAULT_PARTITION_CYCLES: u128 = 1_000_000_000_000;
 pub const DEFAULT_INLINE_INSTALL_LIMIT: u64 = 1_900_000;
 pub const DEFAULT_OP_WINDOW: u64 = 100_000;
 pub const DEFAULT_STATS_PERIOD_NS: u64 = 10_000_000_000;
+/// Most `stats` calls one `tick` makes (most overdue partitions first), so a tick's work does
+/// not grow with the fleet: with the canister's 5 s ticks, fleets of up to 100 partitions keep
+/// the 10 s stats period; a larger fleet is refreshed every ⌈partitions / 100⌉ × 5 s.
+pub const MAX_STATS_CALLS_PER_TICK: usize = 100;
 
 /// Who is calling, when, who we are, and our cycle balance.
 #[derive(Clone, Copy, Debug)]
@@ -114,12 +122,15 @@ pub struct Index<M: Memory> {
     pending: BTreeMap<String, PendingCall, M>,
     jobs: BTreeMap<u64, JobRecord, M>,
     inflight: BTreeMap<CallId, Purpose, M>,
+    inflight_by_purpose: BTreeMap<Vec<u8>, (), M>,
     wasm: [BTreeMap<u32, Vec<u8>, M>; 2],
     moves: BTreeMap<String, MoveRecord, M>,
     move_chunks: BTreeMap<String, MoveChunk, M>,
     reverse: BTreeMap<Vec<u8>, String, M>,
     owners: BTreeMap<Principal, u64, M>,
     creators: BTreeMap<Principal, (), M>,
+    /// Derived from `registry` (`fleet.rs`).
+    fleet: fleet::Fleet,
 }
 
 impl<M: Memory> Index<M> {
@@ -133,6 +144,7 @@ impl<M: Memory> Index<M> {
             pending: BTreeMap::init(mem(memory::PENDING)),
             jobs: BTreeMap::init(mem(memory::JOBS)),
             inflight: BTreeMap::init(mem(memory::INFLIGHT)),
+            inflight_by_purpose: BTreeMap::init(mem(memory::INFLIGHT_BY_PURPOSE)),
             wasm: [
                 BTreeMap::init(mem(memory::WASM_SLOT_A)),
                 BTreeMap::init(mem(memory::WASM_SLOT_B)),
@@ -142,6 +154,7 @@ impl<M: Memory> Index<M> {
             reverse: BTreeMap::init(mem(memory::REVERSE)),
             owners: BTreeMap::init(mem(memory::OWNERS)),
             creators: BTreeMap::init(mem(memory::CREATORS)),
+            fleet: fleet::Fleet::default(),
         }
     }
 
@@ -208,14 +221,12 @@ impl<M: Memory> Index<M> {
             });
         }
         index.forget_inflight();
+        index.build_fleet();
         Ok(index)
     }
 
     fn forget_inflight(&mut self) {
-        let ids: Vec<CallId> = self.inflight.keys().collect();
-        for id in ids {
-            self.inflight.remove(&id);
-        }
+        self.forget_all_calls();
         let jobs: Vec<(u64, JobRecord)> = self.jobs.iter().map(|e| e.into_pair()).collect();
         for (id, mut j) in jobs {
             if j.call.is_some() && matches!(j.job, Job::Install { .. } | Job::InstallChunked { .. })
@@ -243,7 +254,7 @@ impl<M: Memory> Index<M> {
             id = c.next_call_id;
             c.next_call_id += 1;
         });
-        self.inflight.insert(id, purpose);
+        self.track(id, purpose);
         Call {
             id,
             target,
@@ -256,7 +267,7 @@ impl<M: Memory> Index<M> {
     /// Feeds back the result of call `id`. Unknown ids (already answered, or forgotten across
     /// an upgrade) are ignored.
     pub fn on_reply(&mut self, env: &Env, id: CallId, result: CallResult) -> Reaction {
-        let Some(purpose) = self.inflight.remove(&id) else {
+        let Some(purpose) = self.untrack(id) else {
             return Reaction::default();
         };
         match purpose {

@@ -28,6 +28,9 @@ pub const MOVES: MemoryId = MemoryId::new(10);
 pub const MOVE_CHUNKS: MemoryId = MemoryId::new(11);
 /// Inner key (partition ++ local id BE) → outer key, to name the SubDBs a partition reports.
 pub const REVERSE: MemoryId = MemoryId::new(12);
+/// Calls in flight by purpose (purpose key ++ call id → nothing): "is a call in flight for X"
+/// is one range probe (`inflight.rs`). Kept in step with `INFLIGHT`.
+pub const INFLIGHT_BY_PURPOSE: MemoryId = MemoryId::new(13);
 /// Owner → SubDBs it owns, creates in progress included (the per-owner quota, `quotas.rs`).
 pub const OWNERS: MemoryId = MemoryId::new(14);
 /// Principals allowed to create SubDBs under the `AllowList` policy (`quotas.rs`).

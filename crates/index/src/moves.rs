@@ -50,7 +50,12 @@ use flotilla_types::{ImportError, InnerKey, OpId};
 use ic_stable_structures::Memory;
 use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeSet;
+
+/// SubDBs a partition's stats list, largest first (`StatsArgs::largest_first`): the
+/// candidates of a move off it. The largest movable one is moved; a candidate is passed over
+/// while a create, delete or earlier move of it is pending, so more than one is asked for.
+pub const MOVE_CANDIDATES: u32 = 100;
+const _: () = assert!(MOVE_CANDIDATES <= flotilla_types::partition::MAX_STATS_SUBDBS);
 
 /// Byte budget of one move chunk.
 pub const MOVE_CHUNK_BUDGET: u64 = REPLY_BUDGET_BYTES as u64;
@@ -160,7 +165,9 @@ impl<M: Memory> Index<M> {
     }
 
     /// After a partition reported its stats: if it is over the move cap and sheds nothing
-    /// yet, start moving its largest SubDB (when it has more than one).
+    /// yet, start moving its largest movable SubDB (when it has more than one), chosen among
+    /// the SubDBs the stats list (its `MOVE_CANDIDATES` largest, from the partition's size
+    /// index; a partition built before it lists its lowest ids instead).
     pub(crate) fn maybe_start_move(
         &mut self,
         env: &Env,
@@ -179,7 +186,6 @@ impl<M: Memory> Index<M> {
         {
             return vec![];
         }
-        let in_flight = self.move_calls_in_flight();
         let candidate = stats
             .subdbs
             .iter()
@@ -190,8 +196,7 @@ impl<M: Memory> Index<M> {
                 };
                 let outer = self.reverse.get(&reverse_key(&inner))?;
                 let entry = self.directory.get(&outer)?;
-                let movable =
-                    entry.inner() == inner && self.may_start_move(&outer, &entry, &in_flight);
+                let movable = entry.inner() == inner && self.may_start_move(&outer, &entry);
                 movable.then_some((s.bytes, outer, inner))
             })
             .max_by_key(|(bytes, outer, _)| (*bytes, std::cmp::Reverse(outer.clone())));
@@ -224,7 +229,7 @@ impl<M: Memory> Index<M> {
         if self.is_moving(&req.outer_key) {
             return Err(E::AlreadyMoving);
         }
-        if !self.may_start_move(&req.outer_key, &entry, &self.move_calls_in_flight()) {
+        if !self.may_start_move(&req.outer_key, &entry) {
             return Err(E::Busy);
         }
         let source = entry.inner();
@@ -255,30 +260,13 @@ impl<M: Memory> Index<M> {
     }
 
     /// Whether a move of `outer_key` (not moving now) may start: the SubDB is live, no create
-    /// or delete of it is pending, and no call of an earlier move of it is in flight
-    /// (`in_flight`, from [`Self::move_calls_in_flight`]): its reply would be taken for the
-    /// new move's, whose target may differ.
-    fn may_start_move(
-        &self,
-        outer_key: &str,
-        entry: &DirEntry,
-        in_flight: &BTreeSet<String>,
-    ) -> bool {
+    /// or delete of it is pending, and no call of an earlier move of it is in flight (moving
+    /// now, or called off while a call was out): its reply would be taken for the new move's,
+    /// whose target may differ.
+    fn may_start_move(&self, outer_key: &str, entry: &DirEntry) -> bool {
         entry.state == DirState::Live
             && !self.pending.contains_key(&outer_key.to_string())
-            && !in_flight.contains(outer_key)
-    }
-
-    /// The outer keys with a move call in flight (moving now, or called off while a call was
-    /// out).
-    fn move_calls_in_flight(&self) -> BTreeSet<String> {
-        self.inflight
-            .iter()
-            .filter_map(|e| match e.value() {
-                Purpose::Move { outer_key, .. } => Some(outer_key),
-                _ => None,
-            })
-            .collect()
+            && !self.move_call_in_flight(outer_key)
     }
 
     /// No partition has room for a move: make sure one is on its way (started by the next
@@ -321,7 +309,7 @@ impl<M: Memory> Index<M> {
         );
         if let Some(mut rec) = self.registry.get(&target) {
             rec.bytes = rec.bytes.saturating_add(bytes);
-            self.registry.insert(target, rec);
+            self.put_partition(target, rec);
         }
         self.drive_move(outer_key)
     }
@@ -337,7 +325,7 @@ impl<M: Memory> Index<M> {
             outer_key: outer_key.to_string(),
             step,
         };
-        if self.inflight.iter().any(|e| e.value() == purpose) {
+        if self.in_flight(&purpose) {
             return None;
         }
         Some(self.next_call(to, req, purpose))
@@ -713,7 +701,7 @@ impl<M: Memory> Index<M> {
         self.move_chunks.remove(&key);
         if let Some(mut rec) = self.registry.get(&m.target) {
             rec.bytes = rec.bytes.saturating_sub(m.bytes);
-            self.registry.insert(m.target, rec);
+            self.put_partition(m.target, rec);
         }
     }
 
@@ -740,7 +728,7 @@ impl<M: Memory> Index<M> {
                 if delta < 0 {
                     rec.bytes = rec.bytes.saturating_sub(m.bytes);
                 }
-                self.registry.insert(p, rec);
+                self.put_partition(p, rec);
             }
         }
     }

@@ -3,12 +3,13 @@
 //! index's own stats.
 
 use crate::calls::{Call, CallResult, Request, Response};
+use crate::moves::MOVE_CANDIDATES;
 use crate::records::*;
-use crate::{Env, Index};
+use crate::{Env, Index, MAX_STATS_CALLS_PER_TICK};
 use candid::Principal;
 use flotilla_types::index::{CyclesStats, IndexStats, PartitionInfo, PartitionState, WasmInfo};
 use flotilla_types::limits::MAX_SPARE_POOL_TARGET;
-use flotilla_types::partition::{StatsArgs, MAX_STATS_SUBDBS};
+use flotilla_types::partition::StatsArgs;
 use ic_stable_structures::Memory;
 
 impl<M: Memory> Index<M> {
@@ -79,7 +80,9 @@ impl<M: Memory> Index<M> {
     }
 
     /// The newest active partition (other than `exclude`) with room for `need` more bytes
-    /// under the move cap, else the oldest spare, promoted to active and newest.
+    /// under the move cap, else the oldest spare, promoted to active and newest. Walks the
+    /// placed partitions newest first (`fleet.rs`), so it stops at the first with room: the
+    /// newest, unless it just filled.
     pub(crate) fn newest_with_room(
         &mut self,
         env: &Env,
@@ -87,17 +90,17 @@ impl<M: Memory> Index<M> {
         need: u64,
     ) -> Option<Principal> {
         let cap = self.cfg().move_cap_bytes;
-        let parts = self.partitions_in_order();
-        if let Some((id, _)) = parts.iter().rev().find(|(id, r)| {
+        let found = self.placed_newest_first().find(|id| {
             Some(*id) != exclude
-                && r.state == PartitionState::Active
-                && r.bytes.saturating_add(need) <= cap
-        }) {
-            return Some(*id);
+                && self.registry.get(id).is_some_and(|r| {
+                    r.state == PartitionState::Active && r.bytes.saturating_add(need) <= cap
+                })
+        });
+        if found.is_some() {
+            return found;
         }
-        let (id, rec) = parts
-            .into_iter()
-            .find(|(_, r)| r.state == PartitionState::Spare)?;
+        let id = self.oldest_spare()?;
+        let rec = self.registry.get(&id)?;
         self.promote_spare(env, id, rec);
         Some(id)
     }
@@ -107,7 +110,7 @@ impl<M: Memory> Index<M> {
         rec.state = PartitionState::Active;
         rec.seq = self.bump_partition_seq();
         rec.stats_at = rec.stats_at.min(env.now);
-        self.registry.insert(id, rec);
+        self.put_partition(id, rec);
     }
 
     pub(crate) fn bump_partition_seq(&mut self) -> u64 {
@@ -122,11 +125,7 @@ impl<M: Memory> Index<M> {
     /// Keeps the spare pool full: a creation job per missing spare (once a wasm is there).
     pub(crate) fn top_up_spares(&mut self) {
         if self.cfg().wasm.is_some() {
-            let spares = self
-                .registry
-                .iter()
-                .filter(|e| e.value().state == PartitionState::Spare)
-                .count() as u64;
+            let spares = self.fleet.spare_count();
             let mut have = spares.saturating_add(self.jobs.len());
             let target = self.cfg().spare_pool_target.min(MAX_SPARE_POOL_TARGET) as u64;
             while have < target {
@@ -136,28 +135,25 @@ impl<M: Memory> Index<M> {
         }
     }
 
-    /// A stats call to each partition whose stats are older than the stats period, unless one
-    /// is in flight.
+    /// A stats call to each partition whose stats are older than the stats period (or were
+    /// never received), most overdue first, at most `MAX_STATS_CALLS_PER_TICK`, skipping one
+    /// whose call is in flight. It asks for the partition's `MOVE_CANDIDATES` largest SubDBs:
+    /// what a move off it would choose from. A partition asked is not due again for a period,
+    /// answered or not.
     pub(crate) fn request_stale_stats(&mut self, env: &Env) -> Vec<Call> {
         let mut calls = vec![];
         let period = self.cfg().stats_period_ns;
-        let stale: Vec<Principal> = self
-            .registry
-            .iter()
-            .filter(|e| {
-                e.value().stats_at == 0 || env.now.saturating_sub(e.value().stats_at) >= period
-            })
-            .map(|e| *e.key())
-            .collect();
-        for p in stale {
+        for p in self.stats_due(env, period, MAX_STATS_CALLS_PER_TICK) {
             let purpose = Purpose::Stats { partition: p };
-            if !self.inflight.iter().any(|e| e.value() == purpose) {
+            if !self.in_flight(&purpose) {
                 let req = Request::Stats(StatsArgs {
                     from: 0,
-                    limit: MAX_STATS_SUBDBS,
+                    limit: MOVE_CANDIDATES,
+                    largest_first: Some(true),
                 });
                 calls.push(self.next_call(p, req, purpose));
             }
+            self.stats_asked(p, env.now);
         }
         calls
     }
@@ -187,7 +183,7 @@ impl<M: Memory> Index<M> {
                 {
                     rec.state = PartitionState::Active;
                 }
-                self.registry.insert(partition, rec);
+                self.put_partition(partition, rec);
                 calls = self.maybe_start_move(env, partition, &stats);
             }
         }

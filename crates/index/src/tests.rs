@@ -672,6 +672,46 @@ fn routes_page_in_order_with_version() {
     ));
 }
 
+/// A page of routes with the longest outer keys stops at the reply budget, well under the
+/// 2 MiB reply limit, and the pages together list every route once.
+#[test]
+fn routes_pages_stay_under_the_reply_budget() {
+    use flotilla_types::limits::{
+        MAX_MESSAGE_BYTES, MAX_OUTER_KEY_BYTES, MAX_ROUTES_PAGE, ROUTES_REPLY_BUDGET_BYTES,
+    };
+    let (_, mut index) = fresh();
+    let n = MAX_ROUTES_PAGE as usize;
+    for i in 0..n {
+        let mut k = format!("{i:06}");
+        k.push_str(&"k".repeat(MAX_OUTER_KEY_BYTES - k.len()));
+        let entry = DirEntry {
+            state: DirState::Live,
+            partition: Principal::from_slice(&[7; 29]),
+            subdb: i as u32,
+            owner: p(ALICE),
+            op_id: vec![],
+        };
+        index.directory.insert(k, entry);
+    }
+    let mut seen = 0;
+    let mut pages = 0;
+    let mut req = RoutesRequest::default();
+    loop {
+        let page = index.routes(&req);
+        let len = candid::encode_one(&page).unwrap().len();
+        assert!(len <= ROUTES_REPLY_BUDGET_BYTES, "{len} bytes");
+        assert!(len < MAX_MESSAGE_BYTES);
+        seen += page.routes.len();
+        pages += 1;
+        match page.next {
+            Some(k) => req.start_after = Some(k),
+            None => break,
+        }
+    }
+    assert_eq!(seen, n);
+    assert_eq!(pages, 2, "10,000 longest keys take two pages");
+}
+
 #[test]
 fn read_paths_ask_for_no_call() {
     let (_, index, _) = with_subdb();
@@ -760,6 +800,135 @@ fn upgrade_keeps_state_and_redrives_lost_calls() {
         .iter()
         .any(|c| matches!(c.request, Request::CreateCanister { .. })));
     assert_eq!(index.stats().admins, vec![p(ADMIN)]);
+}
+
+/// The purpose index of the calls in flight holds exactly the calls in flight.
+fn assert_inflight_indexed(index: &Index<Mem>) {
+    assert_eq!(index.inflight.len(), index.inflight_by_purpose.len());
+    for e in index.inflight.iter() {
+        let (id, purpose) = e.into_pair();
+        let mut key = inflight::purpose_key(&purpose);
+        key.extend_from_slice(&id.to_be_bytes());
+        assert!(index.inflight_by_purpose.contains_key(&key), "{purpose:?}");
+        assert!(index.in_flight(&purpose));
+    }
+}
+
+/// "Is a call in flight for X" answers from the purpose index: set while the call is out,
+/// cleared by its reply and by an upgrade, and never confused with a neighbour's purpose.
+#[test]
+fn calls_in_flight_are_indexed_by_purpose() {
+    let (raw, mut index) = fresh();
+    upload(&mut index, WASM);
+    provision(&mut index, &mut 0);
+    let a = env(p(ALICE));
+    let ab = awaited(index.create_subdb(&a, create_req("ab", 1)));
+    let abc = awaited(index.create_subdb(&a, create_req("abc", 2)));
+    let create = |k: &str| Purpose::Create {
+        outer_key: k.to_string(),
+    };
+    assert!(index.in_flight(&create("ab")) && index.in_flight(&create("abc")));
+    assert!(!index.in_flight(&create("a")));
+    assert!(!index.in_flight(&Purpose::Delete {
+        outer_key: "ab".into()
+    }));
+    assert_inflight_indexed(&index);
+    // While its call is out, tick re-drives nothing for "ab".
+    assert!(!index.tick(&a).iter().any(|c| c.request == ab.request));
+    index.on_reply(&a, ab.id, Ok(Response::SubDbCreated(Ok(0))));
+    assert!(!index.in_flight(&create("ab")) && index.in_flight(&create("abc")));
+    assert_inflight_indexed(&index);
+    // An upgrade forgets every call in flight, in both regions.
+    drop(index);
+    let m = mm(&raw);
+    let mut index = Index::open(|id| m.get(id)).unwrap();
+    assert_eq!(index.inflight_by_purpose.len(), 0);
+    assert!(!index.in_flight(&create("abc")));
+    // So tick re-drives the lost create, once.
+    let calls = index.tick(&a);
+    assert_eq!(calls.iter().filter(|c| c.request == abc.request).count(), 1);
+    assert!(index.in_flight(&create("abc")));
+    assert!(!index.tick(&a).iter().any(|c| c.request == abc.request));
+    assert_inflight_indexed(&index);
+}
+
+/// A tick asks at most `MAX_STATS_CALLS_PER_TICK` partitions for stats, most overdue first,
+/// whatever the fleet's size; the rest follow on later ticks, and a partition asked is not
+/// asked again for a period (answered or not).
+#[test]
+fn stats_calls_per_tick_are_capped_most_overdue_first() {
+    let (raw, mut index) = fresh();
+    let n = 2 * MAX_STATS_CALLS_PER_TICK + 50;
+    let id = |i: usize| Principal::from_slice(&(i as u32).to_be_bytes());
+    for i in 0..n {
+        let seq = index.bump_partition_seq();
+        index.put_partition(
+            id(i),
+            PartitionRecord {
+                state: PartitionState::Full,
+                seq,
+                bytes: 0,
+                items: 0,
+                subdbs: 0,
+                stable_memory_bytes: 0,
+                // Older stats for higher i: the last ones are the most overdue.
+                stats_at: (n - i) as u64,
+                created_at: 0,
+                cycles: None,
+                cycles_at: None,
+                cycles_asked_at: None,
+                topped_up: None,
+            },
+        );
+    }
+    let period = index.cfg().stats_period_ns;
+    let at = |now| Env {
+        now,
+        ..env(p(ADMIN))
+    };
+    let targets = |calls: &[Call]| -> Vec<Principal> {
+        calls
+            .iter()
+            .filter(|c| matches!(c.request, Request::Stats(_)))
+            .map(|c| c.target)
+            .collect()
+    };
+    let now = period + n as u64;
+    let first_calls = index.tick(&at(now));
+    let first = targets(&first_calls);
+    assert_eq!(
+        first,
+        (n - MAX_STATS_CALLS_PER_TICK..n)
+            .rev()
+            .map(id)
+            .collect::<Vec<_>>()
+    );
+    let second = targets(&index.tick(&at(now + 1)));
+    assert_eq!(second.len(), MAX_STATS_CALLS_PER_TICK);
+    assert!(second.iter().all(|p| !first.contains(p)));
+    let third = targets(&index.tick(&at(now + 2)));
+    assert_eq!(third.len(), 50);
+    // Everyone was asked: nothing is due until a period after the first asks.
+    assert!(targets(&index.tick(&at(now + 3))).is_empty());
+    // The first calls fail: those partitions are asked again a period after they were.
+    for c in first_calls {
+        let failed = Err(Reject {
+            message: "unreachable".into(),
+            certain: true,
+        });
+        index.on_reply(&at(now + 4), c.id, failed);
+    }
+    assert_eq!(
+        targets(&index.tick(&at(now + period))).len(),
+        MAX_STATS_CALLS_PER_TICK
+    );
+    index.check_fleet();
+    // After an upgrade the order comes from the stats received (none here): all due again.
+    drop(index);
+    let m = mm(&raw);
+    let mut index = Index::open(|id| m.get(id)).unwrap();
+    index.check_fleet();
+    assert_eq!(targets(&index.tick(&at(now + 3))), first);
 }
 
 #[test]
@@ -1125,6 +1294,8 @@ mod tick_never_traps {
                 start_after: None,
                 limit: None,
             });
+            assert_inflight_indexed(&index);
+            index.check_fleet();
         }
     }
 

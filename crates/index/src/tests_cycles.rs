@@ -154,7 +154,7 @@ fn the_checks_of_one_tick_are_bounded_and_go_round_the_registry() {
     let n = MAX_STATUS_VISITS_PER_TICK + 36;
     for i in 0..n {
         let id = Principal::from_slice(&[7, (i / 256) as u8, (i % 256) as u8]);
-        index.registry.insert(
+        index.put_partition(
             id,
             PartitionRecord {
                 state: PartitionState::Active,

@@ -43,7 +43,11 @@ fn every_partition_request_round_trips_through_the_partition_dispatcher() {
             },
             hard_cap: None,
         }),
-        Request::Stats(StatsArgs { from: 0, limit: 10 }),
+        Request::Stats(StatsArgs {
+            from: 0,
+            limit: 10,
+            largest_first: None,
+        }),
         Request::BeginImport(BeginImportArgs { op_id: op(2) }),
         Request::BeginExport(BeginExportArgs { subdb: 0 }),
         Request::ExportChunk(ExportArgs {

@@ -516,8 +516,8 @@ impl<M: Memory> Partition<M> {
         self.store.create_subdb(Some(op), args.hard_cap, &meta)
     }
 
-    /// Partition totals and one page of live SubDBs. `stable_memory_bytes` comes from the
-    /// canister (the logic has no IO).
+    /// Partition totals and one page of live SubDBs, in id order or largest first (see
+    /// [`StatsArgs`]). `stable_memory_bytes` comes from the canister (the logic has no IO).
     pub fn stats(
         &self,
         caller: Principal,
@@ -540,7 +540,11 @@ impl<M: Memory> Partition<M> {
             op_records: t.op_records,
             stable_memory_bytes,
             tombstones: self.tombstones.len(),
-            subdbs: self.store.list_subdbs(args.from, args.limit as usize),
+            subdbs: if args.largest_first == Some(true) {
+                self.store.largest_subdbs(args.limit as usize)
+            } else {
+                self.store.list_subdbs(args.from, args.limit as usize)
+            },
         })
     }
 

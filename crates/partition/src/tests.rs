@@ -340,6 +340,7 @@ fn partition_uses_only_its_named_regions() {
         DIRTY_KEYS,
         DIRTY_LOG,
         EXPORT_THROTTLE,
+        PURGING,
     ];
     assert_eq!(seen, expected);
 }
@@ -792,7 +793,15 @@ fn authorization_matrix_housekeeping_endpoints() {
             Err(CreateSubDbError::NotAuthorized)
         );
         assert_eq!(
-            f.p.stats(who, &StatsArgs { from: 0, limit: 10 }, 123),
+            f.p.stats(
+                who,
+                &StatsArgs {
+                    from: 0,
+                    limit: 10,
+                    largest_first: None
+                },
+                123
+            ),
             Err(StatsError::NotAuthorized)
         );
         assert_eq!(
@@ -1125,6 +1134,48 @@ fn create_subdb_local_checks_list_lengths() {
 
 // ---- housekeeping -------------------------------------------------------------------------
 
+/// `largest_first` lists the largest live SubDBs by bytes, whatever their ids: the index's
+/// move candidates.
+#[test]
+fn stats_list_the_largest_subdbs_first() {
+    let mut f = fixture();
+    let more: Vec<SubDbId> = (0..3)
+        .map(|i| create(&mut f.p, 110 + i, access()))
+        .collect();
+    // Sizes: more[1] > more[2] > f.s (6 bytes) > more[0] (empty).
+    f.p.put(WRITER, &put_args(more[1], b"k", &[1; 100], 120))
+        .unwrap();
+    f.p.put(WRITER, &put_args(more[2], b"k", &[1; 50], 121))
+        .unwrap();
+    let largest = |f: &Fixture, limit| {
+        let args = StatsArgs {
+            from: 0,
+            limit,
+            largest_first: Some(true),
+        };
+        f.p.stats(INDEX, &args, 0)
+            .unwrap()
+            .subdbs
+            .iter()
+            .map(|x| x.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(largest(&f, 2), vec![more[1], more[2]]);
+    assert_eq!(largest(&f, 10), vec![more[1], more[2], f.s, more[0]]);
+    // A deleted SubDB leaves the list; one that grows moves up.
+    f.p.delete_subdb(
+        INDEX,
+        &DeleteSubDbArgs {
+            subdb: more[1],
+            op_id: op(122),
+        },
+    )
+    .unwrap();
+    f.p.put(WRITER, &put_args(more[0], b"k", &[1; 70], 123))
+        .unwrap();
+    assert_eq!(largest(&f, 2), vec![more[0], more[2]]);
+}
+
 #[test]
 fn stats_pages_and_limits() {
     let mut f = fixture();
@@ -1132,8 +1183,16 @@ fn stats_pages_and_limits() {
         .map(|i| create(&mut f.p, 110 + i, access()))
         .collect();
     let st =
-        f.p.stats(INDEX, &StatsArgs { from: 0, limit: 2 }, 7 * 65536)
-            .unwrap();
+        f.p.stats(
+            INDEX,
+            &StatsArgs {
+                from: 0,
+                limit: 2,
+                largest_first: None,
+            },
+            7 * 65536,
+        )
+        .unwrap();
     assert_eq!(st.live_subdbs, 4);
     assert_eq!(st.items, 3);
     assert_eq!(st.bytes, 6);
@@ -1151,6 +1210,7 @@ fn stats_pages_and_limits() {
             &StatsArgs {
                 from: more[0] + 1,
                 limit: MAX_STATS_SUBDBS,
+                largest_first: None,
             },
             0,
         )
@@ -1161,7 +1221,15 @@ fn stats_pages_and_limits() {
     );
     assert!(f
         .p
-        .stats(INDEX, &StatsArgs { from: 0, limit: 0 }, 0)
+        .stats(
+            INDEX,
+            &StatsArgs {
+                from: 0,
+                limit: 0,
+                largest_first: None
+            },
+            0
+        )
         .unwrap()
         .subdbs
         .is_empty());
@@ -1170,7 +1238,8 @@ fn stats_pages_and_limits() {
             INDEX,
             &StatsArgs {
                 from: 0,
-                limit: MAX_STATS_SUBDBS + 1
+                limit: MAX_STATS_SUBDBS + 1,
+                largest_first: None,
             },
             0
         ),
@@ -1379,8 +1448,16 @@ fn a_move_end_to_end_keeps_data_access_and_op_ids() {
     let t = f.p.store().totals();
     assert_eq!((t.items, t.bytes, t.live_subdbs), (0, 0, 0));
     let st =
-        f.p.stats(INDEX, &StatsArgs { from: 0, limit: 10 }, 0)
-            .unwrap();
+        f.p.stats(
+            INDEX,
+            &StatsArgs {
+                from: 0,
+                limit: 10,
+                largest_first: None,
+            },
+            0,
+        )
+        .unwrap();
     assert_eq!(st.tombstones, 1);
     assert!(st.subdbs.is_empty());
 }

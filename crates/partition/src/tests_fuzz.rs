@@ -334,7 +334,11 @@ fn samples(method: &str, ids: Ids, chunk: &Chunk) -> Vec<Vec<u8>> {
             },
             hard_cap: Some(3),
         },))],
-        "stats" => vec![encode_args((StatsArgs { from: 0, limit: 10 },))],
+        "stats" => vec![encode_args((StatsArgs {
+            from: 0,
+            limit: 10,
+            largest_first: None,
+        },))],
         "export_chunk" => vec![
             encode_args((ExportArgs {
                 subdb: private,

@@ -208,7 +208,14 @@ fn housekeeping_calls(at: InnerKey) -> Vec<(&'static str, Vec<u8>)> {
                 op_id: op(9),
             }),
         ),
-        ("stats", enc(StatsArgs { from: 0, limit: 1 })),
+        (
+            "stats",
+            enc(StatsArgs {
+                from: 0,
+                limit: 1,
+                largest_first: None,
+            }),
+        ),
         (
             "export_chunk",
             enc(ExportArgs {

@@ -105,7 +105,7 @@ impl<M: Memory> Store<M> {
                         }
                     }
                 }
-                s.slots.set(id as u64, &slot);
+                s.put_slot(id, &slot);
                 Ok(out)
             },
         )

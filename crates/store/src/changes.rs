@@ -101,7 +101,7 @@ impl<M: Memory> Store<M> {
         let mut slot = self.live_slot(id).ok_or(ExportError::UnknownSubDb)?;
         if !slot.exporting {
             slot.exporting = true;
-            self.slots.set(id as u64, &slot);
+            self.put_slot(id, &slot);
         }
         Ok(())
     }
@@ -117,7 +117,7 @@ impl<M: Memory> Store<M> {
             let exporting = slot.exporting;
             slot.exporting = false;
             slot.frozen = false;
-            self.slots.set(id as u64, &slot);
+            self.put_slot(id, &slot);
             if exporting {
                 self.clear_export_state(id);
             }
@@ -363,7 +363,7 @@ impl<M: Memory> Store<M> {
         let frozen = freeze && (slot.frozen || !more);
         if frozen && !slot.frozen {
             slot.frozen = true;
-            self.slots.set(id as u64, &slot);
+            self.put_slot(id, &slot);
         }
         if !frozen {
             // Not the last word yet: the header ships with the chunk that freezes.

@@ -151,7 +151,7 @@ impl<M: Memory> Store<M> {
             self.ops.import(&self.header, id, &o.op_id, &o.record);
         }
         slot.import_seq += 1;
-        self.slots.set(id as u64, &slot);
+        self.put_slot(id, &slot);
         Ok(())
     }
 
@@ -167,7 +167,7 @@ impl<M: Memory> Store<M> {
         // Live for reads, but writes stay paused until the index, having routed the SubDB
         // here, calls `resume_writes`: the source still serves until then.
         slot.frozen = true;
-        self.slots.set(id as u64, &slot);
+        self.put_slot(id, &slot);
         self.totals.live_subdbs += 1;
         Ok(self.stats(id).unwrap())
     }

@@ -49,7 +49,7 @@ impl<M: Memory> Store<M> {
                 }
                 let replaced = s.raw_put(id, &mut slot, key, value);
                 let evicted = s.enforce_cap(id, &mut slot);
-                s.slots.set(id as u64, &slot);
+                s.put_slot(id, &slot);
                 Ok(PutOutcome { replaced, evicted })
             },
         )
@@ -136,7 +136,7 @@ impl<M: Memory> Store<M> {
                 }
                 let existed = s.raw_delete(id, &mut slot, key);
                 if existed {
-                    s.slots.set(id as u64, &slot);
+                    s.put_slot(id, &slot);
                 }
                 Ok(existed)
             },

@@ -110,6 +110,11 @@ pub struct Store<M: Memory> {
     dirty_keys: BTreeMap<Vec<u8>, u64, M>,
     dirty_log: BTreeMap<Vec<u8>, Vec<u8>, M>,
     throttles: BTreeMap<u32, layout::Throttle, M>,
+    /// SubDBs marked for reclaiming (`SlotState::Purging`), by id.
+    purging: BTreeMap<u32, (), M>,
+    /// Live SubDBs by size: `(bytes, id)`. Heap only: derived at init from the slots, kept in
+    /// step by [`Store::put_slot`], so the largest SubDBs are read without a scan.
+    by_size: std::collections::BTreeSet<(u64, SubDbId)>,
     /// Derived at init from the slots, kept in step by every mutation.
     totals: Totals,
 }
@@ -166,14 +171,21 @@ impl<M: Memory> Store<M> {
         }
         let slots: StableVec<Slot, M> = StableVec::init(mem(memory::SUBDB_SLOTS));
         let mut totals = Totals::default();
-        for s in slots.iter() {
+        let mut purging: BTreeMap<u32, (), M> = BTreeMap::init(mem(memory::PURGING));
+        let mut by_size = std::collections::BTreeSet::new();
+        for (id, s) in slots.iter().enumerate() {
             totals.items += s.items;
             totals.bytes += s.bytes;
             match s.state {
-                SlotState::Live => totals.live_subdbs += 1,
+                SlotState::Live => {
+                    totals.live_subdbs += 1;
+                    by_size.insert((s.bytes, id as SubDbId));
+                }
                 SlotState::Purging => {
                     totals.purging_items += s.items;
                     totals.purging_bytes += s.bytes;
+                    // A store written before the `PURGING` region: mark what it was reclaiming.
+                    purging.insert(id as u32, ());
                 }
                 SlotState::Importing | SlotState::Gone => {}
             }
@@ -189,6 +201,8 @@ impl<M: Memory> Store<M> {
             dirty_keys: BTreeMap::init(mem(memory::DIRTY_KEYS)),
             dirty_log: BTreeMap::init(mem(memory::DIRTY_LOG)),
             throttles: BTreeMap::init(mem(memory::EXPORT_THROTTLE)),
+            purging,
+            by_size,
             totals,
         })
     }

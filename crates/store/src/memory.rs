@@ -31,3 +31,7 @@ pub const DIRTY_LOG: MemoryId = MemoryId::new(13);
 /// The write budget of each exporting SubDB whose move throttles its writers
 /// (`StableBTreeMap<u32, Throttle>`; see `Store::export_delta`).
 pub const EXPORT_THROTTLE: MemoryId = MemoryId::new(14);
+/// Ids of deleted or released SubDBs whose items are still being reclaimed
+/// (`StableBTreeMap<u32, ()>`): `purge_step` visits only these. Backfilled at init from the
+/// slots for stores written before it existed.
+pub const PURGING: MemoryId = MemoryId::new(15);

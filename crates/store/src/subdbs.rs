@@ -19,9 +19,28 @@ impl<M: Memory> Store<M> {
         self.slot(id).filter(|s| s.state == SlotState::Live)
     }
 
+    /// Writes slot `id`, keeping the size index in step (every slot write goes through here).
+    pub(crate) fn put_slot(&mut self, id: SubDbId, slot: &Slot) {
+        let was = self.slots.get(id as u64);
+        let old = was.filter(|w| w.state == SlotState::Live).map(|w| w.bytes);
+        let new = (slot.state == SlotState::Live).then_some(slot.bytes);
+        if old != new {
+            if let Some(b) = old {
+                self.by_size.remove(&(b, id));
+            }
+            if let Some(b) = new {
+                self.by_size.insert((b, id));
+            }
+        }
+        self.slots.set(id as u64, slot);
+    }
+
     pub(crate) fn new_slot(&mut self, slot: Slot, meta: &[u8]) -> SubDbId {
         let id = self.slots.len();
         assert!(id < CREATE_SCOPE as u64, "SubDB ids exhausted");
+        if slot.state == SlotState::Live {
+            self.by_size.insert((slot.bytes, id as SubDbId));
+        }
         self.slots.push(&slot);
         self.meta.insert(id as u32, meta.to_vec());
         id as SubDbId
@@ -107,13 +126,15 @@ impl<M: Memory> Store<M> {
         self.totals.purging_items += slot.items;
         self.totals.purging_bytes += slot.bytes;
         self.meta.remove(&id);
-        self.slots.set(id as u64, slot);
+        self.put_slot(id, slot);
+        self.purging.insert(id, ());
         self.purge_subdb(id, PURGE_BATCH);
     }
 
     /// Reclaims up to `max_items` items of one purging SubDB; true when it is fully reclaimed.
     fn purge_subdb(&mut self, id: SubDbId, max_items: usize) -> bool {
         let Some(mut slot) = self.slot(id).filter(|s| s.state == SlotState::Purging) else {
+            self.purging.remove(&id);
             return true;
         };
         let max_items = max_items.saturating_sub(self.drop_changes(id, max_items));
@@ -133,29 +154,29 @@ impl<M: Memory> Store<M> {
         let done = slot.items == 0 && self.pending_changes_any(id);
         if done {
             slot.state = SlotState::Gone;
+            self.purging.remove(&id);
         }
-        self.slots.set(id as u64, &slot);
+        self.put_slot(id, &slot);
         done
     }
 
     /// Reclaims up to `max_items` items of deleted SubDBs. Returns how many remain.
     /// Canisters call this from a timer until it returns 0.
     pub fn purge_step(&mut self, mut max_items: usize) -> u64 {
-        // Purging SubDBs are rare; a linear pass over the slots finds them.
-        let purging: Vec<SubDbId> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.state == SlotState::Purging)
-            .map(|(i, _)| i as SubDbId)
-            .collect();
-        for id in purging {
-            if max_items == 0 {
+        // Only the SubDBs marked for reclaiming, oldest id first; a step with nothing marked
+        // costs one empty range probe, however many SubDB ids the store has handed out.
+        while max_items > 0 {
+            let Some(id) = self.purging.keys().next() else {
+                break;
+            };
+            let before = self.totals.purging_items;
+            let done = self.purge_subdb(id, max_items);
+            let reclaimed = (before - self.totals.purging_items) as usize;
+            if !done && reclaimed == 0 {
+                // Nothing left to take in this step (its budget went to change-log entries).
                 break;
             }
-            let before = self.totals.purging_items;
-            self.purge_subdb(id, max_items);
-            max_items = max_items.saturating_sub((before - self.totals.purging_items) as usize);
+            max_items = max_items.saturating_sub(reclaimed);
         }
         self.totals.purging_items
     }
@@ -208,6 +229,17 @@ impl<M: Memory> Store<M> {
             .collect()
     }
 
+    /// The `limit` largest live SubDBs by bytes, largest first (ties: higher id first),
+    /// from the size index: O(limit), whatever the number of SubDBs.
+    pub fn largest_subdbs(&self, limit: usize) -> Vec<SubDbStats> {
+        self.by_size
+            .iter()
+            .rev()
+            .take(limit)
+            .filter_map(|(_, id)| self.stats(*id))
+            .collect()
+    }
+
     pub fn totals(&self) -> Totals {
         Totals {
             op_records: self.ops.record_count(),
@@ -222,7 +254,7 @@ impl<M: Memory> Store<M> {
             return false;
         };
         slot.frozen = frozen;
-        self.slots.set(id as u64, &slot);
+        self.put_slot(id, &slot);
         true
     }
 

@@ -669,6 +669,59 @@ fn deleted_subdb_memory_is_reclaimed_and_reused() {
     assert!(!s.exists(id2));
 }
 
+/// `purge_step` visits only the SubDBs marked for reclaiming: with many SubDB ids handed out
+/// (live and long gone), the mark set holds exactly the ones still being reclaimed, oldest
+/// first, and is empty once they are.
+#[test]
+fn purge_visits_only_marked_subdbs() {
+    let mut s = store();
+    let ids: Vec<SubDbId> = (0..2_000)
+        .map(|_| s.create_subdb(None, None, b"").unwrap())
+        .collect();
+    // Small SubDBs are reclaimed within their delete: never marked for later.
+    for id in &ids[..1_500] {
+        fill(&mut s, *id, 3, 8);
+        s.delete_subdb(None, *id).unwrap();
+    }
+    assert_eq!(s.purging.len(), 0);
+    assert_eq!(s.purge_step(PURGE_BATCH), 0);
+    // Two large ones stay marked until their items are gone.
+    let (a, b) = (ids[1_700], ids[1_600]);
+    for id in [a, b] {
+        fill(&mut s, id, (PURGE_BATCH + 5) as u32, 8);
+        s.delete_subdb(None, id).unwrap();
+    }
+    assert_eq!(s.purging.keys().collect::<Vec<_>>(), vec![b, a]);
+    // The lower id is reclaimed first, then the budget goes on to the next.
+    assert_eq!(s.purge_step(7), 3);
+    assert_eq!(s.purging.keys().collect::<Vec<_>>(), vec![a]);
+    assert_eq!(s.purge_step(7), 0);
+    assert_eq!(s.purging.len(), 0);
+    assert_eq!(s.totals().items, 0);
+    assert_eq!(s.purge_step(usize::MAX), 0);
+}
+
+/// A store written before the mark set existed (a SubDB half reclaimed, nothing marked)
+/// marks it at init, so its items are still reclaimed.
+#[test]
+fn stores_without_marks_are_backfilled_at_init() {
+    let raw = VectorMemory::default();
+    let id;
+    {
+        let mut s = open(&raw, Config::default()).unwrap();
+        id = s.create_subdb(None, None, b"").unwrap();
+        fill(&mut s, id, (PURGE_BATCH + 10) as u32, 1);
+        s.delete_subdb(None, id).unwrap();
+        // What the previous layout left behind: the slot says Purging, no region marks it.
+        s.purging.remove(&id);
+        assert_eq!(s.purge_step(usize::MAX), 10, "unmarked: not visited");
+    }
+    let mut s = open(&raw, Config::default()).unwrap();
+    assert_eq!(s.purging.keys().collect::<Vec<_>>(), vec![id]);
+    assert_eq!(s.purge_step(usize::MAX), 0);
+    assert_eq!((s.totals().items, s.purging.len()), (0, 0));
+}
+
 #[test]
 fn reopening_keeps_everything_and_refuses_foreign_layouts() {
     let raw = VectorMemory::default();
@@ -1055,4 +1108,76 @@ fn the_change_log_is_bounded_and_overflow_calls_the_export_off() {
     assert!(!s.is_exporting(id));
     s.begin_export(id).unwrap();
     assert!(s.export_chunk(id, 0, None, 1 << 20).is_ok());
+}
+
+/// The size index answers what sorting every live SubDB by bytes would, through puts,
+/// overwrites, deletes, evictions, SubDB deletes and reopening.
+mod largest {
+    use super::*;
+    use flotilla_types::SubDbStats;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Create { cap: Option<u64> },
+        Put { subdb: u8, key: u8, len: u16 },
+        Delete { subdb: u8, key: u8 },
+        DeleteSubDb { subdb: u8 },
+        Reopen,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            1 => prop::option::of(1u64..4).prop_map(|cap| Op::Create { cap }),
+            8 => (any::<u8>(), 0u8..16, 0u16..300)
+                .prop_map(|(subdb, key, len)| Op::Put { subdb, key, len }),
+            2 => (any::<u8>(), 0u8..16).prop_map(|(subdb, key)| Op::Delete { subdb, key }),
+            1 => any::<u8>().prop_map(|subdb| Op::DeleteSubDb { subdb }),
+            1 => Just(Op::Reopen),
+        ]
+    }
+
+    fn brute(s: &Store<Mem>, limit: usize) -> Vec<SubDbStats> {
+        let mut all = s.list_subdbs(0, usize::MAX);
+        all.sort_by_key(|s| std::cmp::Reverse((s.bytes, s.id)));
+        all.truncate(limit);
+        all
+    }
+
+    proptest! {
+        #[test]
+        fn largest_subdbs_match_a_sort(ops in prop::collection::vec(op(), 1..80)) {
+            let raw = VectorMemory::default();
+            let mut s = open(&raw, Config::default()).unwrap();
+            let mut ids: Vec<SubDbId> = vec![];
+            for o in ops {
+                let pick = |n: u8| (!ids.is_empty()).then(|| ids[n as usize % ids.len()]);
+                match o {
+                    Op::Create { cap } => ids.push(s.create_subdb(None, cap, b"").unwrap()),
+                    Op::Put { subdb, key, len } => {
+                        if let Some(id) = pick(subdb) {
+                            let _ = s.put(None, id, &[key], &vec![1; len as usize]);
+                        }
+                    }
+                    Op::Delete { subdb, key } => {
+                        if let Some(id) = pick(subdb) {
+                            let _ = s.delete(None, id, &[key]);
+                        }
+                    }
+                    Op::DeleteSubDb { subdb } => {
+                        if let Some(id) = pick(subdb) {
+                            let _ = s.delete_subdb(None, id);
+                        }
+                    }
+                    Op::Reopen => {
+                        drop(s);
+                        s = open(&raw, Config::default()).unwrap();
+                    }
+                }
+                for limit in [0, 1, 3, 100] {
+                    prop_assert_eq!(s.largest_subdbs(limit), brute(&s, limit));
+                }
+            }
+        }
+    }
 }

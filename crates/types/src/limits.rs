@@ -35,6 +35,14 @@ pub const MAX_OUTER_KEY_BYTES: usize = 256;
 pub const MAX_ROUTE_BATCH: usize = 1_000;
 /// Most routes one routing-snapshot page returns.
 pub const MAX_ROUTES_PAGE: u32 = 10_000;
+/// Reply bytes one routing-snapshot page fills at most: a page ends (with its cursor) before
+/// its routes, each counted as its outer key, its partition principal and
+/// [`ROUTE_OVERHEAD_BYTES`], would pass this. Without it, 10,000 routes of the longest outer
+/// key would take about 2.9 MB, over the 2 MiB reply of an update.
+pub const ROUTES_REPLY_BUDGET_BYTES: usize = REPLY_BUDGET_BYTES;
+/// Bytes a route adds to a page besides its outer key and principal: the Candid framing of
+/// the record, the text and principal lengths, the local id (a bound, not the exact size).
+pub const ROUTE_OVERHEAD_BYTES: usize = 32;
 /// Largest partition wasm module the index stores.
 pub const MAX_PARTITION_WASM_BYTES: usize = 100 * 1024 * 1024;
 /// Largest piece of a partition wasm upload (one ingress message).

@@ -284,10 +284,16 @@ pub const MAX_STATS_SUBDBS: u32 = 1_000;
 /// Housekeeping: partition totals plus the live SubDBs with ids from `from`, in id order, at
 /// most `limit` of them (at most [`MAX_STATS_SUBDBS`]; 0 lists none). To page, pass the last
 /// listed id + 1 as the next `from`; a page shorter than `limit` is the last one.
+///
+/// With `largest_first: Some(true)`, the page lists instead the `limit` largest live SubDBs by
+/// bytes, largest first (`from` is not used), read from the store's size index without a
+/// scan: how the index picks what to move off a full partition. (Optional, so an index that
+/// does not send it, or a partition that does not know it, keeps the id order.)
 #[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StatsArgs {
     pub from: SubDbId,
     pub limit: u32,
+    pub largest_first: Option<bool>,
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Error)]

@@ -267,6 +267,7 @@ pub(crate) fn check(tb: &mut Testbed, f: &Fixture, what: &str) {
         let a = StatsArgs {
             from: 0,
             limit: 100,
+            largest_first: None,
         };
         let r: Result<PartitionStats, StatsError> = update(tb, index, c.id, "stats", enc(a));
         let r = r.unwrap_or_else(|e| panic!("{what}: stats of {} by the index: {e:?}", c.id));
