@@ -22,13 +22,17 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Plant a bug to see the checkers catch it (repeatable): fresh-op-id-on-retry,
-    /// drop-delta-puts.
+    /// drop-delta-puts, lost-deposits, inflated-balance.
     #[arg(long)]
     plant: Vec<Bug>,
     /// A scenario of writers outpacing moves: every move throttles its SubDB's writers from
     /// its first delta round on, to this many bytes of changes per delta round.
     #[arg(long, value_name = "BYTES")]
     throttle_moves: Option<u64>,
+    /// The fleet at scale: 16 clients creating many small SubDBs under a 3 KB move cap, so a
+    /// run of ten thousand operations grows to thousands of SubDBs on hundreds of partitions.
+    #[arg(long)]
+    scale: bool,
     /// Print every seed's run header (its knobs) and report line.
     #[arg(long)]
     verbose: bool,
@@ -109,7 +113,8 @@ pub fn run(a: SimArgs) -> Result<(), Failure> {
         for seed in a.seeds.clone() {
             let cfg = SimConfig::from_seed(seed, a.ops as u64)
                 .with_bugs(bugs)
-                .with_throttle_moves(a.throttle_moves);
+                .with_throttle_moves(a.throttle_moves)
+                .with_scale(a.scale);
             let mut w = World::new(cfg);
             w.set_verbose(true);
             w.run_to_end();
@@ -124,6 +129,7 @@ pub fn run(a: SimArgs) -> Result<(), Failure> {
             threads: a.threads,
             bugs,
             throttle_moves: a.throttle_moves,
+            scale: a.scale,
             on_report: Some(on_report),
         };
         run_swarm_with(a.seeds, a.ops, &opts)

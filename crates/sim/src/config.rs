@@ -224,6 +224,10 @@ pub struct SimConfig {
     /// `MoveTuning` with `max_delta_rounds` 0). `None` (every seed's default): the index's own
     /// tuning, which throttles only moves whose deltas do not converge.
     pub throttle_moves: Option<u64>,
+    /// The fleet at scale ([`SimConfig::with_scale`]): many clients creating many small
+    /// SubDBs under a small move cap, so a run grows to thousands of SubDBs on hundreds of
+    /// partitions.
+    pub scale: bool,
 }
 
 impl SimConfig {
@@ -296,6 +300,7 @@ impl SimConfig {
             faults,
             bugs: PlantedBugs::default(),
             throttle_moves: None,
+            scale: false,
         }
     }
 
@@ -322,6 +327,29 @@ impl SimConfig {
         self
     }
 
+    /// With `scale`, the fleet at scale: 16 clients, creates a third of the operations, values
+    /// of at most 400 bytes, a 3 KB move cap and a spare pool of 4, creates open to all. (The
+    /// seed's other knobs, faults included, stay.)
+    pub fn with_scale(mut self, scale: bool) -> Self {
+        if scale {
+            self.scale = true;
+            self.clients = 16;
+            self.op_mix = OpMix {
+                create_subdb: 30,
+                delete_subdb: 2,
+                put: 40,
+                delete: 3,
+                get: 20,
+                scan: 5,
+            };
+            self.max_value_bytes = 400;
+            self.move_cap_bytes = 3_000;
+            self.spare_pool_target = 4;
+            self = self.with_open_creates();
+        }
+        self
+    }
+
     /// How to rerun this seed from the command line.
     pub fn rerun_command(&self) -> String {
         let mut s = format!(
@@ -336,10 +364,14 @@ impl SimConfig {
         if let Some(b) = self.throttle_moves {
             s.push_str(&format!(" --throttle-moves {b}"));
         }
+        if self.scale {
+            s.push_str(" --scale");
+        }
         s.push_str(" --trace");
         let reproduced = SimConfig::from_seed(self.seed, self.ops)
             .with_bugs(self.bugs)
-            .with_throttle_moves(self.throttle_moves);
+            .with_throttle_moves(self.throttle_moves)
+            .with_scale(self.scale);
         if *self != reproduced {
             s = format!(
                 "run the same SimConfig again (its knobs differ from the seed's defaults, so \
@@ -389,6 +421,12 @@ impl fmt::Display for SimConfig {
         write!(f, "  faults: {}", self.faults)?;
         if self.bugs != PlantedBugs::default() {
             write!(f, "\n  planted bugs: {:?}", self.bugs)?;
+        }
+        if self.scale {
+            write!(
+                f,
+                "\n  at scale: 16 clients, many small SubDBs, 3 KB move cap"
+            )?;
         }
         if let Some(b) = self.throttle_moves {
             write!(

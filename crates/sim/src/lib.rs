@@ -61,6 +61,8 @@ pub struct SwarmOptions {
     pub bugs: PlantedBugs,
     /// [`SimConfig::throttle_moves`] for every seed.
     pub throttle_moves: Option<u64>,
+    /// [`SimConfig::with_scale`] for every seed.
+    pub scale: bool,
     /// Called with each finished report, from the worker thread, in completion order.
     pub on_report: Option<fn(&Report)>,
 }
@@ -89,7 +91,8 @@ pub fn run_swarm_with(seeds: Range<u64>, ops: usize, opts: &SwarmOptions) -> Sum
                 }
                 let cfg = SimConfig::from_seed(seed, ops as u64)
                     .with_bugs(opts.bugs)
-                    .with_throttle_moves(opts.throttle_moves);
+                    .with_throttle_moves(opts.throttle_moves)
+                    .with_scale(opts.scale);
                 let r = run(cfg);
                 if let Some(f) = opts.on_report {
                     f(&r);
