@@ -75,6 +75,7 @@ fn post_upgrade() {
 }
 
 fn start_timer() {
+    warm_codecs();
     ic_cdk_timers::set_timer_interval(TICK_INTERVAL, || async {
         let calls = with(|i| i.tick(&self_env()));
         dispatch(calls);

@@ -70,6 +70,7 @@ fn with_mut<R>(f: impl FnOnce(&mut Partition<Mem>) -> R) -> R {
 
 fn start(p: Partition<Mem>) {
     PARTITION.with_borrow_mut(|slot| *slot = Some(p));
+    warm_codecs();
     ic_cdk_timers::set_timer_interval(HOUSEKEEP_INTERVAL, || async { housekeep() });
 }
 

@@ -7,10 +7,14 @@
 //! `flotilla_partition::dispatch`, the index's `flotilla_index::dispatch`); a test per canister
 //! proves its method table equals the committed `.did`.
 
+use candid::ser::{TypeSerialize, ValueSerializer};
 use candid::types::internal::TypeContainer;
 use candid::types::{FuncMode, Function, Type, TypeInner};
 use candid::utils::{ArgumentDecoder, ArgumentEncoder};
-use candid::{DecoderConfig, TypeEnv};
+use candid::{CandidType, DecoderConfig, TypeEnv};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
 use thiserror::Error;
 
 /// How a method may be called.
@@ -123,6 +127,51 @@ pub fn encode_args<T: ArgumentEncoder>(value: T) -> Vec<u8> {
     candid::utils::encode_args(value).expect("boundary types always encode")
 }
 
+thread_local! {
+    /// [`reply_header`]'s cache: the header of each reply type encoded so far.
+    static HEADERS: RefCell<BTreeMap<std::any::TypeId, Rc<[u8]>>> =
+        const { RefCell::new(BTreeMap::new()) };
+}
+
+/// The Candid header of a one-value message of type `T`: the magic, the type table and the
+/// argument type, exactly what candid's `IDLBuilder` writes before the value. Candid builds it
+/// anew on every encoding (it constructs `T`'s type, then serializes and deduplicates its
+/// table, hashing and comparing whole type trees); it depends on the type alone, so candid's
+/// own type serializer builds it here once per type and it is kept for the thread's life.
+pub fn reply_header<T: CandidType + 'static>() -> Rc<[u8]> {
+    let id = std::any::TypeId::of::<T>();
+    if let Some(h) = HEADERS.with_borrow(|m| m.get(&id).cloned()) {
+        return h;
+    }
+    // As `IDLBuilder::new` does: a fresh memo of Rust types to Candid types.
+    candid::types::internal::env_clear();
+    let mut types = TypeSerialize::new();
+    types
+        .push_type(&T::ty())
+        .and_then(|()| types.serialize())
+        .expect("boundary types always encode");
+    let mut h = b"DIDL".to_vec();
+    h.extend_from_slice(types.get_result());
+    let h: Rc<[u8]> = h.into();
+    HEADERS.with_borrow_mut(|m| m.insert(id, h.clone()));
+    h
+}
+
+/// Encodes a one-value reply: byte for byte what `candid::encode_one` writes, from the
+/// cached [`reply_header`] and candid's own value serializer. Every type that crosses a
+/// boundary encodes; a failure here is a bug in a type definition.
+pub fn encode_reply<T: CandidType + 'static>(value: &T) -> Vec<u8> {
+    let header = reply_header::<T>();
+    let mut values = ValueSerializer::new();
+    value
+        .idl_serialize(&mut values)
+        .expect("boundary types always encode");
+    let mut out = Vec::with_capacity(header.len() + values.get_result().len());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(values.get_result());
+    out
+}
+
 /// Builds a dispatcher over a logic type from one table of methods: `query` (query methods
 /// only, on `&T`), `update` (every method, on `&mut T`; a query method called as an update
 /// runs as on the IC) and `methods()` (the signature table the `.did` tests compare).
@@ -178,7 +227,7 @@ macro_rules! dispatcher {
                     let $qs = logic;
                     let $qc = ctx;
                     let reply: $qr = $qbody;
-                    Ok($crate::dispatch::encode_args((reply,)))
+                    Ok($crate::dispatch::encode_reply(&reply))
                 } )*
                 $( stringify!($uname) => Err($crate::dispatch::DispatchError::NotAQuery {
                     method: method.to_string(),
@@ -203,7 +252,7 @@ macro_rules! dispatcher {
                     let $us = &mut *logic;
                     let $uc = ctx;
                     let reply: $ur = $ubody;
-                    Ok($crate::dispatch::encode_args((reply,)))
+                    Ok($crate::dispatch::encode_reply(&reply))
                 } )*
                 _ => query(&*logic, ctx, method, arg),
             }
@@ -214,6 +263,52 @@ macro_rules! dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Entry, GetError, InnerKey, PutError, PutOutcome, ScanError, ScanPage};
+    use candid::Principal;
+    use serde_bytes::ByteBuf;
+
+    fn same_as_candid<T: CandidType + 'static>(v: T) {
+        let want = candid::encode_one(&v).unwrap();
+        assert_eq!(encode_reply(&v), want);
+        // The second time from the cache, after candid's own encoder rebuilt its memo.
+        assert_eq!(encode_reply(&v), want);
+    }
+
+    #[test]
+    fn cached_replies_are_candids_bytes() {
+        let to = InnerKey {
+            partition: Principal::from_slice(&[7; 29]),
+            subdb: 3,
+        };
+        same_as_candid::<Result<Option<ByteBuf>, GetError>>(Ok(Some(ByteBuf::from(vec![1; 100]))));
+        same_as_candid::<Result<Option<ByteBuf>, GetError>>(Ok(None));
+        same_as_candid::<Result<Option<ByteBuf>, GetError>>(Err(GetError::Moved { to }));
+        same_as_candid::<Result<Option<ByteBuf>, GetError>>(Err(GetError::KeyTooLarge {
+            len: 9,
+            max: 8,
+        }));
+        same_as_candid::<Result<PutOutcome, PutError>>(Ok(PutOutcome {
+            replaced: true,
+            evicted: 2,
+        }));
+        same_as_candid::<Result<PutOutcome, PutError>>(Err(PutError::OpIdConflict));
+        same_as_candid::<Result<ScanPage, ScanError>>(Ok(ScanPage {
+            entries: vec![
+                Entry {
+                    key: ByteBuf::from(vec![1; 24]),
+                    value: ByteBuf::from(vec![2; 100]),
+                };
+                3
+            ],
+            next: Some(ByteBuf::from(vec![3])),
+        }));
+        same_as_candid::<Result<ScanPage, ScanError>>(Err(ScanError::LimitTooLarge {
+            requested: 5,
+            max: 4,
+        }));
+        same_as_candid::<Result<(), ScanError>>(Ok(()));
+        same_as_candid::<Vec<Option<(u8, String)>>>(vec![None, Some((1, "x".into()))]);
+    }
 
     #[test]
     fn decoding_reports_the_method_and_respects_the_quota() {
