@@ -2,6 +2,7 @@
 //! be overridden afterwards (the CLI demo and tests do), and the run header prints them all.
 
 use crate::faults::Faults;
+use crate::hazards::{Hazards, BIG_MOVE_CAP_MAX, BIG_MOVE_CAP_MIN};
 use crate::rng::SimRng;
 use std::fmt;
 use std::str::FromStr;
@@ -16,6 +17,24 @@ pub struct PlantedBugs {
     /// The world deletes the `puts` of every `export_delta` reply in transit, so writes made
     /// during a move's copy are lost at the new home (caught by the content checker).
     pub drop_delta_puts: bool,
+    /// The world replaces the access lists in a move's final (frozen) delta with those of its
+    /// first chunk, as if the cutover did not carry the header: an access change made during
+    /// the copy is lost at the new home (caught by the access checker).
+    pub stale_access_on_cutover: bool,
+    /// Partitions run an owner's direct `delete_subdb` as if the index had asked (the
+    /// index-only guard missing): the SubDB vanishes behind the directory's back (caught by the
+    /// direct-delete checker).
+    pub partition_deletes_for_owners: bool,
+    /// The world sends each move chunk's items twice in the `import_chunk` request (a chunk
+    /// assembled without its budget): with large values the request passes 2 MiB (caught by
+    /// the message-size checker).
+    pub double_import_chunks: bool,
+    /// The world never answers a call to a broken partition (dead, or trapping on imports): the
+    /// index's call stays in flight and its move never ends (caught by the moves-end checker).
+    pub swallow_broken_calls: bool,
+    /// The management canister refuses to install any module but the first one uploaded: after
+    /// an admin's re-upload no partition can be created (caught by the spare-pool checker).
+    pub install_first_module_only: bool,
 }
 
 /// A planted bug by name (CLI `--plant`).
@@ -23,28 +42,61 @@ pub struct PlantedBugs {
 pub enum Bug {
     FreshOpIdOnRetry,
     DropDeltaPuts,
+    StaleAccessOnCutover,
+    PartitionDeletesForOwners,
+    DoubleImportChunks,
+    SwallowBrokenCalls,
+    InstallFirstModuleOnly,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 2] = [Bug::FreshOpIdOnRetry, Bug::DropDeltaPuts];
+    pub const ALL: [Bug; 7] = [
+        Bug::FreshOpIdOnRetry,
+        Bug::DropDeltaPuts,
+        Bug::StaleAccessOnCutover,
+        Bug::PartitionDeletesForOwners,
+        Bug::DoubleImportChunks,
+        Bug::SwallowBrokenCalls,
+        Bug::InstallFirstModuleOnly,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Bug::FreshOpIdOnRetry => "fresh-op-id-on-retry",
             Bug::DropDeltaPuts => "drop-delta-puts",
+            Bug::StaleAccessOnCutover => "stale-access-on-cutover",
+            Bug::PartitionDeletesForOwners => "partition-deletes-for-owners",
+            Bug::DoubleImportChunks => "double-import-chunks",
+            Bug::SwallowBrokenCalls => "swallow-broken-calls",
+            Bug::InstallFirstModuleOnly => "install-first-module-only",
+        }
+    }
+
+    fn flag(self, bugs: &mut PlantedBugs) -> &mut bool {
+        match self {
+            Bug::FreshOpIdOnRetry => &mut bugs.fresh_op_id_on_retry,
+            Bug::DropDeltaPuts => &mut bugs.drop_delta_puts,
+            Bug::StaleAccessOnCutover => &mut bugs.stale_access_on_cutover,
+            Bug::PartitionDeletesForOwners => &mut bugs.partition_deletes_for_owners,
+            Bug::DoubleImportChunks => &mut bugs.double_import_chunks,
+            Bug::SwallowBrokenCalls => &mut bugs.swallow_broken_calls,
+            Bug::InstallFirstModuleOnly => &mut bugs.install_first_module_only,
         }
     }
 
     pub fn plant(self, bugs: &mut PlantedBugs) {
-        match self {
-            Bug::FreshOpIdOnRetry => bugs.fresh_op_id_on_retry = true,
-            Bug::DropDeltaPuts => bugs.drop_delta_puts = true,
-        }
+        *self.flag(bugs) = true;
+    }
+
+    /// Whether this bug is planted in `bugs`.
+    pub fn planted(self, bugs: &PlantedBugs) -> bool {
+        let mut b = *bugs;
+        *self.flag(&mut b)
     }
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown bug {0:?}; known: fresh-op-id-on-retry, drop-delta-puts")]
+#[error("unknown bug {0:?}; known: {known}", known = Bug::ALL.map(Bug::name).join(", "))]
 pub struct UnknownBug(pub String);
 
 impl FromStr for Bug {
@@ -143,12 +195,20 @@ pub struct SimConfig {
     /// `MoveTuning` with `max_delta_rounds` 0). `None` (every seed's default): the index's own
     /// tuning, which throttles only moves whose deltas do not converge.
     pub throttle_moves: Option<u64>,
+    /// Hazards beyond message faults (`hazards.rs`): dead and import-trapping partitions,
+    /// access changes, direct deletes, large values, wasm re-uploads.
+    pub hazards: Hazards,
 }
 
 impl SimConfig {
     /// Knobs drawn from the seed (from a stream of their own, so overriding a knob does not
     /// change the rest of the run's decisions).
     pub fn from_seed(seed: u64, ops: u64) -> SimConfig {
+        Self::drawn(seed, ops).0
+    }
+
+    /// The seed's knobs, and its move cap without large values.
+    fn drawn(seed: u64, ops: u64) -> (SimConfig, u64) {
         let mut r = SimRng::new(seed ^ 0x6b6e_6f62_735f_7631); // "knobs_v1"
         let clients = r.range(2, 6) as usize;
         let latency_max = r.range(1, 3);
@@ -166,7 +226,17 @@ impl SimConfig {
             r.range(1_000, 300_000) as usize
         };
         let faults = Faults::random(&mut r);
-        SimConfig {
+        // Drawn after every older knob, so those keep their values.
+        let hazards = Hazards::random(&mut r);
+        let big_cap = BIG_MOVE_CAP_MIN as f64
+            * (BIG_MOVE_CAP_MAX as f64 / BIG_MOVE_CAP_MIN as f64).powf(r.unit());
+        let small_cap = move_cap_bytes;
+        let move_cap_bytes = if hazards.big_values > 0.0 {
+            big_cap as u64
+        } else {
+            move_cap_bytes
+        };
+        let cfg = SimConfig {
             seed,
             ops,
             clients,
@@ -194,7 +264,19 @@ impl SimConfig {
             faults,
             bugs: PlantedBugs::default(),
             throttle_moves: None,
+            hazards,
+        };
+        (cfg, small_cap)
+    }
+
+    /// Overrides the hazards; `Hazards::NONE` also restores the seed's own move cap (large
+    /// values raise it).
+    pub fn with_hazards(mut self, hazards: Hazards) -> Self {
+        if hazards.big_values == 0.0 && self.hazards.big_values > 0.0 {
+            self.move_cap_bytes = Self::drawn(self.seed, self.ops).1;
         }
+        self.hazards = hazards;
+        self
     }
 
     pub fn with_bugs(mut self, bugs: PlantedBugs) -> Self {
@@ -202,8 +284,14 @@ impl SimConfig {
         self
     }
 
+    /// Sets the message faults. `Faults::NONE` asks for a fault-free world: it switches the
+    /// hazards off too (set them again with [`SimConfig::with_hazards`] after it to keep
+    /// them).
     pub fn with_faults(mut self, faults: Faults) -> Self {
         self.faults = faults;
+        if faults == Faults::NONE {
+            self = self.with_hazards(Hazards::NONE);
+        }
         self
     }
 
@@ -220,19 +308,25 @@ impl SimConfig {
             self.seed + 1,
             self.ops
         );
-        if self.bugs.fresh_op_id_on_retry {
-            s.push_str(" --plant fresh-op-id-on-retry");
-        }
-        if self.bugs.drop_delta_puts {
-            s.push_str(" --plant drop-delta-puts");
+        for bug in Bug::ALL {
+            if bug.planted(&self.bugs) {
+                s.push_str(&format!(" --plant {bug}"));
+            }
         }
         if let Some(b) = self.throttle_moves {
             s.push_str(&format!(" --throttle-moves {b}"));
         }
+        let no_hazards = self.hazards == Hazards::NONE;
+        if no_hazards {
+            s.push_str(" --no-hazards");
+        }
         s.push_str(" --trace");
-        let reproduced = SimConfig::from_seed(self.seed, self.ops)
+        let mut reproduced = SimConfig::from_seed(self.seed, self.ops)
             .with_bugs(self.bugs)
             .with_throttle_moves(self.throttle_moves);
+        if no_hazards {
+            reproduced = reproduced.with_hazards(Hazards::NONE);
+        }
         if *self != reproduced {
             s = format!(
                 "run the same SimConfig again (its knobs differ from the seed's defaults, so \
@@ -262,7 +356,8 @@ impl fmt::Display for SimConfig {
             self.key_max_len,
             self.wasm_bytes
         )?;
-        write!(f, "  faults: {}", self.faults)?;
+        writeln!(f, "  faults: {}", self.faults)?;
+        write!(f, "  hazards: {}", self.hazards)?;
         if self.bugs != PlantedBugs::default() {
             write!(f, "\n  planted bugs: {:?}", self.bugs)?;
         }
@@ -287,9 +382,33 @@ mod tests {
         for s in 0..100 {
             let c = SimConfig::from_seed(s, 10);
             assert!(c.latency_max >= 1 && c.ingress_latency_max >= 1);
-            assert!((16_000..=96_000).contains(&c.move_cap_bytes));
+            if c.hazards.big_values > 0.0 {
+                assert!((BIG_MOVE_CAP_MIN..=BIG_MOVE_CAP_MAX).contains(&c.move_cap_bytes));
+                let plain = c.clone().with_hazards(Hazards::NONE);
+                assert!((16_000..=96_000).contains(&plain.move_cap_bytes));
+            } else {
+                assert!((16_000..=96_000).contains(&c.move_cap_bytes));
+            }
             assert!(c.spare_pool_target >= 1);
         }
+    }
+
+    #[test]
+    fn every_bug_plants_its_own_flag_and_reruns_by_name() {
+        for b in Bug::ALL {
+            let mut bugs = PlantedBugs::default();
+            b.plant(&mut bugs);
+            assert!(b.planted(&bugs));
+            assert_eq!(Bug::ALL.iter().filter(|o| o.planted(&bugs)).count(), 1);
+            let c = SimConfig::from_seed(9, 20).with_bugs(bugs);
+            assert!(c.rerun_command().contains(&format!("--plant {b} --trace")));
+        }
+        let c = SimConfig::from_seed(9, 20).with_hazards(Hazards::NONE);
+        assert!(
+            c.rerun_command().contains("--no-hazards --trace"),
+            "{}",
+            c.rerun_command()
+        );
     }
 
     #[test]
