@@ -322,8 +322,9 @@ impl World {
 
     /// Follows every move from start to end: how it ended (completed: its source released;
     /// given up at begin-import; otherwise called off), the longest, and checker 8: a move
-    /// whose target broke ends within [`World::move_end_bound`] rounds (unless its source is
-    /// the dead partition: calling a move off needs the source).
+    /// whose target broke ends within [`World::move_end_bound`] rounds (not counting rounds
+    /// in which its source is the dead partition — calling a move off needs the source — nor
+    /// those of an activation whose target is: it needs the target).
     pub(crate) fn track_moves(&mut self) {
         let now = self.index().moves();
         let current: BTreeMap<&str, _> = now.iter().map(|m| (m.outer_key.as_str(), m)).collect();
@@ -358,6 +359,7 @@ impl World {
         for m in &now {
             let broken = self.broken(&m.target);
             let source_dead = self.dead_now(&m.source.partition);
+            let target_dead = self.dead_now(&m.target);
             let touched = broken || self.broken(&m.source.partition);
             let round = self.round;
             let t = self
@@ -383,8 +385,11 @@ impl World {
             if broken && t.broken_since.is_none() {
                 t.broken_since = Some(round);
             }
-            if source_dead {
-                // Nothing can call the move off while its source is down: start over.
+            // A phase that needs one partition waits for it, by design (`docs/moves.md`:
+            // unwind and activate are retried without limit): nothing can call a move off
+            // while its source is down, nor finish its activation while its target is. The
+            // count starts over while that partition is the dead one.
+            if source_dead || (m.phase == "activate" && target_dead) {
                 t.broken_since = broken.then_some(round);
             }
             if let Some(b) = t.broken_since {
