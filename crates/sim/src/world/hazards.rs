@@ -38,6 +38,9 @@ pub(crate) struct Reupload {
 
 /// A move in progress as last seen.
 pub(crate) struct Tracked {
+    /// Index time the move began: a move given up and started again between two rounds,
+    /// with the same source and target, is another move.
+    pub started_at: u64,
     pub source: InnerKey,
     pub target: Principal,
     pub phase: String,
@@ -333,9 +336,9 @@ impl World {
             .moves
             .iter()
             .filter(|(outer, t)| {
-                current
-                    .get(outer.as_str())
-                    .is_none_or(|m| m.source != t.source || m.target != t.target)
+                current.get(outer.as_str()).is_none_or(|m| {
+                    m.source != t.source || m.target != t.target || m.started_at != t.started_at
+                })
             })
             .map(|(o, _)| o.clone())
             .collect();
@@ -367,6 +370,7 @@ impl World {
                 .moves
                 .entry(m.outer_key.clone())
                 .or_insert_with(|| Tracked {
+                    started_at: m.started_at,
                     source: m.source,
                     target: m.target,
                     phase: m.phase.clone(),
