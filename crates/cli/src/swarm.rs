@@ -4,7 +4,7 @@
 use crate::Failure;
 use clap::Args;
 use flotilla_sim::{
-    run_swarm_with, Bug, PlantedBugs, Report, SimConfig, Summary, SwarmOptions, World,
+    run_swarm_with, Bug, Hazards, PlantedBugs, Report, SimConfig, Summary, SwarmOptions, World,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use std::ops::Range;
@@ -22,7 +22,9 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Plant a bug to see the checkers catch it (repeatable): fresh-op-id-on-retry,
-    /// drop-delta-puts, lost-deposits, inflated-balance.
+    /// drop-delta-puts, lost-deposits, inflated-balance, stale-access-on-cutover,
+    /// partition-deletes-for-owners, double-import-chunks, swallow-broken-calls,
+    /// install-first-module-only.
     #[arg(long)]
     plant: Vec<Bug>,
     /// A scenario of writers outpacing moves: every move throttles its SubDB's writers from
@@ -33,6 +35,10 @@ pub struct SimArgs {
     /// run of ten thousand operations grows to thousands of SubDBs on hundreds of partitions.
     #[arg(long)]
     scale: bool,
+    /// Run every seed without its hazards (dead and import-trapping partitions, access
+    /// changes, direct deletes, large values, wasm re-uploads): message faults only.
+    #[arg(long)]
+    no_hazards: bool,
     /// Print every seed's run header (its knobs) and report line.
     #[arg(long)]
     verbose: bool,
@@ -96,11 +102,12 @@ pub fn run(a: SimArgs) -> Result<(), Failure> {
     );
     let _ = BAR.set(bar.clone());
     println!(
-        "flotilla sim: seeds {}..{} ops {} planted {:?}{}",
+        "flotilla sim: seeds {}..{} ops {} planted {:?}{}{}",
         a.seeds.start,
         a.seeds.end,
         a.ops,
         a.plant,
+        if a.no_hazards { " without hazards" } else { "" },
         match a.throttle_moves {
             Some(b) => format!(" moves throttle writers to {b} B a delta round"),
             None => String::new(),
@@ -111,10 +118,13 @@ pub fn run(a: SimArgs) -> Result<(), Failure> {
         let mut summary = Summary::default();
         let started = std::time::Instant::now();
         for seed in a.seeds.clone() {
-            let cfg = SimConfig::from_seed(seed, a.ops as u64)
+            let mut cfg = SimConfig::from_seed(seed, a.ops as u64)
                 .with_bugs(bugs)
                 .with_throttle_moves(a.throttle_moves)
                 .with_scale(a.scale);
+            if a.no_hazards {
+                cfg = cfg.with_hazards(Hazards::NONE);
+            }
             let mut w = World::new(cfg);
             w.set_verbose(true);
             w.run_to_end();
@@ -130,6 +140,7 @@ pub fn run(a: SimArgs) -> Result<(), Failure> {
             bugs,
             throttle_moves: a.throttle_moves,
             scale: a.scale,
+            no_hazards: a.no_hazards,
             on_report: Some(on_report),
         };
         run_swarm_with(a.seeds, a.ops, &opts)

@@ -5,15 +5,15 @@
 //! reserve, creation jobs wait and a create that needs a new partition fails with
 //! `IndexLowOnCycles`. Admins change the figures with `update_settings` (`settings.rs`).
 //!
-//! Work per timer run is bounded: the checks go round the registry from where the last run
-//! stopped, visiting at most [`MAX_STATUS_VISITS_PER_TICK`] partitions.
+//! Work per timer run is bounded and does not grow with the fleet: the partitions due for a
+//! check come from a heap index ordered by when each is due, at most
+//! [`MAX_STATUS_CALLS_PER_TICK`] a run.
 
 use crate::calls::{Call, CallResult, Request, Response};
 use crate::records::*;
 use crate::{Env, Index};
 use candid::Principal;
 use ic_stable_structures::Memory;
-use std::ops::Bound;
 
 /// Default threshold: a partition below 500 B cycles is topped up ...
 pub const DEFAULT_CYCLES_THRESHOLD: u128 = 500_000_000_000;
@@ -26,8 +26,8 @@ pub const DEFAULT_CYCLES_CHECK_PERIOD_NS: u64 = 600_000_000_000;
 /// A check that got no answer (rejected, lost, or forgotten across an upgrade) is asked again
 /// after this long rather than a whole period later.
 pub const STATUS_RETRY_NS: u64 = 30_000_000_000;
-/// Partitions the checks visit in one timer run.
-pub const MAX_STATUS_VISITS_PER_TICK: usize = 64;
+/// Status checks one timer run asks at most.
+pub const MAX_STATUS_CALLS_PER_TICK: usize = 64;
 
 impl<M: Memory> Index<M> {
     /// Cycles a new partition takes from the index: those attached to `create_canister`
@@ -46,36 +46,19 @@ impl<M: Memory> Index<M> {
                 .saturating_add(self.partition_cost())
     }
 
-    /// `tick`'s part: note the index's own balance, and ask the status of the partitions
-    /// whose check is due, among the next [`MAX_STATUS_VISITS_PER_TICK`] of the registry. A
-    /// check is due a period after it was last asked, or [`STATUS_RETRY_NS`] after when that
-    /// ask got no answer; never while one is in flight.
+    /// `tick`'s part: note the index's own balance, and ask the status of at most
+    /// [`MAX_STATUS_CALLS_PER_TICK`] partitions whose check is due, most overdue first (from
+    /// the heap index `fleet.rs` keeps, so a tick with nothing due reads no record). A check is
+    /// due a period after it was last asked, or [`STATUS_RETRY_NS`] after when that ask got no
+    /// answer; never while one is in flight.
     pub(crate) fn care_for_cycles(&mut self, env: &Env) -> Vec<Call> {
-        self.update_cfg(|c| {
-            c.cycles.balance = env.balance;
-            c.cycles.balance_at = env.now;
-        });
-        let care = self.cfg().cycles;
-        let after = care.cursor.map_or(Bound::Unbounded, Bound::Excluded);
-        let visit: Vec<(Principal, PartitionRecord)> = self
-            .registry
-            .range((after, Bound::Unbounded))
-            .chain(self.registry.iter())
-            .take(MAX_STATUS_VISITS_PER_TICK.min(self.registry.len() as usize))
-            .map(|e| e.into_pair())
-            .collect();
+        self.fleet.balance = (env.balance, env.now);
         let mut calls = vec![];
-        let retry = STATUS_RETRY_NS.min(care.check_period_ns);
-        for (id, mut rec) in visit.iter().cloned() {
-            let due = match rec.cycles_asked_at {
-                None => true,
-                Some(asked) => {
-                    let since = env.now.saturating_sub(asked);
-                    let unanswered = rec.cycles_at.is_none_or(|answered| answered < asked);
-                    since >= care.check_period_ns || (unanswered && since >= retry)
-                }
+        for id in self.status_due(env.now, MAX_STATUS_CALLS_PER_TICK) {
+            let Some(mut rec) = self.registry.get(&id) else {
+                continue;
             };
-            if !due || self.in_flight(&Purpose::Status { partition: id }) {
+            if self.in_flight(&Purpose::Status { partition: id }) {
                 continue;
             }
             rec.cycles_asked_at = Some(env.now);
@@ -86,11 +69,24 @@ impl<M: Memory> Index<M> {
                 Purpose::Status { partition: id },
             ));
         }
-        if let Some((last, _)) = visit.last() {
-            let last = *last;
-            self.update_cfg(|c| c.cycles.cursor = Some(last));
-        }
         calls
+    }
+
+    /// When `rec`'s next cycle-balance check is due: at once if never asked; a period after
+    /// the last ask; [`STATUS_RETRY_NS`] after it if that ask got no answer. (A changed period
+    /// applies from each partition's next check.)
+    pub(crate) fn status_due_at(&self, rec: &PartitionRecord) -> u64 {
+        let Some(asked) = rec.cycles_asked_at else {
+            return 0;
+        };
+        let period = self.cfg().cycles.check_period_ns;
+        let unanswered = rec.cycles_at.is_none_or(|answered| answered < asked);
+        let wait = if unanswered {
+            STATUS_RETRY_NS.min(period)
+        } else {
+            period
+        };
+        asked.saturating_add(wait)
     }
 
     /// A partition's status came back: record its balance, and top it up to the target when

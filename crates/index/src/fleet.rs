@@ -1,6 +1,7 @@
 //! Heap indexes over the registry, so the timer's work and placement do not walk every
 //! partition: the placed (active or full) partitions and the spares in creation order, and
-//! every partition by when its stats were last received or asked for.
+//! every partition by when its stats were last received or asked for, and by when its next
+//! cycle-balance check is due.
 //!
 //! They hold nothing the registry does not: [`Index::open`] derives them from it (one pass, at
 //! upgrade) and every registry write goes through [`Index::put_partition`], which keeps them
@@ -23,6 +24,12 @@ pub(crate) struct Fleet {
     /// `(time, partition)`: when its stats were last received or asked for (0: never).
     due: BTreeSet<(u64, Principal)>,
     due_at: BTreeMap<Principal, u64>,
+    /// `(time, partition)`: when its next cycle-balance check is due (`cycles.rs`).
+    status: BTreeSet<(u64, Principal)>,
+    status_at: BTreeMap<Principal, u64>,
+    /// The index's own balance at its last timer run, and when (ns; 0: not since the install
+    /// or upgrade).
+    pub(crate) balance: (u128, u64),
 }
 
 impl Fleet {
@@ -44,6 +51,13 @@ impl Fleet {
         }
     }
 
+    fn set_status_due(&mut self, id: Principal, t: u64) {
+        if let Some(old) = self.status_at.insert(id, t) {
+            self.status.remove(&(old, id));
+        }
+        self.status.insert((t, id));
+    }
+
     fn set_due(&mut self, id: Principal, t: u64) {
         if let Some(old) = self.due_at.insert(id, t) {
             self.due.remove(&(old, id));
@@ -63,6 +77,7 @@ impl<M: Memory> Index<M> {
         for e in self.registry.iter() {
             let (id, rec) = e.into_pair();
             fleet.add(id, &rec, rec.stats_at);
+            fleet.set_status_due(id, self.status_due_at(&rec));
         }
         self.fleet = fleet;
     }
@@ -79,7 +94,20 @@ impl<M: Memory> Index<M> {
         if let Some(o) = &old {
             self.fleet.remove(id, o);
         }
+        let status_due = self.status_due_at(&rec);
         self.fleet.add(id, &rec, due);
+        self.fleet.set_status_due(id, status_due);
+    }
+
+    /// Up to `max` partitions whose cycle-balance check is due at `now`, most overdue first.
+    pub(crate) fn status_due(&self, now: u64, max: usize) -> Vec<Principal> {
+        self.fleet
+            .status
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .take(max)
+            .map(|(_, p)| *p)
+            .collect()
     }
 
     /// Placed partitions, newest first.
@@ -130,6 +158,7 @@ impl<M: Memory> Index<M> {
         assert_eq!(self.fleet.placed, placed);
         assert_eq!(self.fleet.spares, spares);
         assert_eq!(self.fleet.due.len() as u64, self.registry.len());
+        assert_eq!(self.fleet.status.len() as u64, self.registry.len());
         assert_eq!(self.fleet.due_at.len() as u64, self.registry.len());
     }
 }

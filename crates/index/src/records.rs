@@ -120,14 +120,9 @@ pub struct CyclesCare {
     pub reserve: u128,
     /// A partition's balance is checked when its last check was asked longer ago than this.
     pub check_period_ns: u64,
-    /// The index's own balance at its last timer run, and when (ns).
-    pub balance: u128,
-    pub balance_at: u64,
     /// Top-ups confirmed, and their cycles.
     pub top_ups: u64,
     pub topped_up: u128,
-    /// The last partition the status checks visited: they go round the registry from there.
-    pub cursor: Option<Principal>,
 }
 
 impl Default for CyclesCare {
@@ -137,11 +132,8 @@ impl Default for CyclesCare {
             target: crate::cycles::DEFAULT_CYCLES_TARGET,
             reserve: crate::cycles::DEFAULT_CYCLES_RESERVE,
             check_period_ns: crate::cycles::DEFAULT_CYCLES_CHECK_PERIOD_NS,
-            balance: 0,
-            balance_at: 0,
             top_ups: 0,
             topped_up: 0,
-            cursor: None,
         }
     }
 }

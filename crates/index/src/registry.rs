@@ -46,15 +46,16 @@ impl<M: Memory> Index<M> {
             moves: self.moves(),
             longest_write_pause_ns: c.longest_write_pause_ns,
             cycles: CyclesStats {
-                balance: c.cycles.balance,
-                balance_at: c.cycles.balance_at,
+                balance: self.fleet.balance.0,
+                balance_at: self.fleet.balance.1,
                 threshold: c.cycles.threshold,
                 target: c.cycles.target,
                 reserve: c.cycles.reserve,
                 partition_cycles: c.partition_cycles,
                 // Unknown (false) before the first timer run noted the balance.
-                low: c.cycles.balance_at != 0
-                    && c.cycles.balance < c.cycles.reserve.saturating_add(self.partition_cost()),
+                low: self.fleet.balance.1 != 0
+                    && self.fleet.balance.0
+                        < c.cycles.reserve.saturating_add(self.partition_cost()),
                 top_ups: c.cycles.top_ups,
                 topped_up: c.cycles.topped_up,
             },

@@ -2,7 +2,7 @@
 //! management-canister replies.
 
 use super::*;
-use crate::cycles::{DEFAULT_CYCLES_CHECK_PERIOD_NS, MAX_STATUS_VISITS_PER_TICK};
+use crate::cycles::{DEFAULT_CYCLES_CHECK_PERIOD_NS, MAX_STATUS_CALLS_PER_TICK};
 use flotilla_types::index::{CreatePolicy, IndexSettings, SettingsError};
 use ic_stable_structures::Storable;
 use std::collections::BTreeSet;
@@ -149,9 +149,9 @@ fn checks_come_once_a_period_each() {
 }
 
 #[test]
-fn the_checks_of_one_tick_are_bounded_and_go_round_the_registry() {
+fn the_checks_of_one_tick_are_bounded_most_overdue_first() {
     let (_, mut index) = fresh();
-    let n = MAX_STATUS_VISITS_PER_TICK + 36;
+    let n = MAX_STATUS_CALLS_PER_TICK + 36;
     for i in 0..n {
         let id = Principal::from_slice(&[7, (i / 256) as u8, (i % 256) as u8]);
         index.put_partition(
@@ -177,13 +177,13 @@ fn the_checks_of_one_tick_are_bounded_and_go_round_the_registry() {
         .into_iter()
         .map(|c| c.1)
         .collect();
-    assert_eq!(first.len(), MAX_STATUS_VISITS_PER_TICK);
+    assert_eq!(first.len(), MAX_STATUS_CALLS_PER_TICK);
     let second: Vec<Principal> = status_calls(&index.care_for_cycles(&env))
         .into_iter()
         .map(|c| c.1)
         .collect();
     // The rest, then (all asked this period) none.
-    assert_eq!(second.len(), n - MAX_STATUS_VISITS_PER_TICK);
+    assert_eq!(second.len(), n - MAX_STATUS_CALLS_PER_TICK);
     let all: BTreeSet<Principal> = first.iter().chain(&second).copied().collect();
     assert_eq!(all.len(), n);
     assert_eq!(status_calls(&index.care_for_cycles(&env)), vec![]);

@@ -89,6 +89,21 @@ impl World {
         Home::Nowhere(at, "tombstone chain too long".into())
     }
 
+    /// The live home of `outer`: its route followed through tombstones.
+    pub(crate) fn live_home(&self, outer: &str) -> Option<InnerKey> {
+        let route = self
+            .index()
+            .route(&[outer.to_string()])
+            .ok()?
+            .into_iter()
+            .next()
+            .flatten()?;
+        match self.resolve(route) {
+            Home::Live(h) => Some(h),
+            Home::Nowhere(..) => None,
+        }
+    }
+
     /// Imports begun on partition `p` that are still open.
     fn open_imports(&self, p: &Principal) -> usize {
         let Some(part) = self.partition_at(p) else {
@@ -388,6 +403,8 @@ impl World {
                 }
             }
         }
+        // (6) Access lists at every home.
+        found.extend(self.check_access());
         // (4) in full: totals against the scanned contents of every live SubDB.
         for (id, c) in &self.canisters {
             let Some(p) = c.partition() else { continue };
@@ -451,6 +468,7 @@ impl World {
         let cap = self.cfg.move_cap_bytes;
         let low_on_cycles = self.index().stats().cycles.low;
         let mut live = BTreeSet::new();
+        let mut leaked = 0;
         for (id, c) in &self.canisters {
             let Some(p) = c.partition() else { continue };
             let subdbs = c.live_subdbs();
@@ -492,7 +510,12 @@ impl World {
                 ));
             }
             let imports = self.open_imports(id);
-            if imports > 0 {
+            if imports > 0 && self.hz.dead.is_some_and(|(d, _)| d == *id) {
+                // A move's partial import on the partition that was stopped for good: its
+                // move was called off and the abort given up while it was down; nothing
+                // reclaims it since (a known leak, counted: docs/sim.md, docs/moves.md).
+                leaked += imports as u64;
+            } else if imports > 0 {
                 found.push((
                     ViolationKind::Orphan,
                     format!("after quiescence partition {id} still has {imports} open import(s)"),
@@ -510,6 +533,9 @@ impl World {
                 ));
             }
         }
+        self.hz.counts.leaked_imports += leaked;
+        // (9) The spare pool is full again, whatever re-uploads happened.
+        found.extend(self.check_spare_pool());
         // Deleted SubDBs: none of their homes is live again.
         for (outer, s) in &self.model.subdbs {
             if s.state != SubDbState::Deleted {

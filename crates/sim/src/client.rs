@@ -11,14 +11,19 @@
 //! the model of their contents is exact, and every final answer is checked against it on
 //! arrival (checkers 1 and 2).
 
+use crate::hazards::BIG_VALUE_MIN_BYTES;
 use crate::model::{Expect, ValueRef};
 use crate::report::{ik, ViolationKind};
 use crate::world::{Origin, World, ROUND_NS};
 use candid::Principal;
 use flotilla_client::core::{Action, CallKind, Error, Machine, Policy, RouteCache};
-use flotilla_client::ops::{CreateSubDb, Delete, DropSubDb, Get, Operation, Put, ScanPageOp};
+use flotilla_client::ops::{
+    CreateSubDb, Delete, DropSubDb, Get, Operation, Put, ScanPageOp, SetAccess,
+};
 use flotilla_client::TransportError;
 use flotilla_types::index::{CreateError, CreateRequest, DeleteRequest, DeleteSubDbRequestError};
+use flotilla_types::limits::MAX_VALUE_BYTES;
+use flotilla_types::partition::SetAccessError;
 use flotilla_types::{OpId, PutError, ScanArgs};
 use serde_bytes::ByteBuf;
 use std::collections::BTreeMap;
@@ -105,6 +110,13 @@ pub(crate) enum OpKind {
         got: Vec<(Vec<u8>, ValueRef)>,
         pages: u32,
     },
+    /// The owner replaces the reader list (writers stay empty).
+    SetAccess {
+        outer: String,
+        readers: Vec<Principal>,
+        /// The SubDB was moving when the change started.
+        during_move: bool,
+    },
 }
 
 impl OpKind {
@@ -115,7 +127,8 @@ impl OpKind {
             | OpKind::Put { outer, .. }
             | OpKind::Delete { outer, .. }
             | OpKind::Get { outer, .. }
-            | OpKind::Scan { outer, .. } => outer,
+            | OpKind::Scan { outer, .. }
+            | OpKind::SetAccess { outer, .. } => outer,
         }
     }
 
@@ -131,6 +144,7 @@ impl OpKind {
             OpKind::Delete { .. } => 4,
             OpKind::Get { .. } => 5,
             OpKind::Scan { .. } => 6,
+            OpKind::SetAccess { .. } => 7,
         }
     }
 
@@ -155,6 +169,7 @@ pub(crate) enum AnyMachine {
     Delete(Machine<Delete>),
     Get(Machine<Get>),
     Scan(Machine<ScanPageOp>),
+    SetAccess(Machine<SetAccess>),
 }
 
 /// A final answer, typed by operation.
@@ -165,6 +180,7 @@ enum Outcome {
     Delete(Result<bool, Error<flotilla_types::DeleteError>>),
     Get(Result<Option<ByteBuf>, Error<flotilla_types::GetError>>),
     Scan(Result<flotilla_types::ScanPage, Error<flotilla_types::ScanError>>),
+    SetAccess(Result<(), Error<SetAccessError>>),
 }
 
 /// An action with its typed `Done` erased into [`Outcome`].
@@ -191,6 +207,7 @@ macro_rules! each_machine {
             AnyMachine::Delete($x) => erase($body, Outcome::Delete),
             AnyMachine::Get($x) => erase($body, Outcome::Get),
             AnyMachine::Scan($x) => erase($body, Outcome::Scan),
+            AnyMachine::SetAccess($x) => erase($body, Outcome::SetAccess),
         }
     };
 }
@@ -212,6 +229,7 @@ impl AnyMachine {
             AnyMachine::Delete(m) => m.attempts(),
             AnyMachine::Get(m) => m.attempts(),
             AnyMachine::Scan(m) => m.attempts(),
+            AnyMachine::SetAccess(m) => m.attempts(),
         }
     }
 
@@ -232,8 +250,20 @@ impl AnyMachine {
             AnyMachine::Drop(m) => m.op_mut().0.op_id = id,
             AnyMachine::Put(m) => m.op_mut().op_id = id,
             AnyMachine::Delete(m) => m.op_mut().op_id = id,
-            AnyMachine::Get(_) | AnyMachine::Scan(_) => {}
+            AnyMachine::Get(_) | AnyMachine::Scan(_) | AnyMachine::SetAccess(_) => {}
         }
+    }
+}
+
+/// Principals an owner may list as readers: `GUESTS` of them, the last one anonymous (listing
+/// it makes the SubDB readable by everyone).
+pub(crate) const GUESTS: u32 = 4;
+
+pub(crate) fn guest(g: u32) -> Principal {
+    if g + 1 == GUESTS {
+        Principal::anonymous()
+    } else {
+        Principal::self_authenticating(format!("flotilla-sim guest {g}"))
     }
 }
 
@@ -278,7 +308,7 @@ impl World {
         let mix = self.cfg.op_mix;
         let owned = self.clients[i].owned.len();
         let weights = if owned == 0 {
-            [1, 0, 0, 0, 0, 0]
+            [1, 0, 0, 0, 0, 0, 0]
         } else {
             [
                 mix.create_subdb,
@@ -287,6 +317,7 @@ impl World {
                 mix.delete,
                 mix.get,
                 mix.scan,
+                self.hazards.set_access,
             ]
         };
         let choice = self.rng.weighted(&weights);
@@ -318,7 +349,12 @@ impl World {
             }
             2 => {
                 let key = self.random_key();
+                let big = self.rng.chance(self.hazards.big_values);
+                let big_len = self
+                    .rng
+                    .range(BIG_VALUE_MIN_BYTES as u64, MAX_VALUE_BYTES as u64);
                 let len = self.rng.below(self.cfg.max_value_bytes as u64 + 1) as usize;
+                let len = if big { big_len as usize } else { len };
                 let value = self.rng.bytes(len);
                 let vref = ValueRef::of(&value);
                 let op = Put {
@@ -348,6 +384,39 @@ impl World {
                 };
                 let m = AnyMachine::Get(self.machine(op, true));
                 (OpKind::Get { outer, key }, m)
+            }
+            6 => {
+                // A change of readers, preferably of a SubDB that is moving right now.
+                let moving: Vec<String> = self
+                    .index()
+                    .moves()
+                    .into_iter()
+                    .map(|m| m.outer_key)
+                    .filter(|o| self.clients[i].owned.contains(o))
+                    .collect();
+                let during_move = !moving.is_empty();
+                let outer = if during_move {
+                    moving[pick % moving.len()].clone()
+                } else {
+                    outer
+                };
+                let mask = self.rng.below(1 << GUESTS);
+                let readers: Vec<Principal> = (0..GUESTS)
+                    .filter(|g| mask & (1 << g) != 0)
+                    .map(guest)
+                    .collect();
+                let op = SetAccess {
+                    outer: outer.clone(),
+                    readers: readers.clone(),
+                    writers: vec![],
+                };
+                let m = AnyMachine::SetAccess(self.machine(op, false));
+                let kind = OpKind::SetAccess {
+                    outer,
+                    readers,
+                    during_move,
+                };
+                (kind, m)
             }
             _ => {
                 let mut start = self.rng.chance(0.3).then(|| self.random_key());
@@ -511,11 +580,17 @@ impl World {
     /// An operation that ended without a usable answer: a failed read, or a write whose
     /// outcome is unknown (its key is left out of later checks).
     fn abandon(&mut self, i: usize, op: &Op, why: String) {
-        if op.kind.is_read() {
+        if op.kind.is_read() && self.on_dead_partition(op) {
+            // Its data was on the partition stopped for good: unavailable, as it should be.
+            self.hz.counts.reads_failed_on_dead += 1;
+        } else if op.kind.is_read() {
             self.failed_read(i, &op.kind, &why);
         } else if let Some((outer, key, _)) = op.kind.pending_write() {
             let (outer, key) = (outer.to_string(), key.to_vec());
             self.model.mark_uncertain(&outer, &key);
+        } else if let OpKind::SetAccess { outer, readers, .. } = &op.kind {
+            let (outer, readers) = (outer.clone(), readers.clone());
+            self.model.maybe_readers(&outer, &readers);
         }
         self.complete(i, op);
     }
@@ -664,6 +739,9 @@ impl World {
                             );
                         }
                         self.stats.put_bytes += (key.len() + vref.len as usize) as u64;
+                        if vref.len as usize >= BIG_VALUE_MIN_BYTES {
+                            self.hz.counts.big_puts += 1;
+                        }
                         self.model.put(&outer, &key, vref);
                     }
                     Err(e @ Error::GaveUp { .. }) => gave_up!(e),
@@ -713,6 +791,28 @@ impl World {
                     }
                     Err(e @ Error::GaveUp { .. }) => gave_up!(e),
                     Err(e) => unexpected!(format!("get: {e:?}")),
+                }
+            }
+            Outcome::SetAccess(r) => {
+                let OpKind::SetAccess {
+                    readers,
+                    during_move,
+                    ..
+                } = &op.kind
+                else {
+                    unexpected!("set_access answer to another op".into());
+                };
+                let (readers, during_move) = (readers.clone(), *during_move);
+                match r {
+                    Ok(()) => {
+                        self.model.set_readers(&outer, &readers);
+                        self.hz.counts.access_changes += 1;
+                        if during_move {
+                            self.hz.counts.access_changes_during_moves += 1;
+                        }
+                    }
+                    Err(e @ Error::GaveUp { .. }) => gave_up!(e),
+                    Err(e) => unexpected!(format!("set_access: {e:?}")),
                 }
             }
             Outcome::Scan(r) => match r {

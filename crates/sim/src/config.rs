@@ -2,6 +2,7 @@
 //! be overridden afterwards (the CLI demo and tests do), and the run header prints them all.
 
 use crate::faults::Faults;
+use crate::hazards::{Hazards, BIG_MOVE_CAP_MAX, BIG_MOVE_CAP_MIN};
 use crate::rng::SimRng;
 use flotilla_types::index::CreatePolicy;
 use std::fmt;
@@ -24,6 +25,24 @@ pub struct PlantedBugs {
     /// The world tells the index its balance is 10 T higher than it is, so it spends into its
     /// reserve (caught by the reserve checker).
     pub inflated_balance: bool,
+    /// The world replaces the access lists in a move's final (frozen) delta with those of its
+    /// first chunk, as if the cutover did not carry the header: an access change made during
+    /// the copy is lost at the new home (caught by the access checker).
+    pub stale_access_on_cutover: bool,
+    /// Partitions run an owner's direct `delete_subdb` as if the index had asked (the
+    /// index-only guard missing): the SubDB vanishes behind the directory's back (caught by the
+    /// direct-delete checker).
+    pub partition_deletes_for_owners: bool,
+    /// The world sends each move chunk's items twice in the `import_chunk` request (a chunk
+    /// assembled without its budget): with large values the request passes 2 MiB (caught by
+    /// the message-size checker).
+    pub double_import_chunks: bool,
+    /// The world never answers a call to a broken partition (dead, or trapping on imports): the
+    /// index's call stays in flight and its move never ends (caught by the moves-end checker).
+    pub swallow_broken_calls: bool,
+    /// The management canister refuses to install any module but the first one uploaded: after
+    /// an admin's re-upload no partition can be created (caught by the spare-pool checker).
+    pub install_first_module_only: bool,
 }
 
 /// A planted bug by name (CLI `--plant`).
@@ -33,14 +52,24 @@ pub enum Bug {
     DropDeltaPuts,
     LostDeposits,
     InflatedBalance,
+    StaleAccessOnCutover,
+    PartitionDeletesForOwners,
+    DoubleImportChunks,
+    SwallowBrokenCalls,
+    InstallFirstModuleOnly,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 4] = [
+    pub const ALL: [Bug; 9] = [
         Bug::FreshOpIdOnRetry,
         Bug::DropDeltaPuts,
         Bug::LostDeposits,
         Bug::InflatedBalance,
+        Bug::StaleAccessOnCutover,
+        Bug::PartitionDeletesForOwners,
+        Bug::DoubleImportChunks,
+        Bug::SwallowBrokenCalls,
+        Bug::InstallFirstModuleOnly,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,34 +78,41 @@ impl Bug {
             Bug::DropDeltaPuts => "drop-delta-puts",
             Bug::LostDeposits => "lost-deposits",
             Bug::InflatedBalance => "inflated-balance",
+            Bug::StaleAccessOnCutover => "stale-access-on-cutover",
+            Bug::PartitionDeletesForOwners => "partition-deletes-for-owners",
+            Bug::DoubleImportChunks => "double-import-chunks",
+            Bug::SwallowBrokenCalls => "swallow-broken-calls",
+            Bug::InstallFirstModuleOnly => "install-first-module-only",
         }
     }
 
-    /// Whether `bugs` has this one planted.
-    pub fn planted_in(self, bugs: &PlantedBugs) -> bool {
+    fn flag(self, bugs: &mut PlantedBugs) -> &mut bool {
         match self {
-            Bug::FreshOpIdOnRetry => bugs.fresh_op_id_on_retry,
-            Bug::DropDeltaPuts => bugs.drop_delta_puts,
-            Bug::LostDeposits => bugs.lost_deposits,
-            Bug::InflatedBalance => bugs.inflated_balance,
+            Bug::FreshOpIdOnRetry => &mut bugs.fresh_op_id_on_retry,
+            Bug::DropDeltaPuts => &mut bugs.drop_delta_puts,
+            Bug::LostDeposits => &mut bugs.lost_deposits,
+            Bug::InflatedBalance => &mut bugs.inflated_balance,
+            Bug::StaleAccessOnCutover => &mut bugs.stale_access_on_cutover,
+            Bug::PartitionDeletesForOwners => &mut bugs.partition_deletes_for_owners,
+            Bug::DoubleImportChunks => &mut bugs.double_import_chunks,
+            Bug::SwallowBrokenCalls => &mut bugs.swallow_broken_calls,
+            Bug::InstallFirstModuleOnly => &mut bugs.install_first_module_only,
         }
     }
 
     pub fn plant(self, bugs: &mut PlantedBugs) {
-        match self {
-            Bug::FreshOpIdOnRetry => bugs.fresh_op_id_on_retry = true,
-            Bug::DropDeltaPuts => bugs.drop_delta_puts = true,
-            Bug::LostDeposits => bugs.lost_deposits = true,
-            Bug::InflatedBalance => bugs.inflated_balance = true,
-        }
+        *self.flag(bugs) = true;
+    }
+
+    /// Whether this bug is planted in `bugs`.
+    pub fn planted(self, bugs: &PlantedBugs) -> bool {
+        let mut b = *bugs;
+        *self.flag(&mut b)
     }
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unknown bug {0:?}; known: fresh-op-id-on-retry, drop-delta-puts, lost-deposits, \
-     inflated-balance"
-)]
+#[error("unknown bug {0:?}; known: {known}", known = Bug::ALL.map(Bug::name).join(", "))]
 pub struct UnknownBug(pub String);
 
 impl FromStr for Bug {
@@ -228,12 +264,20 @@ pub struct SimConfig {
     /// SubDBs under a small move cap, so a run grows to thousands of SubDBs on hundreds of
     /// partitions.
     pub scale: bool,
+    /// Hazards beyond message faults (`hazards.rs`): dead and import-trapping partitions,
+    /// access changes, direct deletes, large values, wasm re-uploads.
+    pub hazards: Hazards,
 }
 
 impl SimConfig {
     /// Knobs drawn from the seed (from a stream of their own, so overriding a knob does not
     /// change the rest of the run's decisions).
     pub fn from_seed(seed: u64, ops: u64) -> SimConfig {
+        Self::drawn(seed, ops).0
+    }
+
+    /// The seed's knobs, and its move cap without large values.
+    fn drawn(seed: u64, ops: u64) -> (SimConfig, u64) {
         let mut r = SimRng::new(seed ^ 0x6b6e_6f62_735f_7631); // "knobs_v1"
         let clients = r.range(2, 6) as usize;
         let latency_max = r.range(1, 3);
@@ -269,7 +313,17 @@ impl SimConfig {
                 flotilla_index::quotas::DEFAULT_MAX_SUBDBS_PER_OWNER,
             )
         };
-        SimConfig {
+        // Drawn after every older knob, so those keep their values.
+        let hazards = Hazards::random(&mut r);
+        let big_cap = BIG_MOVE_CAP_MIN as f64
+            * (BIG_MOVE_CAP_MAX as f64 / BIG_MOVE_CAP_MIN as f64).powf(r.unit());
+        let small_cap = move_cap_bytes;
+        let move_cap_bytes = if hazards.big_values > 0.0 {
+            big_cap as u64
+        } else {
+            move_cap_bytes
+        };
+        let cfg = SimConfig {
             seed,
             ops,
             clients,
@@ -301,7 +355,19 @@ impl SimConfig {
             bugs: PlantedBugs::default(),
             throttle_moves: None,
             scale: false,
+            hazards,
+        };
+        (cfg, small_cap)
+    }
+
+    /// Overrides the hazards; `Hazards::NONE` also restores the seed's own move cap (large
+    /// values raise it).
+    pub fn with_hazards(mut self, hazards: Hazards) -> Self {
+        if hazards.big_values == 0.0 && self.hazards.big_values > 0.0 {
+            self.move_cap_bytes = Self::drawn(self.seed, self.ops).1;
         }
+        self.hazards = hazards;
+        self
     }
 
     /// Creates open to everyone, at the default quota: for worlds whose users come from
@@ -317,8 +383,14 @@ impl SimConfig {
         self
     }
 
+    /// Sets the message faults. `Faults::NONE` asks for a fault-free world: it switches the
+    /// hazards off too (set them again with [`SimConfig::with_hazards`] after it to keep
+    /// them).
     pub fn with_faults(mut self, faults: Faults) -> Self {
         self.faults = faults;
+        if faults == Faults::NONE {
+            self = self.with_hazards(Hazards::NONE);
+        }
         self
     }
 
@@ -345,6 +417,8 @@ impl SimConfig {
             self.max_value_bytes = 400;
             self.move_cap_bytes = 3_000;
             self.spare_pool_target = 4;
+            // Many small SubDBs: no large values (the seed's other hazards stay).
+            self.hazards.big_values = 0.0;
             self = self.with_open_creates();
         }
         self
@@ -358,8 +432,10 @@ impl SimConfig {
             self.seed + 1,
             self.ops
         );
-        for bug in Bug::ALL.into_iter().filter(|b| b.planted_in(&self.bugs)) {
-            s.push_str(&format!(" --plant {bug}"));
+        for bug in Bug::ALL {
+            if bug.planted(&self.bugs) {
+                s.push_str(&format!(" --plant {bug}"));
+            }
         }
         if let Some(b) = self.throttle_moves {
             s.push_str(&format!(" --throttle-moves {b}"));
@@ -367,11 +443,18 @@ impl SimConfig {
         if self.scale {
             s.push_str(" --scale");
         }
+        let no_hazards = self.hazards == Hazards::NONE;
+        if no_hazards {
+            s.push_str(" --no-hazards");
+        }
         s.push_str(" --trace");
-        let reproduced = SimConfig::from_seed(self.seed, self.ops)
+        let mut reproduced = SimConfig::from_seed(self.seed, self.ops)
             .with_bugs(self.bugs)
             .with_throttle_moves(self.throttle_moves)
             .with_scale(self.scale);
+        if no_hazards {
+            reproduced = reproduced.with_hazards(Hazards::NONE);
+        }
         if *self != reproduced {
             s = format!(
                 "run the same SimConfig again (its knobs differ from the seed's defaults, so \
@@ -418,7 +501,8 @@ impl fmt::Display for SimConfig {
             "  creates: {:?}, at most {} SubDBs per owner",
             self.create_policy, self.max_subdbs_per_owner
         )?;
-        write!(f, "  faults: {}", self.faults)?;
+        writeln!(f, "  faults: {}", self.faults)?;
+        write!(f, "  hazards: {}", self.hazards)?;
         if self.bugs != PlantedBugs::default() {
             write!(f, "\n  planted bugs: {:?}", self.bugs)?;
         }
@@ -449,9 +533,33 @@ mod tests {
         for s in 0..100 {
             let c = SimConfig::from_seed(s, 10);
             assert!(c.latency_max >= 1 && c.ingress_latency_max >= 1);
-            assert!((16_000..=96_000).contains(&c.move_cap_bytes));
+            if c.hazards.big_values > 0.0 {
+                assert!((BIG_MOVE_CAP_MIN..=BIG_MOVE_CAP_MAX).contains(&c.move_cap_bytes));
+                let plain = c.clone().with_hazards(Hazards::NONE);
+                assert!((16_000..=96_000).contains(&plain.move_cap_bytes));
+            } else {
+                assert!((16_000..=96_000).contains(&c.move_cap_bytes));
+            }
             assert!(c.spare_pool_target >= 1);
         }
+    }
+
+    #[test]
+    fn every_bug_plants_its_own_flag_and_reruns_by_name() {
+        for b in Bug::ALL {
+            let mut bugs = PlantedBugs::default();
+            b.plant(&mut bugs);
+            assert!(b.planted(&bugs));
+            assert_eq!(Bug::ALL.iter().filter(|o| o.planted(&bugs)).count(), 1);
+            let c = SimConfig::from_seed(9, 20).with_bugs(bugs);
+            assert!(c.rerun_command().contains(&format!("--plant {b} --trace")));
+        }
+        let c = SimConfig::from_seed(9, 20).with_hazards(Hazards::NONE);
+        assert!(
+            c.rerun_command().contains("--no-hazards --trace"),
+            "{}",
+            c.rerun_command()
+        );
     }
 
     #[test]

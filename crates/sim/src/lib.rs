@@ -19,9 +19,11 @@
 
 pub mod canister;
 mod check;
+mod check_hazards;
 mod client;
 pub mod config;
 pub mod faults;
+pub mod hazards;
 pub mod model;
 pub mod queue;
 pub mod report;
@@ -32,6 +34,7 @@ pub mod world;
 
 pub use config::{Bug, OpMix, PlantedBugs, SimConfig};
 pub use faults::{FaultCounts, Faults};
+pub use hazards::{HazardCounts, Hazards};
 pub use report::{Report, Summary, Violation, ViolationKind};
 pub use requests::{RequestRecord, Requester, Role};
 pub use world::{Phase, Snapshot, World};
@@ -63,6 +66,8 @@ pub struct SwarmOptions {
     pub throttle_moves: Option<u64>,
     /// [`SimConfig::with_scale`] for every seed.
     pub scale: bool,
+    /// Every seed runs without hazards ([`Hazards::NONE`]): message faults only.
+    pub no_hazards: bool,
     /// Called with each finished report, from the worker thread, in completion order.
     pub on_report: Option<fn(&Report)>,
 }
@@ -89,10 +94,13 @@ pub fn run_swarm_with(seeds: Range<u64>, ops: usize, opts: &SwarmOptions) -> Sum
                 if seed >= seeds.end {
                     return;
                 }
-                let cfg = SimConfig::from_seed(seed, ops as u64)
+                let mut cfg = SimConfig::from_seed(seed, ops as u64)
                     .with_bugs(opts.bugs)
                     .with_throttle_moves(opts.throttle_moves)
                     .with_scale(opts.scale);
+                if opts.no_hazards {
+                    cfg = cfg.with_hazards(Hazards::NONE);
+                }
                 let r = run(cfg);
                 if let Some(f) = opts.on_report {
                     f(&r);

@@ -5,6 +5,7 @@
 //! value is open at any moment is the one its owner's current write touches (old or new
 //! value). Values are remembered by length and a 64-bit digest, not by content.
 
+use candid::Principal;
 use flotilla_types::InnerKey;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hasher};
@@ -44,6 +45,10 @@ pub struct SubDbModel {
     pub uncertain: BTreeSet<Vec<u8>>,
     /// Every inner key this SubDB was seen at (create reply, routes, `Moved` answers).
     pub homes: BTreeSet<InnerKey>,
+    /// The reader lists the SubDB may have: the last acknowledged `set_access` (empty at
+    /// creation), plus any abandoned unacknowledged since (each may have applied). Writers
+    /// stay empty.
+    pub readers: BTreeSet<Vec<Principal>>,
 }
 
 impl SubDbModel {
@@ -91,6 +96,7 @@ impl Model {
                 items: BTreeMap::new(),
                 uncertain: BTreeSet::new(),
                 homes,
+                readers: BTreeSet::from([vec![]]),
             },
         );
     }
@@ -150,6 +156,20 @@ impl Model {
         }
     }
 
+    /// An acknowledged `set_access`: the reader list is `readers`, exactly.
+    pub fn set_readers(&mut self, outer: &str, readers: &[Principal]) {
+        if let Some(s) = self.live_mut(outer) {
+            s.readers = BTreeSet::from([readers.to_vec()]);
+        }
+    }
+
+    /// A `set_access` abandoned unacknowledged: its list may have applied too.
+    pub fn maybe_readers(&mut self, outer: &str, readers: &[Principal]) {
+        if let Some(s) = self.live_mut(outer) {
+            s.readers.insert(readers.to_vec());
+        }
+    }
+
     pub fn note_home(&mut self, outer: &str, home: InnerKey) {
         if let Some(s) = self.subdbs.get_mut(outer) {
             s.homes.insert(home);
@@ -196,6 +216,18 @@ mod tests {
         m.delete_subdb("a");
         assert!(m.live("a").is_none());
         assert_eq!(m.live_count(), 0);
+    }
+
+    #[test]
+    fn reader_lists_follow_access_changes() {
+        let mut m = Model::default();
+        m.create("a", 0, home());
+        assert_eq!(m.subdbs["a"].readers, BTreeSet::from([vec![]]));
+        let p = Principal::anonymous();
+        m.maybe_readers("a", &[p]);
+        assert_eq!(m.subdbs["a"].readers.len(), 2);
+        m.set_readers("a", &[]);
+        assert_eq!(m.subdbs["a"].readers, BTreeSet::from([vec![]]));
     }
 
     #[test]

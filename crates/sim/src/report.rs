@@ -2,6 +2,7 @@
 
 use crate::config::SimConfig;
 use crate::faults::FaultCounts;
+use crate::hazards::HazardCounts;
 use flotilla_types::InnerKey;
 use std::fmt;
 
@@ -47,6 +48,18 @@ pub enum ViolationKind {
     LogicPanic,
     /// The end phase never reached quiescence.
     NoQuiescence,
+    /// Checker 6: a SubDB's access lists at its home are not the last ones its owner set
+    /// (owner, readers, writers), or a reader was granted or refused against them.
+    AccessWrong,
+    /// Checker 7: a partition did not refuse an owner's direct `delete_subdb` with
+    /// `NotAuthorized` (only the index may delete there).
+    DirectDelete,
+    /// Checker 8: a move whose target broke (stopped for good, trapping on imports) did not
+    /// end (complete, called off or given up) within the bound of its failure budget.
+    MoveNeverEnds,
+    /// Checker 9: after quiescence the spare pool is short of its target or a
+    /// partition-creation job is still open (after wasm re-uploads, too).
+    SparePool,
     /// Cycles checker: a partition ran out of cycles while the index could pay for a top-up.
     OutOfCycles,
     /// Cycles checker: the index attached cycles that took it under its reserve.
@@ -83,6 +96,8 @@ pub struct Report {
     /// Imports made live (`import_chunk` with `finish` acknowledged), distinct.
     pub imports_finished: u64,
     pub faults: FaultCounts,
+    /// What the hazards did, and how moves ended.
+    pub hazards: HazardCounts,
     /// `import_chunk` calls sent, and their total and largest Candid-encoded size.
     pub chunk_messages: u64,
     pub chunk_bytes: u64,
@@ -204,6 +219,7 @@ pub struct Summary {
     pub moves: u64,
     pub imports_finished: u64,
     pub faults: FaultCounts,
+    pub hazards: HazardCounts,
     pub chunk_messages: u64,
     pub max_chunk_message_bytes: u64,
     pub max_message_bytes: u64,
@@ -238,6 +254,7 @@ impl Summary {
         self.moves += r.moves;
         self.imports_finished += r.imports_finished;
         self.faults.add(&r.faults);
+        self.hazards.add(&r.hazards);
         self.chunk_messages += r.chunk_messages;
         self.max_chunk_message_bytes = self.max_chunk_message_bytes.max(r.max_chunk_message_bytes);
         self.max_message_bytes = self.max_message_bytes.max(r.max_message_bytes);
@@ -280,6 +297,7 @@ impl fmt::Display for Summary {
             self.imports_finished
         )?;
         writeln!(f, "faults injected: {}", self.faults)?;
+        writeln!(f, "hazards: {}", self.hazards)?;
         writeln!(
             f,
             "chunk_messages={} max_chunk_bytes={} max_message_bytes={} write_pause_rounds={} \

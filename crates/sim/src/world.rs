@@ -37,6 +37,7 @@
 mod calls;
 mod cycles;
 mod delivery;
+mod hazards;
 mod lifecycle;
 mod mgmt;
 mod snapshot;
@@ -47,6 +48,7 @@ use crate::canister::{canister_id, Canister, Logic, Mem};
 use crate::client::Client;
 use crate::config::SimConfig;
 use crate::faults::{FaultCounts, Faults};
+use crate::hazards::Hazards;
 use crate::model::Model;
 use crate::queue::Queue;
 use crate::report::{Violation, ViolationKind};
@@ -200,6 +202,9 @@ pub struct World {
     pub(crate) cfg: SimConfig,
     /// The fault knobs in force (off during the end phase).
     pub(crate) faults: Faults,
+    /// The hazard knobs in force (off during the end phase), and what the hazards hold.
+    pub(crate) hazards: Hazards,
+    pub(crate) hz: hazards::HazardState,
     pub(crate) rng: SimRng,
     pub(crate) round: u64,
     pub(crate) queue: Queue<Msg>,
@@ -329,6 +334,8 @@ impl World {
             .collect();
         let mut w = World {
             faults: cfg.faults,
+            hazards: cfg.hazards,
+            hz: hazards::HazardState::default(),
             cfg,
             rng: SimRng::new(0),
             round: 0,
@@ -370,6 +377,7 @@ impl World {
         wasm.extend(rng.bytes(w.cfg.wasm_bytes.saturating_sub(wasm.len())));
         w.rng = rng;
         w.upload_wasm(&wasm);
+        w.hz.first_module = Sha256::digest(&wasm).to_vec();
         w
     }
 
@@ -435,6 +443,7 @@ impl World {
         self.phase = Phase::Running;
         self.issuing = true;
         self.faults = Faults::NONE;
+        self.end_hazards();
         self.live_pace = Some(pace.max(1));
         self.next_live_start = self.round;
     }

@@ -10,7 +10,7 @@ use flotilla_client::counting::Counting;
 use flotilla_client::load::{load, LoadError, MemoryCheckpoint, Progress};
 use flotilla_client::{Client, CreateOptions, Error, ScanOptions};
 use flotilla_sim::transport::{block_on, SharedWorld, SimTransport};
-use flotilla_sim::{Faults, SimConfig, World};
+use flotilla_sim::{Faults, Hazards, SimConfig, World};
 use flotilla_types::{BatchOp, GetError};
 use futures::StreamExt;
 use serde_bytes::ByteBuf;
@@ -23,8 +23,10 @@ const MAX_ROUNDS: u64 = 200_000;
 
 /// A world with no simulated users of its own, open-ended, with the given faults.
 fn world(seed: u64, faults: Faults, move_cap: u64) -> SharedWorld {
+    // Message faults only: no partition of these worlds stops for good or traps on imports.
     let mut cfg = SimConfig::from_seed(seed, 0)
         .with_faults(faults)
+        .with_hazards(Hazards::NONE)
         .with_open_creates();
     cfg.clients = 0;
     cfg.move_cap_bytes = move_cap;

@@ -4,8 +4,8 @@
 //! Every failure message names `seed=N` and the command that reruns it.
 
 use flotilla_sim::{
-    run, run_seed, run_swarm, run_swarm_with, Bug, Faults, OpMix, Phase, PlantedBugs, Report,
-    SimConfig, SwarmOptions, ViolationKind, World,
+    run, run_seed, run_swarm, run_swarm_with, Bug, Faults, Hazards, OpMix, Phase, PlantedBugs,
+    Report, SimConfig, SwarmOptions, ViolationKind, World,
 };
 use std::ops::Range;
 
@@ -152,6 +152,163 @@ fn planted_drop_delta_puts_is_caught() {
     assert_reproducible(&r, Bug::DropDeltaPuts);
 }
 
+/// Runs seeds with `bug` planted and their knobs changed by `tweak` (a hazard made likely)
+/// until one reports a violation of one of `kinds`; checks that the failure names the seed and
+/// that rerunning its config gives the same violations.
+fn catch_tweaked(
+    bug: Bug,
+    seeds: Range<u64>,
+    ops: u64,
+    kinds: &[ViolationKind],
+    tweak: fn(SimConfig) -> SimConfig,
+) -> Report {
+    let mut bugs = PlantedBugs::default();
+    bug.plant(&mut bugs);
+    for seed in seeds.clone() {
+        let cfg = tweak(SimConfig::from_seed(seed, ops)).with_bugs(bugs);
+        let r = run(cfg.clone());
+        if r.violations.iter().any(|v| kinds.contains(&v.kind)) {
+            let text = r.failure_text(8);
+            assert!(text.contains(&format!("seed={} ", r.seed)), "{text}");
+            assert!(text.contains("run the same SimConfig again"), "{text}");
+            let again = run(cfg);
+            assert_eq!(again.violations, r.violations, "seed={}", r.seed);
+            assert_eq!(again.trace_hash, r.trace_hash, "seed={}", r.seed);
+            return r;
+        }
+    }
+    panic!("planted bug {bug} went unnoticed ({kinds:?}) in seeds {seeds:?} × {ops} ops");
+}
+
+#[test]
+fn planted_stale_access_on_cutover_is_caught() {
+    let r = catch_tweaked(
+        Bug::StaleAccessOnCutover,
+        0..20,
+        400,
+        &[ViolationKind::AccessWrong],
+        |mut c| {
+            c.hazards.set_access = 20;
+            c
+        },
+    );
+    assert!(r.hazards.access_changes_during_moves > 0, "seed={}", r.seed);
+}
+
+#[test]
+fn planted_partition_deletes_for_owners_is_caught() {
+    let r = catch_tweaked(
+        Bug::PartitionDeletesForOwners,
+        0..20,
+        300,
+        &[ViolationKind::DirectDelete],
+        |mut c| {
+            c.hazards.direct_delete = 0.05;
+            c
+        },
+    );
+    // The SubDB vanished behind the directory's back: the content checker sees it too.
+    assert!(
+        r.violations
+            .iter()
+            .any(|v| v.kind == ViolationKind::LostSubDb || v.kind == ViolationKind::LostWrite),
+        "{}",
+        r.failure_text(8)
+    );
+}
+
+#[test]
+fn planted_double_import_chunks_is_caught() {
+    let r = catch_tweaked(
+        Bug::DoubleImportChunks,
+        0..20,
+        300,
+        &[ViolationKind::MessageTooLarge],
+        |mut c| {
+            c.hazards.big_values = 0.1;
+            c.move_cap_bytes = 2_000_000;
+            c
+        },
+    );
+    assert!(r.hazards.big_puts > 0, "seed={}", r.seed);
+}
+
+#[test]
+fn planted_swallow_broken_calls_is_caught() {
+    catch_tweaked(
+        Bug::SwallowBrokenCalls,
+        0..20,
+        400,
+        &[ViolationKind::MoveNeverEnds],
+        |mut c| {
+            c.hazards.import_trap = 0.05;
+            c
+        },
+    );
+}
+
+#[test]
+fn planted_install_first_module_only_is_caught() {
+    let r = catch_tweaked(
+        Bug::InstallFirstModuleOnly,
+        0..20,
+        200,
+        &[ViolationKind::SparePool],
+        |mut c| {
+            c.hazards.reupload = 0.5;
+            c
+        },
+    );
+    assert!(r.hazards.reuploads > 0, "seed={}", r.seed);
+}
+
+/// The hazards act and their checkers stay quiet without plants: a partition stopped for
+/// good and one trapping on imports (moves to them end), access changes during moves, direct
+/// deletes refused, large values filling chunks toward 2 MiB, wasm re-uploads while creation
+/// jobs run (spares created, no job stuck).
+#[test]
+fn every_hazard_at_once_is_clean() {
+    let mut reports = vec![];
+    for seed in 0..12 {
+        let mut c = SimConfig::from_seed(seed, 400);
+        c.hazards = Hazards {
+            dead_partition: 0.02,
+            dead_rounds: 300,
+            import_trap: 0.02,
+            set_access: 10,
+            direct_delete: 0.05,
+            big_values: 0.15,
+            reupload: 0.3,
+        };
+        c.move_cap_bytes = 2_000_000;
+        reports.push(run(c));
+    }
+    let failed: Vec<&Report> = reports.iter().filter(|r| !r.ok()).collect();
+    assert!(failed.is_empty(), "\n{}", failures(&failed));
+    let h = reports
+        .iter()
+        .fold(flotilla_sim::HazardCounts::default(), |mut a, r| {
+            a.add(&r.hazards);
+            a
+        });
+    assert!(h.dead_partitions > 0 && h.import_trap_partitions > 0, "{h}");
+    assert!(
+        h.import_traps > 0 && h.access_changes_during_moves > 0,
+        "{h}"
+    );
+    assert!(
+        h.direct_deletes_refused > 0 && h.big_puts > 0 && h.reuploads > 0,
+        "{h}"
+    );
+    assert!(
+        reports
+            .iter()
+            .any(|r| r.max_chunk_message_bytes > 1_000_000),
+        "no chunk near the limit"
+    );
+    println!("{h}");
+}
+
 #[test]
 fn fault_free_runs_are_clean_and_move() {
     for seed in 0..4 {
@@ -236,6 +393,7 @@ fn two_hundred_mib_under_faults() {
         get: 32,
         scan: 12,
     };
+    cfg.hazards = Hazards::NONE;
     cfg.faults = Faults {
         call_reject: 0.03,
         call_trap: 0.02,

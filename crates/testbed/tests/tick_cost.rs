@@ -29,6 +29,7 @@
 
 use candid::{Decode, Encode, Principal};
 use flotilla_index::calls::{Request, Response};
+use flotilla_index::cycles::MAX_STATUS_CALLS_PER_TICK;
 use flotilla_index::{Env, Index, Step, MAX_STATS_CALLS_PER_TICK};
 use flotilla_testbed::{Config, InstallMode, Testbed};
 use flotilla_types::index::{AdminError, CreateRequest, IndexInit, RoutesRequest, WasmChunk};
@@ -118,6 +119,8 @@ fn index_memory(
             admins: vec![admin()],
             spare_pool_target: Some(1),
             move_cap_bytes: Some(MOVE_CAP),
+            // One owner holds every SubDB of the fleet: no quota.
+            max_subdbs_per_owner: Some(u64::MAX),
             ..IndexInit::default()
         },
     );
@@ -367,12 +370,15 @@ fn tick_cost_is_flat_when_nothing_is_due() {
     for c in [&small, &large] {
         println!("{}", row(c));
         // Stale: a stats call per partition (the spare too: it has no stats either), at most
-        // `MAX_STATS_CALLS_PER_TICK`; the next tick asks the rest; then nothing is due.
+        // `MAX_STATS_CALLS_PER_TICK`, and a first cycle-balance check of each, at most
+        // `MAX_STATUS_CALLS_PER_TICK`; the next tick asks the rest; then nothing is due.
         let all = c.partitions + 1;
         let first = all.min(MAX_STATS_CALLS_PER_TICK);
-        assert_eq!(c.calls[0] as usize, first, "{c:?}");
+        let first_status = all.min(MAX_STATUS_CALLS_PER_TICK);
+        assert_eq!(c.calls[0] as usize, first + first_status, "{c:?}");
         let rest = (all - first).min(MAX_STATS_CALLS_PER_TICK);
-        assert_eq!(c.calls[1] as usize, rest, "{c:?}");
+        let rest_status = (all - first_status).min(MAX_STATUS_CALLS_PER_TICK);
+        assert_eq!(c.calls[1] as usize, rest + rest_status, "{c:?}");
         assert_eq!(c.calls[2], 0, "{c:?}");
     }
     // Ten times the partitions: the tick that asks nothing costs about the same.

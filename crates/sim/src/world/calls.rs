@@ -29,9 +29,15 @@ impl World {
     }
 
     /// Sends one call the index asked for: measures it, charges the index, queues it.
-    pub(super) fn send_call(&mut self, call: Call) {
+    pub(super) fn send_call(&mut self, mut call: Call) {
         self.stats.calls_sent += 1;
         self.check_spending(&call);
+        if self.cfg.bugs.double_import_chunks {
+            if let Request::ImportChunk(a) = &mut call.request {
+                let again = a.chunk.puts.clone();
+                a.chunk.puts.extend(again);
+            }
+        }
         let to_partition = call.target != Principal::management_canister();
         let bytes = call.request.encode(sender(self.index_id)).len() as u64;
         if to_partition {
@@ -88,6 +94,10 @@ impl World {
         if self.halted {
             return;
         }
+        if self.swallows(&call) {
+            self.say(|| format!("  call {} {} swallowed", call.id, call.request.method()));
+            return;
+        }
         self.say(|| format!("  call {} {} → {result:?}", call.id, call.request.method()));
         if !matches!(call.request, Request::Stats(_)) {
             let outcome = match &result {
@@ -126,6 +136,13 @@ impl World {
             })
         };
         let index = self.index_id;
+        let stopped = self
+            .canisters
+            .get(&call.target)
+            .is_some_and(|c| c.is_stopped());
+        if !stopped && self.traps_import(call) {
+            return reject(false, "trapped on import (hazard)");
+        }
         let Some(c) = self.canisters.get_mut(&call.target) else {
             return reject(true, "no such canister");
         };
@@ -198,14 +215,27 @@ impl World {
             );
         }
         let mut response = response;
-        match &mut response {
-            Response::Exported(Ok(_)) => {
+        let source = |subdb: SubDbId| InnerKey {
+            partition: call.target,
+            subdb,
+        };
+        match (&call.request, &mut response) {
+            (Request::ExportChunk(a), Response::Exported(Ok(r))) => {
                 self.stats.max_chunk_message_bytes = self.stats.max_chunk_message_bytes.max(bytes);
+                if let Some(h) = &r.chunk.header {
+                    self.hz.first_meta.insert(source(a.subdb), h.meta.clone());
+                }
             }
-            Response::DeltaExported(Ok(r)) => {
+            (Request::ExportDelta(a), Response::DeltaExported(Ok(r))) => {
                 self.stats.max_chunk_message_bytes = self.stats.max_chunk_message_bytes.max(bytes);
                 if self.cfg.bugs.drop_delta_puts {
                     r.chunk.puts.clear();
+                }
+                if self.cfg.bugs.stale_access_on_cutover {
+                    let first = self.hz.first_meta.get(&source(a.subdb));
+                    if let (Some(h), Some(first)) = (&mut r.chunk.header, first) {
+                        h.meta = first.clone();
+                    }
                 }
             }
             _ => {}

@@ -188,6 +188,12 @@ impl World {
         let stable_memory_bytes = c.memory_bytes();
         let calls_before = self.stats.calls_sent;
         let role = role_of(c);
+        // The planted `partition_deletes_for_owners`: the index-only guard is missing.
+        let as_caller = if self.cfg.bugs.partition_deletes_for_owners && method == "delete_subdb" {
+            self.index_id
+        } else {
+            caller
+        };
         if role == Role::Partition {
             c.note_request(round);
         }
@@ -218,7 +224,7 @@ impl World {
             }
             Logic::Partition(p) => {
                 let ctx = Ctx {
-                    caller,
+                    caller: as_caller,
                     stable_memory_bytes,
                 };
                 match guard(|| flotilla_partition::dispatch::update(p, &ctx, method, arg)) {

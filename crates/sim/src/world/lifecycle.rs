@@ -37,6 +37,7 @@ impl World {
         }
         self.check_round();
         self.check_cycles();
+        self.track_moves();
         if self.round.is_multiple_of(self.cfg.full_check_every.max(1)) {
             self.check_full();
         }
@@ -118,6 +119,7 @@ impl World {
         if phase == Phase::Draining {
             self.issuing = false;
             self.faults = Faults::NONE;
+            self.end_hazards();
             for c in self.canisters.values_mut() {
                 c.stopped_until = None;
             }
@@ -214,6 +216,7 @@ impl World {
             let id = ids[(upgrade_pick % ids.len() as u64) as usize];
             self.upgrade(id);
         }
+        self.hazards_round();
     }
 
     /// Upgrades one canister: drops its heap and re-opens its logic from stable memory.

@@ -23,6 +23,16 @@ impl World {
             Fate::Trap => return reject(false, "injected trap".into()),
             Fate::Deliver | Fate::ReplyLost => {}
         }
+        if self.cfg.bugs.install_first_module_only {
+            let module = match &call.request {
+                Request::InstallCode { wasm, .. } => Some(Sha256::digest(wasm).to_vec()),
+                Request::InstallChunkedCode { wasm_sha256, .. } => Some(wasm_sha256.to_vec()),
+                _ => None,
+            };
+            if module.is_some_and(|m| m != self.hz.first_module) {
+                return reject(true, "planted bug: only the first module installs".into());
+            }
+        }
         let result = match &call.request {
             Request::CreateCanister { cycles } if *cycles < CREATION_FEE => reject(
                 true,
