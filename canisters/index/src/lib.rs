@@ -16,8 +16,8 @@ use flotilla_index::{Env, Finished, Index, Step};
 use flotilla_types::index::{
     AdminError, CancelMoveError, CreateError, CreateRequest, DeleteRequest,
     DeleteSubDbRequestError, IndexInit, IndexSettings, IndexStats, MoveInfo, MoveRequest,
-    MoveSubDbError, RouteError, RoutesPage, RoutesRequest, SettingsError, UploadProgress,
-    UploadWasmError, WasmChunk,
+    MoveSubDbError, PartitionsPage, PartitionsRequest, RouteError, RoutesPage, RoutesRequest,
+    SettingsError, UploadProgress, UploadWasmError, WasmChunk,
 };
 use flotilla_types::InnerKey;
 use ic_cdk::call::{Call as IcCall, CallErrorExt};
@@ -174,6 +174,11 @@ endpoints! {
 
     query fn routes(req: RoutesRequest) -> RoutesPage {
         with(|i| i.routes(&req))
+    }
+
+    /// A page of the partitions in creation order (`stats` lists at most the first 1,000).
+    query fn partitions(req: PartitionsRequest) -> PartitionsPage {
+        with(|i| i.partitions(&req))
     }
 
     update fn add_admin(p: Principal) -> Result<(), AdminError> {

@@ -568,6 +568,13 @@ pub fn fleet_table(s: &IndexStats) -> String {
             p.cycles.map_or("?".to_string(), |c| c.to_string())
         );
     }
+    if s.partitions_total > s.partitions.len() as u64 {
+        t += &format!(
+            "(the oldest {} of {} partitions)\n",
+            s.partitions.len(),
+            s.partitions_total
+        );
+    }
     if s.moves.is_empty() {
         t += "no moves in flight\n";
     } else {

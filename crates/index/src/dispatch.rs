@@ -16,8 +16,8 @@ use flotilla_types::dispatch::{
 use flotilla_types::index::{
     AdminError, CancelMoveError, CreateError, CreateRequest, DeleteRequest,
     DeleteSubDbRequestError, IndexSettings, IndexStats, MoveInfo, MoveRequest, MoveSubDbError,
-    RouteError, RoutesPage, RoutesRequest, SettingsError, UploadProgress, UploadWasmError,
-    WasmChunk,
+    PartitionsPage, PartitionsRequest, RouteError, RoutesPage, RoutesRequest, SettingsError,
+    UploadProgress, UploadWasmError, WasmChunk,
 };
 use flotilla_types::InnerKey;
 use ic_stable_structures::Memory;
@@ -65,6 +65,7 @@ mod plain {
                 |i, _cx| i.route(&keys);
             routes(req: RoutesRequest) -> RoutesPage = |i, _cx| i.routes(&req);
             stats() -> IndexStats = |i, _cx| i.stats();
+            partitions(req: PartitionsRequest) -> PartitionsPage = |i, _cx| i.partitions(&req);
             list_moves() -> Vec<MoveInfo> = |i, _cx| i.list_moves();
         }
         updates {

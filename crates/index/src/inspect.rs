@@ -131,6 +131,7 @@ pub const RULES: &[Rule] = &[
     rule("route", Callers::Anyone, ROUTE_ARG_BYTES),
     rule("routes", Callers::Anyone, SMALL_ARG_BYTES),
     rule("stats", Callers::Anyone, SMALL_ARG_BYTES),
+    rule("partitions", Callers::Anyone, SMALL_ARG_BYTES),
     rule("list_moves", Callers::Anyone, SMALL_ARG_BYTES),
     // SubDBs.
     rule("create_subdb", Callers::Authenticated, SMALL_ARG_BYTES),
@@ -236,7 +237,7 @@ mod tests {
     #[test]
     fn inspection_table() {
         use InspectRefusal as R;
-        let open = ["route", "routes", "stats", "list_moves"];
+        let open = ["route", "routes", "stats", "partitions", "list_moves"];
         let signed_in = ["create_subdb", "delete_subdb"];
         let admins = [
             "add_admin",

@@ -101,11 +101,12 @@ fn phase_name(p: MovePhase) -> &'static str {
 }
 
 impl<M: Memory> Index<M> {
-    /// Moves in progress, for stats and dashboards.
+    /// Moves in progress, for stats and dashboards: at most `MAX_STATS_MOVES`, by outer key.
     pub fn moves(&self) -> Vec<MoveInfo> {
         let tuning = self.cfg().move_tuning;
         self.moves
             .iter()
+            .take(flotilla_types::limits::MAX_STATS_MOVES)
             .map(|e| {
                 let (outer_key, m) = e.into_pair();
                 MoveInfo {

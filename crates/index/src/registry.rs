@@ -7,33 +7,31 @@ use crate::moves::MOVE_CANDIDATES;
 use crate::records::*;
 use crate::{Env, Index, MAX_STATS_CALLS_PER_TICK};
 use candid::Principal;
-use flotilla_types::index::{CyclesStats, IndexStats, PartitionInfo, PartitionState, WasmInfo};
+use flotilla_types::index::{
+    CyclesStats, IndexStats, PartitionInfo, PartitionState, PartitionsPage, PartitionsRequest,
+    WasmInfo,
+};
 use flotilla_types::limits::MAX_SPARE_POOL_TARGET;
+use flotilla_types::limits::{MAX_PARTITIONS_PAGE, MAX_STATS_PARTITIONS};
 use flotilla_types::partition::StatsArgs;
 use ic_stable_structures::Memory;
 
 impl<M: Memory> Index<M> {
+    /// The fleet at a glance. Lists at most `MAX_STATS_PARTITIONS` partitions (the oldest)
+    /// and `MAX_STATS_MOVES` moves, so the reply stays under `STATS_REPLY_BUDGET_BYTES`
+    /// whatever the fleet's size; `partitions` pages the rest.
     pub fn stats(&self) -> IndexStats {
         let c = self.cfg();
+        let partitions = self.partitions_in_order();
         IndexStats {
             routing_version: c.routing_version,
             subdbs: self.directory.len(),
-            partitions: self
-                .partitions_in_order()
+            partitions_total: partitions.len() as u64,
+            moves_total: self.moves.len(),
+            partitions: partitions
                 .into_iter()
-                .map(|(id, r)| PartitionInfo {
-                    id,
-                    state: r.state,
-                    bytes: r.bytes,
-                    items: r.items,
-                    subdbs: r.subdbs,
-                    stable_memory_bytes: r.stable_memory_bytes,
-                    stats_at: r.stats_at,
-                    created_at: r.created_at,
-                    cycles: r.cycles,
-                    cycles_at: r.cycles_at.unwrap_or(0),
-                    topped_up: r.topped_up.unwrap_or(0),
-                })
+                .take(MAX_STATS_PARTITIONS)
+                .map(|(id, r)| partition_info(id, r))
                 .collect(),
             spare_pool_target: c.spare_pool_target,
             move_cap_bytes: c.move_cap_bytes,
@@ -63,6 +61,30 @@ impl<M: Memory> Index<M> {
             allowed_creators: self.allowed_creators(),
             max_subdbs_per_owner: c.max_subdbs_per_owner,
         }
+    }
+
+    /// A page of the registry in creation order: partitions created after `start_after`,
+    /// at most `limit` (default and most `MAX_PARTITIONS_PAGE`).
+    pub fn partitions(&self, req: &PartitionsRequest) -> PartitionsPage {
+        let limit = req
+            .limit
+            .unwrap_or(MAX_PARTITIONS_PAGE)
+            .min(MAX_PARTITIONS_PAGE) as usize;
+        let after = req.start_after;
+        let mut rest = self
+            .partitions_in_order()
+            .into_iter()
+            .filter(|(_, r)| after.is_none_or(|a| r.seq > a))
+            .peekable();
+        let mut partitions = vec![];
+        let mut last = None;
+        while partitions.len() < limit {
+            let Some((id, r)) = rest.next() else { break };
+            last = Some(r.seq);
+            partitions.push(partition_info(id, r));
+        }
+        let next = if rest.peek().is_some() { last } else { None };
+        PartitionsPage { partitions, next }
     }
 
     // ---- placement and registry ---------------------------------------------------------
@@ -189,5 +211,22 @@ impl<M: Memory> Index<M> {
             }
         }
         calls
+    }
+}
+
+/// What `stats` and `partitions` show of a partition.
+fn partition_info(id: Principal, r: PartitionRecord) -> PartitionInfo {
+    PartitionInfo {
+        id,
+        state: r.state,
+        bytes: r.bytes,
+        items: r.items,
+        subdbs: r.subdbs,
+        stable_memory_bytes: r.stable_memory_bytes,
+        stats_at: r.stats_at,
+        created_at: r.created_at,
+        cycles: r.cycles,
+        cycles_at: r.cycles_at.unwrap_or(0),
+        topped_up: r.topped_up.unwrap_or(0),
     }
 }

@@ -1349,3 +1349,65 @@ mod cycles;
 
 #[path = "tests_quotas.rs"]
 mod quotas;
+
+/// `stats` lists at most `MAX_STATS_PARTITIONS` partitions (the oldest) under its reply
+/// budget; `partitions` pages all of them in creation order.
+#[test]
+fn stats_stay_under_their_budget_and_partitions_page_the_rest() {
+    use flotilla_types::index::PartitionsRequest;
+    use flotilla_types::limits::{
+        MAX_PARTITIONS_PAGE, MAX_STATS_PARTITIONS, STATS_REPLY_BUDGET_BYTES,
+    };
+    let (_, mut index) = fresh();
+    let n = MAX_STATS_PARTITIONS * 2 + 500;
+    let id =
+        |i: usize| Principal::from_slice(&[&[9u8; 25][..], &(i as u32).to_be_bytes()].concat());
+    for i in 0..n {
+        let seq = index.bump_partition_seq();
+        index.put_partition(
+            id(i),
+            PartitionRecord {
+                state: PartitionState::Active,
+                seq,
+                bytes: u64::MAX,
+                items: u64::MAX,
+                subdbs: u64::MAX,
+                stable_memory_bytes: u64::MAX,
+                stats_at: u64::MAX,
+                created_at: u64::MAX,
+                cycles: Some(u128::MAX),
+                cycles_at: Some(u64::MAX),
+                cycles_asked_at: Some(u64::MAX),
+                topped_up: Some(u128::MAX),
+            },
+        );
+    }
+    let s = index.stats();
+    assert_eq!(
+        (s.partitions.len(), s.partitions_total),
+        (MAX_STATS_PARTITIONS, n as u64)
+    );
+    assert_eq!(s.partitions[0].id, id(0), "the oldest first");
+    let bytes = flotilla_types::dispatch::encode_args((&s,)).len();
+    assert!(bytes < STATS_REPLY_BUDGET_BYTES / 2, "{bytes} bytes");
+    let mut seen = vec![];
+    let mut req = PartitionsRequest {
+        start_after: None,
+        limit: Some(700),
+    };
+    loop {
+        let page = index.partitions(&req);
+        assert!(page.partitions.len() <= 700);
+        seen.extend(page.partitions.iter().map(|p| p.id));
+        match page.next {
+            Some(next) => req.start_after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (0..n).map(id).collect::<Vec<_>>());
+    // The default page is the most a page holds, and stays under the budget.
+    let page = index.partitions(&PartitionsRequest::default());
+    assert_eq!(page.partitions.len(), n.min(MAX_PARTITIONS_PAGE as usize));
+    let bytes = flotilla_types::dispatch::encode_args((&page,)).len();
+    assert!(bytes < STATS_REPLY_BUDGET_BYTES, "{bytes} bytes");
+}

@@ -29,7 +29,7 @@ use flotilla_fuzz::{
 use flotilla_types::dispatch::{encode_args, DispatchError, MethodKind};
 use flotilla_types::index::{
     CreatePolicy, CreateRequest, DeleteRequest, IndexInit, IndexSettings, MoveRequest,
-    RoutesRequest, WasmChunk,
+    PartitionsRequest, RoutesRequest, WasmChunk,
 };
 use flotilla_types::partition::PartitionStats;
 use flotilla_types::OpId;
@@ -218,6 +218,17 @@ fn samples(method: &str, [p1, p2]: [Principal; 2]) -> Vec<Vec<u8>> {
             }),
         ],
         "stats" | "list_moves" | "run_housekeeping" => vec![encode_args(())],
+        "partitions" => vec![
+            e(PartitionsRequest::default()),
+            e(PartitionsRequest {
+                start_after: Some(0),
+                limit: Some(1),
+            }),
+            e(PartitionsRequest {
+                start_after: Some(u64::MAX),
+                limit: Some(u32::MAX),
+            }),
+        ],
         "create_subdb" => vec![
             e(create_req("d", 20)),
             e(CreateRequest {

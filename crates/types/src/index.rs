@@ -280,6 +280,27 @@ pub struct IndexStats {
     pub create_policy: CreatePolicy,
     pub allowed_creators: u64,
     pub max_subdbs_per_owner: u64,
+    /// Partitions and moves in all: `partitions` lists at most
+    /// `limits::MAX_STATS_PARTITIONS` (the oldest; page the rest with the `partitions` query),
+    /// `moves` at most `limits::MAX_STATS_MOVES`.
+    pub partitions_total: u64,
+    pub moves_total: u64,
+}
+
+/// Argument of `partitions`: a page of the registry in creation order.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartitionsRequest {
+    /// The `next` of the previous page; none for the first.
+    pub start_after: Option<u64>,
+    /// At most `limits::MAX_PARTITIONS_PAGE` (the default).
+    pub limit: Option<u32>,
+}
+
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartitionsPage {
+    pub partitions: Vec<PartitionInfo>,
+    /// Where the next page starts (the last partition's creation number); none at the end.
+    pub next: Option<u64>,
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

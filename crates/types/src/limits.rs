@@ -40,6 +40,26 @@ pub const MAX_ROUTES_PAGE: u32 = 10_000;
 /// [`ROUTE_OVERHEAD_BYTES`], would pass this. Without it, 10,000 routes of the longest outer
 /// key would take about 2.9 MB, over the 2 MiB reply of an update.
 pub const ROUTES_REPLY_BUDGET_BYTES: usize = REPLY_BUDGET_BYTES;
+/// Partitions the index's `stats` lists (the oldest, in creation order); the rest are paged
+/// with `partitions`. With moves, both lists stay under [`STATS_REPLY_BUDGET_BYTES`].
+pub const MAX_STATS_PARTITIONS: usize = 1_000;
+/// Moves in progress `stats` and `list_moves` list (by outer key).
+pub const MAX_STATS_MOVES: usize = 1_000;
+/// Most partitions one `partitions` page returns.
+pub const MAX_PARTITIONS_PAGE: u32 = 5_000;
+/// A bound on one `PartitionInfo` in a reply: the principal and eleven numbers, with framing.
+pub const PARTITION_INFO_MAX_BYTES: usize = 256;
+/// A bound on one `MoveInfo` in a reply: the longest outer key, two principals, the phase
+/// name and the numbers, with framing.
+pub const MOVE_INFO_MAX_BYTES: usize = MAX_OUTER_KEY_BYTES + 256;
+/// Reply bytes the index's `stats` and `partitions` fill at most.
+pub const STATS_REPLY_BUDGET_BYTES: usize = REPLY_BUDGET_BYTES;
+const _: () = assert!(
+    MAX_STATS_PARTITIONS * PARTITION_INFO_MAX_BYTES + MAX_STATS_MOVES * MOVE_INFO_MAX_BYTES
+        < STATS_REPLY_BUDGET_BYTES / 2
+);
+const _: () =
+    assert!((MAX_PARTITIONS_PAGE as usize) * PARTITION_INFO_MAX_BYTES < STATS_REPLY_BUDGET_BYTES);
 /// Bytes a route adds to a page besides its outer key and principal: the Candid framing of
 /// the record, the text and principal lengths, the local id (a bound, not the exact size).
 pub const ROUTE_OVERHEAD_BYTES: usize = 32;
