@@ -220,7 +220,7 @@ fn index_memory(
     assert_eq!(made, subdbs);
     let stats = ix.stats();
     assert_eq!(stats.subdbs, subdbs as u64);
-    assert_eq!(stats.partitions.len(), partitions + 1);
+    assert_eq!(stats.partitions_total, partitions as u64 + 1);
     drop(ix);
     let bytes = raw.borrow().clone();
     bytes
