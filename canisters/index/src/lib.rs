@@ -15,9 +15,10 @@ use flotilla_index::calls::{Call, CallResult, Reject, Sender};
 use flotilla_index::{Env, Finished, Index, Step};
 use flotilla_types::index::{
     AdminError, CancelMoveError, CreateError, CreateRequest, DeleteRequest,
-    DeleteSubDbRequestError, IndexInit, IndexSettings, IndexStats, MoveInfo, MoveRequest,
-    MoveSubDbError, PartitionsPage, PartitionsRequest, RouteError, RoutesPage, RoutesRequest,
-    SettingsError, UploadProgress, UploadWasmError, WasmChunk,
+    DeleteSubDbRequestError, FleetUpgradeInfo, IndexInit, IndexSettings, IndexStats, MoveInfo,
+    MoveRequest, MoveSubDbError, PartitionsPage, PartitionsRequest, RouteError, RoutesPage,
+    RoutesRequest, SettingsError, UpgradePartitionsArgs, UpgradePartitionsError, UploadProgress,
+    UploadWasmError, WasmChunk,
 };
 use flotilla_types::InnerKey;
 use ic_cdk::call::{Call as IcCall, CallErrorExt};
@@ -207,6 +208,12 @@ endpoints! {
     /// Takes principals off the allow-list (admins only); what they own stays theirs.
     update fn disallow_creators(who: Vec<Principal>) -> Result<(), AdminError> {
         with(|i| i.disallow_creators(&env(), who))
+    }
+
+    /// Starts upgrading every partition to the active partition wasm (admins only), a batch at
+    /// a time: stop, `install_code` upgrade, start, check. Progress in `stats`.
+    update fn upgrade_partitions(args: UpgradePartitionsArgs) -> Result<FleetUpgradeInfo, UpgradePartitionsError> {
+        with(|i| i.upgrade_partitions(&env(), &args))
     }
 
     /// Starts moving one SubDB (admins only), to the partition named or, without one, where the

@@ -92,6 +92,10 @@ pub enum Request {
     CanisterStatus { canister: Principal },
     /// `deposit_cycles` into a partition, with `cycles` attached.
     DepositCycles { canister: Principal, cycles: u128 },
+    /// `stop_canister` of a partition (a fleet upgrade, before its `install_code`).
+    StopCanister { canister: Principal },
+    /// `start_canister` of a partition (a fleet upgrade, after its `install_code`).
+    StartCanister { canister: Principal },
 }
 
 impl Request {
@@ -115,6 +119,8 @@ impl Request {
             Request::ResumeWrites(_) => "resume_writes",
             Request::CanisterStatus { .. } => "canister_status",
             Request::DepositCycles { .. } => "deposit_cycles",
+            Request::StopCanister { .. } => "stop_canister",
+            Request::StartCanister { .. } => "start_canister",
         }
     }
 }
@@ -211,7 +217,10 @@ impl Request {
             Request::Release(a) => encode_args((a,)),
             Request::AbortImport(a) => encode_args((a,)),
             Request::ResumeWrites(a) => encode_args((a,)),
-            Request::CanisterStatus { canister } | Request::DepositCycles { canister, .. } => {
+            Request::CanisterStatus { canister }
+            | Request::DepositCycles { canister, .. }
+            | Request::StopCanister { canister }
+            | Request::StartCanister { canister } => {
                 encode_args((CanisterIdRecord {
                     canister_id: *canister,
                 },))
@@ -258,22 +267,32 @@ impl Request {
                 Response::Status {
                     cycles: u128::try_from(status.cycles.0)
                         .map_err(|_| "a cycle balance above u128".to_string())?,
+                    module_hash: status.module_hash.map(ByteBuf::from),
                 }
             }
             Request::DepositCycles { .. } => {
                 decode_args::<()>(m, bytes).map_err(|e| format!("undecodable reply: {e}"))?;
                 Response::Deposited
             }
+            Request::StopCanister { .. } => {
+                decode_args::<()>(m, bytes).map_err(|e| format!("undecodable reply: {e}"))?;
+                Response::Stopped
+            }
+            Request::StartCanister { .. } => {
+                decode_args::<()>(m, bytes).map_err(|e| format!("undecodable reply: {e}"))?;
+                Response::Started
+            }
         })
     }
 }
 
-/// The one field of `canister_status`'s reply the index reads. Candid skips the reply's other
+/// The two fields of `canister_status`'s reply the index reads. Candid skips the reply's other
 /// fields, so fields the IC adds later, or ones this build's management types would require,
 /// never make the reply undecodable.
 #[derive(CandidType, Deserialize)]
 struct StatusCycles {
     cycles: candid::Nat,
+    module_hash: Option<Vec<u8>>,
 }
 
 /// A successful reply, decoded.
@@ -295,11 +314,15 @@ pub enum Response {
     Released(Result<(), ReleaseError>),
     ImportAborted(Result<(), ImportError>),
     WritesResumed(Result<(), ResumeWritesError>),
-    /// A partition's status: its cycle balance.
+    /// A partition's status: its cycle balance and the SHA-256 of the module it runs (none:
+    /// empty).
     Status {
         cycles: u128,
+        module_hash: Option<ByteBuf>,
     },
     Deposited,
+    Stopped,
+    Started,
 }
 
 /// The call failed: rejected by the system or the callee, trapped, or its reply was lost.

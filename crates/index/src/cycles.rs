@@ -97,13 +97,18 @@ impl<M: Memory> Index<M> {
         partition: Principal,
         result: CallResult,
     ) -> Vec<Call> {
-        let Ok(Response::Status { cycles }) = result else {
+        let Ok(Response::Status {
+            cycles,
+            module_hash,
+        }) = result
+        else {
             return vec![];
         };
         let Some(mut rec) = self.registry.get(&partition) else {
             return vec![];
         };
         rec.cycles = Some(cycles);
+        rec.module = module_hash;
         rec.cycles_at = Some(env.now);
         self.put_partition(partition, rec);
         let care = self.cfg().cycles;

@@ -15,9 +15,10 @@ use flotilla_types::dispatch::{
 };
 use flotilla_types::index::{
     AdminError, CancelMoveError, CreateError, CreateRequest, DeleteRequest,
-    DeleteSubDbRequestError, IndexSettings, IndexStats, MoveInfo, MoveRequest, MoveSubDbError,
-    PartitionsPage, PartitionsRequest, RouteError, RoutesPage, RoutesRequest, SettingsError,
-    UploadProgress, UploadWasmError, WasmChunk,
+    DeleteSubDbRequestError, FleetUpgradeInfo, IndexSettings, IndexStats, MoveInfo, MoveRequest,
+    MoveSubDbError, PartitionsPage, PartitionsRequest, RouteError, RoutesPage, RoutesRequest,
+    SettingsError, UpgradePartitionsArgs, UpgradePartitionsError, UploadProgress,
+    UploadWasmError, WasmChunk,
 };
 use flotilla_types::InnerKey;
 use ic_stable_structures::Memory;
@@ -80,6 +81,9 @@ mod plain {
                 |i, cx| i.allow_creators(cx, who);
             disallow_creators(who: Vec<candid::Principal>) -> Result<(), AdminError> =
                 |i, cx| i.disallow_creators(cx, who);
+            upgrade_partitions(a: UpgradePartitionsArgs)
+                -> Result<FleetUpgradeInfo, UpgradePartitionsError> =
+                |i, cx| i.upgrade_partitions(cx, &a);
         }
     }
 }

@@ -181,6 +181,7 @@ mod tests {
             cycles_at: None,
             cycles_asked_at: None,
             topped_up: None,
+            module: None,
         }
     }
 

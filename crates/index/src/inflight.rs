@@ -15,6 +15,7 @@
 //! Move    5, outer key length u16 BE, outer key, step u8
 //! Status  6, principal length u8, principal
 //! TopUp   7, principal length u8, principal, amount u128 BE
+//! Upgrade 8, principal length u8, principal
 //! then    call id u64 BE
 //! ```
 //!
@@ -32,6 +33,7 @@ const TAG_STATS: u8 = 4;
 const TAG_MOVE: u8 = 5;
 const TAG_STATUS: u8 = 6;
 const TAG_TOP_UP: u8 = 7;
+const TAG_UPGRADE: u8 = 8;
 
 fn put_principal(tag: u8, p: &candid::Principal) -> Vec<u8> {
     let p = p.as_slice();
@@ -90,6 +92,7 @@ pub(crate) fn purpose_key(purpose: &Purpose) -> Vec<u8> {
         }
         Purpose::Stats { partition } => put_principal(TAG_STATS, partition),
         Purpose::Status { partition } => put_principal(TAG_STATUS, partition),
+        Purpose::Upgrade { partition } => put_principal(TAG_UPGRADE, partition),
         Purpose::TopUp { partition, amount } => {
             let mut k = put_principal(TAG_TOP_UP, partition);
             k.extend_from_slice(&amount.to_be_bytes());

@@ -16,10 +16,10 @@
 //!    own a SubDB), `delete_subdb` (it owns none) and the admin endpoints (it is never an
 //!    admin): [`InspectRefusal::Anonymous`];
 //! 3. an admin endpoint (`add_admin`, `remove_admin`, `upload_partition_wasm_chunk`,
-//!    `move_subdb`, `cancel_move`, `run_housekeeping`, `update_settings`, `allow_creators`,
-//!    `disallow_creators`) called by a principal that is not an
-//!    admin: [`InspectRefusal::NotAdmin`]. `create_subdb` and `delete_subdb` stay open to
-//!    every signed-in caller (the logic decides who owns what);
+//!    `move_subdb`, `cancel_move`, `run_housekeeping`, `update_settings`, `upgrade_partitions`,
+//!    `allow_creators`, `disallow_creators`) called by a principal that is not an admin:
+//!    [`InspectRefusal::NotAdmin`]. `create_subdb` and `delete_subdb` stay open to every
+//!    signed-in caller (the logic decides who owns what);
 //! 4. an argument longer than the method's bound ([`Rule::max_arg_bytes`], derived from the
 //!    limits of `flotilla_types::limits`): [`InspectRefusal::ArgumentTooLarge`].
 
@@ -150,6 +150,7 @@ pub const RULES: &[Rule] = &[
     rule("update_settings", Callers::Admins, SMALL_ARG_BYTES),
     rule("allow_creators", Callers::Admins, CREATORS_ARG_BYTES),
     rule("disallow_creators", Callers::Admins, CREATORS_ARG_BYTES),
+    rule("upgrade_partitions", Callers::Admins, SMALL_ARG_BYTES),
 ];
 
 /// The rule of `method`, if the index has it.
@@ -249,6 +250,7 @@ mod tests {
             "update_settings",
             "allow_creators",
             "disallow_creators",
+            "upgrade_partitions",
         ];
         assert_eq!(open.len() + signed_in.len() + admins.len(), RULES.len());
         let bound = |m: &str| rule_of(m).unwrap().max_arg_bytes;

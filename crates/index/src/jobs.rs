@@ -5,7 +5,7 @@
 
 use crate::calls::{Call, CallResult, InstallMode, Request, Response};
 use crate::records::*;
-use crate::wasm::WASM_CHUNK_BYTES;
+use crate::wasm::InstallStage;
 use crate::{Env, Index};
 use candid::Principal;
 use flotilla_types::index::PartitionState;
@@ -74,55 +74,21 @@ impl<M: Memory> Index<M> {
                 cycles: self.cfg().partition_cycles,
             },
             job @ (Job::Install { .. } | Job::Upload { .. } | Job::InstallChunked { .. }) => {
-                let meta = self.cfg().wasm.clone()?;
-                let canister = match &job {
-                    Job::Install { canister }
-                    | Job::Upload { canister, .. }
-                    | Job::InstallChunked { canister, .. } => *canister,
+                let (canister, mut hashes) = match job {
+                    Job::Install { canister } => (canister, vec![]),
+                    Job::Upload { canister, hashes } | Job::InstallChunked { canister, hashes } => {
+                        (canister, hashes)
+                    }
                     Job::Create => unreachable!("matched above"),
                 };
-                let mut hashes = match job {
-                    Job::Upload { hashes, .. } | Job::InstallChunked { hashes, .. } => hashes,
-                    _ => vec![],
+                let (request, stage) =
+                    self.install_step(canister, rec.mode, &mut rec.module, &mut hashes, arg())?;
+                rec.job = match stage {
+                    InstallStage::Inline => Job::Install { canister },
+                    InstallStage::Upload => Job::Upload { canister, hashes },
+                    InstallStage::Chunked => Job::InstallChunked { canister, hashes },
                 };
-                if rec.module.as_ref() != Some(&meta.sha256) {
-                    // A new module (or none pinned yet): start its upload from scratch.
-                    rec.module = Some(meta.sha256.clone());
-                    hashes.clear();
-                }
-                if meta.len <= self.cfg().inline_install_limit {
-                    rec.job = Job::Install { canister };
-                    Request::InstallCode {
-                        canister,
-                        mode: rec.mode,
-                        wasm: ByteBuf::from(self.read_wasm(meta.slot)),
-                        arg: arg(),
-                    }
-                } else {
-                    let pieces = meta.len.div_ceil(WASM_CHUNK_BYTES as u64) as usize;
-                    if hashes.len() >= pieces {
-                        hashes.truncate(pieces);
-                        rec.job = Job::InstallChunked {
-                            canister,
-                            hashes: hashes.clone(),
-                        };
-                        Request::InstallChunkedCode {
-                            canister,
-                            mode: rec.mode,
-                            chunk_hashes: hashes,
-                            wasm_sha256: meta.sha256,
-                            arg: arg(),
-                        }
-                    } else {
-                        let n = hashes.len();
-                        let chunk = self.wasm_piece(meta.slot, n)?;
-                        rec.job = Job::Upload { canister, hashes };
-                        Request::UploadChunk {
-                            canister,
-                            chunk: ByteBuf::from(chunk),
-                        }
-                    }
-                }
+                request
             }
         };
         let call = self.next_call(mgmt, request, purpose);
@@ -165,6 +131,7 @@ impl<M: Memory> Index<M> {
                         cycles_at: None,
                         cycles_asked_at: None,
                         topped_up: None,
+                        module: rec.module.clone(),
                     },
                 );
                 return vec![];

@@ -24,6 +24,7 @@
 //! - `settings.rs`: the settings admins change after install;
 //! - `quotas.rs`: who may create SubDBs, and how many one principal may own;
 //! - `jobs.rs`: partition-creation jobs (create canister, install the wasm);
+//! - `upgrades.rs`: fleet upgrades (every partition to the active wasm, a batch at a time);
 //! - `moves.rs`: live SubDB moves;
 //! - `tick.rs`: the timer's work and `run_housekeeping`;
 //! - `calls.rs`: the calls the index asks to make and their replies;
@@ -50,6 +51,7 @@ pub mod records;
 mod registry;
 mod settings;
 mod tick;
+mod upgrades;
 mod wasm;
 
 pub use wasm::WASM_CHUNK_BYTES;
@@ -129,8 +131,11 @@ pub struct Index<M: Memory> {
     reverse: BTreeMap<Vec<u8>, String, M>,
     owners: BTreeMap<Principal, u64, M>,
     creators: BTreeMap<Principal, (), M>,
+    upgrades: BTreeMap<Principal, UpgradeProgress, M>,
     /// Derived from `registry` (`fleet.rs`).
     fleet: fleet::Fleet,
+    /// Derived from `upgrades` (`upgrades.rs`).
+    upgrade_sets: upgrades::UpgradeSets,
 }
 
 impl<M: Memory> Index<M> {
@@ -154,7 +159,9 @@ impl<M: Memory> Index<M> {
             reverse: BTreeMap::init(mem(memory::REVERSE)),
             owners: BTreeMap::init(mem(memory::OWNERS)),
             creators: BTreeMap::init(mem(memory::CREATORS)),
+            upgrades: BTreeMap::init(mem(memory::UPGRADES)),
             fleet: fleet::Fleet::default(),
+            upgrade_sets: upgrades::UpgradeSets::default(),
         }
     }
 
@@ -222,6 +229,7 @@ impl<M: Memory> Index<M> {
         }
         index.forget_inflight();
         index.build_fleet();
+        index.build_upgrade_sets();
         Ok(index)
     }
 
@@ -299,6 +307,10 @@ impl<M: Memory> Index<M> {
                 self.top_up_reply(partition, amount, result);
                 Reaction::default()
             }
+            Purpose::Upgrade { partition } => Reaction {
+                calls: self.upgrade_reply(env, partition, result),
+                finished: None,
+            },
         }
     }
 }

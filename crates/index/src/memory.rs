@@ -35,3 +35,5 @@ pub const INFLIGHT_BY_PURPOSE: MemoryId = MemoryId::new(13);
 pub const OWNERS: MemoryId = MemoryId::new(14);
 /// Principals allowed to create SubDBs under the `AllowList` policy (`quotas.rs`).
 pub const CREATORS: MemoryId = MemoryId::new(15);
+/// Partitions a fleet upgrade has still to do or is doing, and their step (`upgrades.rs`).
+pub const UPGRADES: MemoryId = MemoryId::new(16);

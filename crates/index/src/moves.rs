@@ -177,7 +177,8 @@ impl<M: Memory> Index<M> {
     ) -> Vec<Call> {
         let cap = self.cfg().move_cap_bytes;
         let live = stats.bytes.saturating_sub(stats.purging_bytes);
-        if live <= cap || stats.live_subdbs < 2 {
+        // A partition whose turn in a fleet upgrade has come starts no move (`upgrades.rs`).
+        if live <= cap || stats.live_subdbs < 2 || self.upgrading(&partition) {
             return vec![];
         }
         if self
@@ -234,6 +235,9 @@ impl<M: Memory> Index<M> {
             return Err(E::Busy);
         }
         let source = entry.inner();
+        if self.upgrading(&source.partition) || req.target.is_some_and(|t| self.upgrading(&t)) {
+            return Err(E::Busy);
+        }
         let bytes = 0;
         let target = match req.target {
             Some(t) if t == source.partition => return Err(E::SameAsSource),

@@ -106,6 +106,54 @@ pub struct Config {
     /// Who may create SubDBs, and how many one principal may own (see `crate::quotas`).
     pub create_policy: CreatePolicy,
     pub max_subdbs_per_owner: u64,
+    /// The fleet upgrade in progress, or the last one (see `crate::upgrades`).
+    pub upgrade: Option<UpgradeRun>,
+}
+
+/// A fleet upgrade (`upgrade_partitions`), persisted in [`Config`]; the partitions it has
+/// still to do are in the `UPGRADES` region. A field added later must be an `Option`.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct UpgradeRun {
+    /// SHA-256 of the module the partitions are upgraded to: the active module (followed if an
+    /// admin uploads another meanwhile).
+    pub module: ByteBuf,
+    pub started_at: u64,
+    pub finished_at: Option<u64>,
+    pub batch: u32,
+    pub upgraded: u64,
+    pub failed_total: u64,
+    pub failed: Vec<flotilla_types::index::FailedUpgrade>,
+}
+
+/// Where one partition's upgrade stands.
+#[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpgradeStep {
+    /// Its turn has not come.
+    Waiting,
+    /// Its turn came: no move may start on it, and it waits for the moves it is in to end.
+    Drain,
+    Stop,
+    /// `install_code` in upgrade mode (inline, or chunks uploaded then installed).
+    Install,
+    Start,
+    /// `canister_status`: which module it runs now.
+    Status,
+}
+
+/// A partition's record in the `UPGRADES` region.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct UpgradeProgress {
+    pub step: UpgradeStep,
+    /// Failed calls of the current step.
+    pub failures: u32,
+    /// The module its install sends (pinned when the install starts) and, for a chunked
+    /// install, the chunks uploaded so far.
+    pub module: Option<ByteBuf>,
+    pub hashes: Vec<ByteBuf>,
+    /// The step given up on and its last failure; it is then started again and reported.
+    pub gave_up: Option<(String, String)>,
+    /// The last failure of the current step.
+    pub last_error: Option<String>,
 }
 
 /// The index's cycles care, persisted in [`Config`]. A field added later must be an `Option`,
@@ -185,6 +233,7 @@ impl Default for Config {
             cycles: CyclesCare::default(),
             create_policy: CreatePolicy::Open,
             max_subdbs_per_owner: crate::quotas::DEFAULT_MAX_SUBDBS_PER_OWNER,
+            upgrade: None,
         }
     }
 }
@@ -214,6 +263,7 @@ pub struct StoredConfig {
     pub cycles: Option<CyclesCare>,
     pub create_policy: Option<CreatePolicy>,
     pub max_subdbs_per_owner: Option<u64>,
+    pub upgrade: Option<UpgradeRun>,
 }
 
 impl From<&Config> for StoredConfig {
@@ -241,6 +291,7 @@ impl From<&Config> for StoredConfig {
             cycles: Some(c.cycles),
             create_policy: Some(c.create_policy),
             max_subdbs_per_owner: Some(c.max_subdbs_per_owner),
+            upgrade: c.upgrade.clone(),
         }
     }
 }
@@ -271,6 +322,7 @@ impl From<StoredConfig> for Config {
             cycles: s.cycles.unwrap_or(d.cycles),
             create_policy: s.create_policy.unwrap_or(d.create_policy),
             max_subdbs_per_owner: s.max_subdbs_per_owner.unwrap_or(d.max_subdbs_per_owner),
+            upgrade: s.upgrade,
         }
     }
 }
@@ -392,6 +444,9 @@ pub struct PartitionRecord {
     pub cycles_asked_at: Option<u64>,
     /// Cycles sent in confirmed top-ups, in all.
     pub topped_up: Option<u128>,
+    /// SHA-256 of the module it runs, as last learned: installed by its creation job, or read
+    /// by a `canister_status` (cycles care, fleet upgrades). None: not known yet.
+    pub module: Option<ByteBuf>,
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -473,6 +528,10 @@ pub enum Purpose {
     TopUp {
         partition: Principal,
         amount: u128,
+    },
+    /// The current step of a partition's upgrade (`upgrades.rs`).
+    Upgrade {
+        partition: Principal,
     },
 }
 
@@ -576,7 +635,8 @@ candid_storable!(
     Purpose,
     PendingCall,
     MoveRecord,
-    MoveChunk
+    MoveChunk,
+    UpgradeProgress
 );
 
 #[cfg(test)]

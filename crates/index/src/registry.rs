@@ -60,6 +60,7 @@ impl<M: Memory> Index<M> {
             create_policy: c.create_policy,
             allowed_creators: self.allowed_creators(),
             max_subdbs_per_owner: c.max_subdbs_per_owner,
+            fleet_upgrade: self.fleet_upgrade(),
         }
     }
 
@@ -105,7 +106,8 @@ impl<M: Memory> Index<M> {
     /// The newest active partition (other than `exclude`) with room for `need` more bytes
     /// under the move cap, else the oldest spare, promoted to active and newest. Walks the
     /// placed partitions newest first (`fleet.rs`), so it stops at the first with room: the
-    /// newest, unless it just filled.
+    /// newest, unless it just filled. A partition whose turn in a fleet upgrade has come is
+    /// passed over (`upgrades.rs`).
     pub(crate) fn newest_with_room(
         &mut self,
         env: &Env,
@@ -115,6 +117,7 @@ impl<M: Memory> Index<M> {
         let cap = self.cfg().move_cap_bytes;
         let found = self.placed_newest_first().find(|id| {
             Some(*id) != exclude
+                && !self.upgrading(id)
                 && self.registry.get(id).is_some_and(|r| {
                     r.state == PartitionState::Active && r.bytes.saturating_add(need) <= cap
                 })
@@ -122,7 +125,7 @@ impl<M: Memory> Index<M> {
         if found.is_some() {
             return found;
         }
-        let id = self.oldest_spare()?;
+        let id = self.oldest_spare().filter(|id| !self.upgrading(id))?;
         let rec = self.registry.get(&id)?;
         self.promote_spare(env, id, rec);
         Some(id)
@@ -228,5 +231,6 @@ fn partition_info(id: Principal, r: PartitionRecord) -> PartitionInfo {
         cycles: r.cycles,
         cycles_at: r.cycles_at.unwrap_or(0),
         topped_up: r.topped_up.unwrap_or(0),
+        module: r.module,
     }
 }

@@ -94,6 +94,7 @@ fn provision(index: &mut Index<Mem>, ids: &mut u8) -> Vec<Principal> {
             Request::Stats(_) => Response::Stats(Ok(PartitionStats::default())),
             Request::CanisterStatus { .. } => Response::Status {
                 cycles: 1_000_000_000_000,
+                module_hash: None,
             },
             other => panic!("unexpected {other:?}"),
         };
@@ -878,6 +879,7 @@ fn stats_calls_per_tick_are_capped_most_overdue_first() {
                 cycles_at: None,
                 cycles_asked_at: None,
                 topped_up: None,
+                module: None,
             },
         );
     }
@@ -1350,6 +1352,9 @@ mod cycles;
 #[path = "tests_quotas.rs"]
 mod quotas;
 
+#[path = "tests_upgrades.rs"]
+mod upgrades;
+
 /// `stats` lists at most `MAX_STATS_PARTITIONS` partitions (the oldest) under its reply
 /// budget; `partitions` pages all of them in creation order.
 #[test]
@@ -1379,6 +1384,7 @@ fn stats_stay_under_their_budget_and_partitions_page_the_rest() {
                 cycles_at: Some(u64::MAX),
                 cycles_asked_at: Some(u64::MAX),
                 topped_up: Some(u128::MAX),
+                module: Some(ByteBuf::from(vec![0xff; 32])),
             },
         );
     }

@@ -45,7 +45,14 @@ fn status(index: &mut Index<Mem>, part: Principal, env: Env, cycles: u128) -> Ve
         .find(|(_, p)| *p == part)
         .expect("a status call for the partition");
     index
-        .on_reply(&env, id, Ok(Response::Status { cycles }))
+        .on_reply(
+            &env,
+            id,
+            Ok(Response::Status {
+                cycles,
+                module_hash: None,
+            }),
+        )
         .calls
 }
 
@@ -127,12 +134,18 @@ fn checks_come_once_a_period_each() {
     assert_eq!(first.len(), 1);
     // While it is in flight, never again.
     assert_eq!(status_calls(&index.tick(&at(3 * t0, 100 * T))), vec![]);
-    let answer = Ok(Response::Status { cycles: T });
+    let answer = Ok(Response::Status {
+        cycles: T,
+        module_hash: None,
+    });
     index.on_reply(&at(3 * t0, 100 * T), first[0].0, answer);
     // Answered: due again a period after it was asked.
     let due = status_calls(&index.tick(&at(3 * t0, 100 * T)));
     assert_eq!(due.iter().map(|c| c.1).collect::<Vec<_>>(), vec![part]);
-    let answer = Ok(Response::Status { cycles: T });
+    let answer = Ok(Response::Status {
+        cycles: T,
+        module_hash: None,
+    });
     index.on_reply(&at(3 * t0, 100 * T), due[0].0, answer);
     assert_eq!(status_calls(&index.tick(&at(4 * t0 - 1, 100 * T))), vec![]);
     let lost = status_calls(&index.tick(&at(4 * t0, 100 * T)));
@@ -169,6 +182,7 @@ fn the_checks_of_one_tick_are_bounded_most_overdue_first() {
                 cycles_at: None,
                 cycles_asked_at: None,
                 topped_up: None,
+                module: None,
             },
         );
     }

@@ -29,7 +29,7 @@ use flotilla_fuzz::{
 use flotilla_types::dispatch::{encode_args, DispatchError, MethodKind};
 use flotilla_types::index::{
     CreatePolicy, CreateRequest, DeleteRequest, IndexInit, IndexSettings, MoveRequest,
-    PartitionsRequest, RoutesRequest, WasmChunk,
+    PartitionsRequest, RoutesRequest, UpgradePartitionsArgs, WasmChunk,
 };
 use flotilla_types::partition::PartitionStats;
 use flotilla_types::OpId;
@@ -127,8 +127,11 @@ fn serve(
             }
             Request::CanisterStatus { .. } => Response::Status {
                 cycles: 1_000_000_000_000,
+                module_hash: None,
             },
             Request::DepositCycles { .. } => Response::Deposited,
+            Request::StopCanister { .. } => Response::Stopped,
+            Request::StartCanister { .. } => Response::Started,
             other => panic!("the fixture does not answer {other:?}"),
         };
         calls.extend(index.on_reply(&env(ADMIN), call.id, Ok(reply)).calls);
@@ -303,6 +306,15 @@ fn samples(method: &str, [p1, p2]: [Principal; 2]) -> Vec<Vec<u8>> {
             e(mv("zz", None)),
         ],
         "cancel_move" => vec![e("c".to_string()), e("a".to_string())],
+        "upgrade_partitions" => vec![
+            e(UpgradePartitionsArgs { batch: Some(2) }),
+            e(UpgradePartitionsArgs::default()),
+            // Refused: a batch of 0, one too large.
+            e(UpgradePartitionsArgs { batch: Some(0) }),
+            e(UpgradePartitionsArgs {
+                batch: Some(flotilla_types::limits::MAX_UPGRADE_BATCH + 1),
+            }),
+        ],
         other => panic!("no samples for {other}: add them to tests_fuzz::samples"),
     }
 }

@@ -16,7 +16,7 @@ impl<M: Memory> Index<M> {
 
     /// Periodic work: keep the spare pool full, drive partition-creation jobs, re-drive
     /// creates and deletes whose outcome is unknown, refresh partition stats, check and top up
-    /// partitions' cycles.
+    /// partitions' cycles, drive a fleet upgrade.
     pub fn tick(&mut self, env: &Env) -> Vec<Call> {
         let mut calls = vec![];
         // Spare pool (`registry.rs`).
@@ -37,6 +37,8 @@ impl<M: Memory> Index<M> {
         calls.extend(self.request_stale_stats(env));
         // Cycles care (`cycles.rs`).
         calls.extend(self.care_for_cycles(env));
+        // A fleet upgrade in progress (`upgrades.rs`).
+        calls.extend(self.drive_upgrade(env));
         calls
     }
 }

@@ -1,9 +1,13 @@
 //! The partition wasm: an admin uploads it in pieces into the inactive of two slots; it
 //! becomes active once complete and its SHA-256 matches. Partition-creation jobs
-//! (`jobs.rs`) read it back whole (inline install) or chunk by chunk (chunked install).
+//! (`jobs.rs`) and fleet upgrades (`upgrades.rs`) install it through [`Index::install_step`]:
+//! whole (inline install) or chunk by chunk (chunked install).
 
+use crate::calls::{InstallMode, Request};
 use crate::records::*;
 use crate::{Env, Index};
+use candid::Principal;
+use serde_bytes::ByteBuf;
 use flotilla_types::index::{UploadProgress, UploadWasmError, WasmChunk};
 use flotilla_types::limits::{MAX_PARTITION_WASM_BYTES, MAX_WASM_UPLOAD_CHUNK_BYTES};
 use ic_stable_structures::Memory;
@@ -134,4 +138,63 @@ impl<M: Memory> Index<M> {
             .get(&u32::try_from(n).ok()?)
             .filter(|p| !p.is_empty())
     }
+
+    /// The next call installing the active module into `canister` with `mode`: inline when it
+    /// is small enough, else its chunks uploaded into the canister's chunk store one call at a
+    /// time (`hashes`: those uploaded so far) and then installed from there. `pinned` is the
+    /// module the install started with: should an admin have activated another since, the
+    /// upload starts over with it, so no step indexes another module's chunk list. Shared by
+    /// partition-creation jobs (`jobs.rs`) and fleet upgrades (`upgrades.rs`). None without an
+    /// active module.
+    pub(crate) fn install_step(
+        &self,
+        canister: Principal,
+        mode: InstallMode,
+        pinned: &mut Option<ByteBuf>,
+        hashes: &mut Vec<ByteBuf>,
+        arg: ByteBuf,
+    ) -> Option<(Request, InstallStage)> {
+        let meta = self.cfg().wasm.clone()?;
+        if pinned.as_ref() != Some(&meta.sha256) {
+            *pinned = Some(meta.sha256.clone());
+            hashes.clear();
+        }
+        if meta.len <= self.cfg().inline_install_limit {
+            let wasm = ByteBuf::from(self.read_wasm(meta.slot));
+            let req = Request::InstallCode {
+                canister,
+                mode,
+                wasm,
+                arg,
+            };
+            return Some((req, InstallStage::Inline));
+        }
+        let pieces = meta.len.div_ceil(WASM_CHUNK_BYTES as u64) as usize;
+        if hashes.len() >= pieces {
+            hashes.truncate(pieces);
+            let req = Request::InstallChunkedCode {
+                canister,
+                mode,
+                chunk_hashes: hashes.clone(),
+                wasm_sha256: meta.sha256,
+                arg,
+            };
+            Some((req, InstallStage::Chunked))
+        } else {
+            let chunk = self.wasm_piece(meta.slot, hashes.len())?;
+            let req = Request::UploadChunk {
+                canister,
+                chunk: ByteBuf::from(chunk),
+            };
+            Some((req, InstallStage::Upload))
+        }
+    }
+}
+
+/// Which call [`Index::install_step`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum InstallStage {
+    Inline,
+    Upload,
+    Chunked,
 }

@@ -156,6 +156,7 @@ impl Net {
                 // Every partition has plenty: no top-up in these tests.
                 Request::CanisterStatus { .. } => Response::Status {
                     cycles: 1_000_000_000_000,
+                    module_hash: None,
                 },
                 other => panic!("unexpected management call {other:?}"),
             };

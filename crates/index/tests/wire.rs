@@ -205,7 +205,8 @@ fn cycles_calls_round_trip_with_the_management_canister_types() {
     assert_eq!(
         req.decode_reply(&candid::encode_one(&status).unwrap()),
         Ok(Response::Status {
-            cycles: 1_234_567_890_123
+            cycles: 1_234_567_890_123,
+            module_hash: None,
         })
     );
     let deposit = Request::DepositCycles {

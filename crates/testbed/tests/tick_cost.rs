@@ -173,7 +173,10 @@ fn index_memory(
                     }))
                 }
                 // Cycles care: every partition has plenty, so no top-up.
-                Request::CanisterStatus { .. } => Response::Status { cycles: 1 << 50 },
+                Request::CanisterStatus { .. } => Response::Status {
+                    cycles: 1 << 50,
+                    module_hash: None,
+                },
                 other => panic!("unexpected {other:?}"),
             };
             calls.extend(ix.on_reply(&env(self_id, t), call.id, Ok(reply)).calls);

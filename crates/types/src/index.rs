@@ -203,6 +203,9 @@ pub struct PartitionInfo {
     pub cycles_at: u64,
     /// Cycles the index has sent it in top-ups, in all.
     pub topped_up: u128,
+    /// SHA-256 of the module it runs, as the index last learned it (installed by a creation
+    /// job, or checked with `canister_status` by a fleet upgrade); none if unknown.
+    pub module: Option<ByteBuf>,
 }
 
 /// The index's cycles care: its settings, its own balance and what it has spent.
@@ -285,6 +288,8 @@ pub struct IndexStats {
     /// `moves` at most `limits::MAX_STATS_MOVES`.
     pub partitions_total: u64,
     pub moves_total: u64,
+    /// The fleet upgrade in progress, or the last one; none before the first.
+    pub fleet_upgrade: Option<FleetUpgradeInfo>,
 }
 
 /// Argument of `partitions`: a page of the registry in creation order.
@@ -369,6 +374,65 @@ pub struct MoveRequest {
     pub target: Option<Principal>,
 }
 
+/// Argument of `upgrade_partitions`: how many partitions are upgraded at once.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpgradePartitionsArgs {
+    /// 1..=`limits::MAX_UPGRADE_BATCH`; default `limits::DEFAULT_UPGRADE_BATCH`.
+    pub batch: Option<u32>,
+}
+
+/// The error of `upgrade_partitions`.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Error)]
+pub enum UpgradePartitionsError {
+    #[error("only an admin may do this")]
+    NotAuthorized,
+    #[error("no partition wasm has been uploaded")]
+    NoWasm,
+    #[error("a fleet upgrade is in progress; wait for it to end")]
+    AlreadyRunning,
+    #[error("the batch must be between 1 and {max}")]
+    BadBatch { max: u32 },
+}
+
+/// A partition a fleet upgrade gave up on: it runs the module it ran before (or, if only the
+/// last check failed, whichever `partition_module` shows) and was started again.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct FailedUpgrade {
+    pub partition: Principal,
+    /// `stop`, `install`, `start` or `status`.
+    pub step: String,
+    /// The last failure's text (at most `limits::MAX_UPGRADE_MESSAGE_BYTES`).
+    pub message: String,
+}
+
+/// A partition being upgraded now, and its step: `drain` (waiting for its moves to end),
+/// `stop`, `install`, `start` or `status` (checking the module it runs).
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct UpgradingPartition {
+    pub partition: Principal,
+    pub step: String,
+    /// Failed calls of this step so far.
+    pub failures: u32,
+}
+
+/// The fleet upgrade in progress, or the last one.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct FleetUpgradeInfo {
+    /// SHA-256 of the module the partitions are upgraded to.
+    pub module: ByteBuf,
+    pub started_at: u64,
+    /// Index time (ns) it ended; none while it runs.
+    pub finished_at: Option<u64>,
+    pub batch: u32,
+    /// Partitions upgraded (checked to run `module`), waiting their turn, in progress, failed.
+    pub upgraded: u64,
+    pub waiting: u64,
+    pub in_progress: Vec<UpgradingPartition>,
+    pub failed_total: u64,
+    /// At most `limits::MAX_UPGRADE_FAILURES_LISTED`, the first ones.
+    pub failed: Vec<FailedUpgrade>,
+}
+
 /// The error of `move_subdb` (an admin starts a move).
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Error)]
 pub enum MoveSubDbError {
@@ -378,9 +442,9 @@ pub enum MoveSubDbError {
     UnknownOuterKey,
     #[error("the SubDB is being moved already")]
     AlreadyMoving,
-    /// Being created or deleted, or a call of an earlier (called-off) move of it is still in
-    /// flight.
-    #[error("the SubDB is busy (being created or deleted, or a call of an earlier move of it is in flight); retry shortly")]
+    /// Being created or deleted, a call of an earlier (called-off) move of it is still in
+    /// flight, or its partition or the target is being upgraded (`upgrade_partitions`).
+    #[error("the SubDB is busy (being created or deleted, a call of an earlier move of it is in flight, or its partition or the target is being upgraded); retry shortly")]
     Busy,
     #[error("the target is not a partition of this index")]
     UnknownPartition,

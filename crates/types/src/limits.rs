@@ -47,15 +47,23 @@ pub const MAX_STATS_PARTITIONS: usize = 1_000;
 pub const MAX_STATS_MOVES: usize = 1_000;
 /// Most partitions one `partitions` page returns.
 pub const MAX_PARTITIONS_PAGE: u32 = 5_000;
-/// A bound on one `PartitionInfo` in a reply: the principal and eleven numbers, with framing.
-pub const PARTITION_INFO_MAX_BYTES: usize = 256;
+/// A bound on one `PartitionInfo` in a reply: the principal, eleven numbers and a module hash,
+/// with framing.
+pub const PARTITION_INFO_MAX_BYTES: usize = 320;
 /// A bound on one `MoveInfo` in a reply: the longest outer key, two principals, the phase
 /// name and the numbers, with framing.
 pub const MOVE_INFO_MAX_BYTES: usize = MAX_OUTER_KEY_BYTES + 256;
 /// Reply bytes the index's `stats` and `partitions` fill at most.
 pub const STATS_REPLY_BUDGET_BYTES: usize = REPLY_BUDGET_BYTES;
+/// A bound on the fleet upgrade `stats` shows: the partitions in progress (a principal, a step
+/// name and a number each) and the failures it lists (a principal, a step name and a message).
+pub const FLEET_UPGRADE_INFO_MAX_BYTES: usize = 256
+    + MAX_UPGRADE_BATCH as usize * 96
+    + MAX_UPGRADE_FAILURES_LISTED * (MAX_UPGRADE_MESSAGE_BYTES + 96);
 const _: () = assert!(
-    MAX_STATS_PARTITIONS * PARTITION_INFO_MAX_BYTES + MAX_STATS_MOVES * MOVE_INFO_MAX_BYTES
+    MAX_STATS_PARTITIONS * PARTITION_INFO_MAX_BYTES
+        + MAX_STATS_MOVES * MOVE_INFO_MAX_BYTES
+        + FLEET_UPGRADE_INFO_MAX_BYTES
         < STATS_REPLY_BUDGET_BYTES / 2
 );
 const _: () =
@@ -105,6 +113,22 @@ pub const MAX_CREATORS_PER_CALL: usize = 1_000;
 /// `ChangeLogFull`: the index calls the move off rather than let the log grow without end.
 /// Bounds the work of dropping the log too (`resume_writes`).
 pub const MAX_EXPORT_CHANGES: u64 = 50_000;
+/// Partitions a fleet upgrade (`upgrade_partitions`) has in progress at once, at most (the
+/// default batch is `DEFAULT_UPGRADE_BATCH`): each is stopped, upgraded and started again while
+/// the others serve.
+pub const MAX_UPGRADE_BATCH: u32 = 50;
+pub const DEFAULT_UPGRADE_BATCH: u32 = 5;
+/// Failed calls of one step (stop, install, start, status) after which a fleet upgrade gives
+/// up on a partition: it is reported failed, started again on the module it runs, and the
+/// upgrade goes on with the others.
+pub const MAX_UPGRADE_STEP_FAILURES: u32 = 5;
+/// Failed partitions a fleet upgrade lists (`FleetUpgradeInfo::failed`); `failed_total`
+/// counts them all.
+pub const MAX_UPGRADE_FAILURES_LISTED: usize = 100;
+/// Bytes of a failure message a fleet upgrade keeps (a management canister's reject text,
+/// e.g. the new module's trap in `post_upgrade`).
+pub const MAX_UPGRADE_MESSAGE_BYTES: usize = 300;
+
 /// Consecutive failed calls after which the index calls a move off (before the release) or,
 /// for the calls that call it off, gives up on reclaiming the target's partial import.
 pub const MAX_MOVE_FAILURES: u32 = 10;

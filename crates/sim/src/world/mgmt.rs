@@ -106,7 +106,10 @@ impl World {
                 }
             }
             Request::CanisterStatus { canister } => match self.canisters.get(canister) {
-                Some(c) => Ok(Response::Status { cycles: c.cycles }),
+                Some(c) => Ok(Response::Status {
+                    cycles: c.cycles,
+                    module_hash: c.module.clone().map(ByteBuf::from),
+                }),
                 None => reject(true, format!("no canister {canister}")),
             },
             Request::DepositCycles { canister, cycles } => {
