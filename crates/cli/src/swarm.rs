@@ -24,7 +24,7 @@ pub struct SimArgs {
     /// Plant a bug to see the checkers catch it (repeatable): fresh-op-id-on-retry,
     /// drop-delta-puts, lost-deposits, inflated-balance, stale-access-on-cutover,
     /// partition-deletes-for-owners, double-import-chunks, swallow-broken-calls,
-    /// install-first-module-only.
+    /// install-first-module-only, ignore-start-canister.
     #[arg(long)]
     plant: Vec<Bug>,
     /// A scenario of writers outpacing moves: every move throttles its SubDB's writers from
@@ -35,6 +35,11 @@ pub struct SimArgs {
     /// run of ten thousand operations grows to thousands of SubDBs on hundreds of partitions.
     #[arg(long)]
     scale: bool,
+    /// Rolling upgrades during the workload: the admin uploads a new partition wasm and calls
+    /// `upgrade_partitions`, again and again; in some seeds the new module traps in
+    /// `post_upgrade` on one partition.
+    #[arg(long)]
+    rolling_upgrades: bool,
     /// Run every seed without its hazards (dead and import-trapping partitions, access
     /// changes, direct deletes, large values, wasm re-uploads): message faults only.
     #[arg(long)]
@@ -102,12 +107,17 @@ pub fn run(a: SimArgs) -> Result<(), Failure> {
     );
     let _ = BAR.set(bar.clone());
     println!(
-        "flotilla sim: seeds {}..{} ops {} planted {:?}{}{}",
+        "flotilla sim: seeds {}..{} ops {} planted {:?}{}{}{}",
         a.seeds.start,
         a.seeds.end,
         a.ops,
         a.plant,
         if a.no_hazards { " without hazards" } else { "" },
+        if a.rolling_upgrades {
+            " with rolling upgrades"
+        } else {
+            ""
+        },
         match a.throttle_moves {
             Some(b) => format!(" moves throttle writers to {b} B a delta round"),
             None => String::new(),
@@ -121,7 +131,8 @@ pub fn run(a: SimArgs) -> Result<(), Failure> {
             let mut cfg = SimConfig::from_seed(seed, a.ops as u64)
                 .with_bugs(bugs)
                 .with_throttle_moves(a.throttle_moves)
-                .with_scale(a.scale);
+                .with_scale(a.scale)
+                .with_rolling_upgrades(a.rolling_upgrades);
             if a.no_hazards {
                 cfg = cfg.with_hazards(Hazards::NONE);
             }
@@ -141,6 +152,7 @@ pub fn run(a: SimArgs) -> Result<(), Failure> {
             throttle_moves: a.throttle_moves,
             scale: a.scale,
             no_hazards: a.no_hazards,
+            rolling_upgrades: a.rolling_upgrades,
             on_report: Some(on_report),
         };
         run_swarm_with(a.seeds, a.ops, &opts)

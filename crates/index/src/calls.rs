@@ -220,11 +220,9 @@ impl Request {
             Request::CanisterStatus { canister }
             | Request::DepositCycles { canister, .. }
             | Request::StopCanister { canister }
-            | Request::StartCanister { canister } => {
-                encode_args((CanisterIdRecord {
-                    canister_id: *canister,
-                },))
-            }
+            | Request::StartCanister { canister } => encode_args((CanisterIdRecord {
+                canister_id: *canister,
+            },)),
         }
     }
 

@@ -17,8 +17,8 @@ use flotilla_types::index::{
     AdminError, CancelMoveError, CreateError, CreateRequest, DeleteRequest,
     DeleteSubDbRequestError, FleetUpgradeInfo, IndexSettings, IndexStats, MoveInfo, MoveRequest,
     MoveSubDbError, PartitionsPage, PartitionsRequest, RouteError, RoutesPage, RoutesRequest,
-    SettingsError, UpgradePartitionsArgs, UpgradePartitionsError, UploadProgress,
-    UploadWasmError, WasmChunk,
+    SettingsError, UpgradePartitionsArgs, UpgradePartitionsError, UploadProgress, UploadWasmError,
+    WasmChunk,
 };
 use flotilla_types::InnerKey;
 use ic_stable_structures::Memory;

@@ -154,6 +154,9 @@ pub struct UpgradeProgress {
     pub gave_up: Option<(String, String)>,
     /// The last failure of the current step.
     pub last_error: Option<String>,
+    /// Times its check found it on another module than the run's, though nothing failed (the
+    /// run's module changed meanwhile): past `MAX_UPGRADE_REQUEUES` it is reported failed.
+    pub requeues: u32,
 }
 
 /// The index's cycles care, persisted in [`Config`]. A field added later must be an `Option`,

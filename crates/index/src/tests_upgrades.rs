@@ -154,10 +154,16 @@ fn every_partition_is_upgraded_a_batch_at_a_time() {
     let (_, mut index, mut fleet, parts) = fleet_of(5);
     // Creation jobs recorded the module each partition got.
     let s = index.stats();
-    assert!(s.partitions.iter().all(|i| i.module == Some(ByteBuf::from(sha(WASM)))));
+    assert!(s
+        .partitions
+        .iter()
+        .all(|i| i.module == Some(ByteBuf::from(sha(WASM)))));
     start(&mut index, 2);
     let info = index.stats().fleet_upgrade.unwrap();
-    assert_eq!((info.waiting, info.upgraded, info.finished_at), (5, 0, None));
+    assert_eq!(
+        (info.waiting, info.upgraded, info.finished_at),
+        (5, 0, None)
+    );
     assert_eq!(info.module, ByteBuf::from(sha(WASM2)));
     // The first tick stops a batch of two.
     let at = Env {
@@ -176,13 +182,19 @@ fn every_partition_is_upgraded_a_batch_at_a_time() {
     assert!(info.finished_at.is_some(), "{info:?}");
     assert_eq!((info.upgraded, info.failed_total, info.waiting), (5, 0, 0));
     assert!(info.in_progress.is_empty());
-    assert!(fleet.most_stopped <= 2, "at most a batch is stopped at once");
+    assert!(
+        fleet.most_stopped <= 2,
+        "at most a batch is stopped at once"
+    );
     assert!(fleet.stopped.is_empty(), "every partition runs again");
     for part in &parts {
         assert_eq!(fleet.module[part], sha(WASM2));
     }
     let s = index.stats();
-    assert!(s.partitions.iter().all(|i| i.module == Some(ByteBuf::from(sha(WASM2)))));
+    assert!(s
+        .partitions
+        .iter()
+        .all(|i| i.module == Some(ByteBuf::from(sha(WASM2)))));
     // A second run finds nothing to do and ends at once.
     start(&mut index, 2);
     let installs = fleet.installs;
@@ -205,7 +217,10 @@ fn a_partition_whose_new_module_traps_in_post_upgrade_keeps_its_old_one_and_the_
     assert_eq!(info.failed[0].partition, bad);
     assert_eq!(info.failed[0].step, "install");
     assert!(info.failed[0].message.contains("post_upgrade"), "{info:?}");
-    assert!(!fleet.stopped.contains(&bad), "started again on its old module");
+    assert!(
+        !fleet.stopped.contains(&bad),
+        "started again on its old module"
+    );
     assert_eq!(fleet.module[&bad], sha(WASM));
     for part in parts.iter().filter(|p| **p != bad) {
         assert_eq!(fleet.module[part], sha(WASM2));
@@ -303,7 +318,10 @@ fn a_partition_drains_its_moves_first_and_no_move_starts_on_it_meanwhile() {
     fleet.ticks(&mut index, 10_000_000_000, 1);
     let info = index.stats().fleet_upgrade.unwrap();
     assert_eq!(info.in_progress.len(), 2);
-    assert!(info.in_progress.iter().all(|u| u.step == "drain"), "{info:?}");
+    assert!(
+        info.in_progress.iter().all(|u| u.step == "drain"),
+        "{info:?}"
+    );
     assert!(fleet.stopped.is_empty());
     assert!(index.upgrading(&a) && index.upgrading(&b));
     // The move ends (here: called off and forgotten) and the upgrade goes on.

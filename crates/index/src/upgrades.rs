@@ -46,6 +46,11 @@ use ic_stable_structures::Memory;
 use serde_bytes::ByteBuf;
 use std::collections::BTreeSet;
 
+/// Times a partition found on another module than the run's after an install that succeeded
+/// waits its turn again (the run followed a newly activated module) before it is reported
+/// failed: so no partition loops in a run, whatever its replies say.
+pub const MAX_UPGRADE_REQUEUES: u32 = 3;
+
 /// Heap indexes over the `UPGRADES` region, rebuilt at `open`: the partitions waiting their
 /// turn and those in progress.
 #[derive(Default)]
@@ -240,7 +245,7 @@ impl<M: Memory> Index<M> {
             .copied()
             .collect();
         for p in turn {
-            let mut prog = waiting();
+            let mut prog = self.upgrades.get(&p).unwrap_or_else(waiting);
             prog.step = UpgradeStep::Drain;
             self.put_progress(p, prog);
         }
@@ -295,7 +300,12 @@ impl<M: Memory> Index<M> {
 
     /// The reply to `p`'s step: on to the next step (its call at once), or count the failure
     /// (the step is sent again by the next tick) and give up past the budget.
-    pub(crate) fn upgrade_reply(&mut self, env: &Env, p: Principal, result: CallResult) -> Vec<Call> {
+    pub(crate) fn upgrade_reply(
+        &mut self,
+        env: &Env,
+        p: Principal,
+        result: CallResult,
+    ) -> Vec<Call> {
         let Some(mut prog) = self.upgrades.get(&p) else {
             return vec![];
         };
@@ -392,8 +402,13 @@ impl<M: Memory> Index<M> {
             });
         } else if let Some((step, message)) = prog.gave_up {
             self.upgrade_failed(p, step, message);
+        } else if prog.requeues >= MAX_UPGRADE_REQUEUES {
+            let message = "installed, yet it runs another module".to_string();
+            self.upgrade_failed(p, "status".into(), message);
         } else {
-            self.put_progress(p, waiting());
+            let mut again = waiting();
+            again.requeues = prog.requeues + 1;
+            self.put_progress(p, again);
         }
     }
 
@@ -422,5 +437,6 @@ fn waiting() -> UpgradeProgress {
         hashes: vec![],
         gave_up: None,
         last_error: None,
+        requeues: 0,
     }
 }

@@ -7,10 +7,10 @@ use crate::calls::{InstallMode, Request};
 use crate::records::*;
 use crate::{Env, Index};
 use candid::Principal;
-use serde_bytes::ByteBuf;
 use flotilla_types::index::{UploadProgress, UploadWasmError, WasmChunk};
 use flotilla_types::limits::{MAX_PARTITION_WASM_BYTES, MAX_WASM_UPLOAD_CHUNK_BYTES};
 use ic_stable_structures::Memory;
+use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
 
 /// The IC's chunk-store chunk size.

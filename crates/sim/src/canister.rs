@@ -43,7 +43,10 @@ pub struct Canister {
     mm: MemoryManager<VectorMemory>,
     pub logic: Logic,
     /// Stopped until this round (calls, ingress and queries are rejected; timers do not run).
+    /// `u64::MAX`: stopped by its controller (`stop_canister`) until it starts it again.
     pub stopped_until: Option<u64>,
+    /// SHA-256 of the module installed (none: empty).
+    pub module: Option<Vec<u8>>,
     pub cycles: u128,
     pub cycles_spent: u128,
     /// Charges refused for want of cycles (execution, ingress, storage), in all.
@@ -67,6 +70,7 @@ impl Canister {
             mm,
             logic: Logic::Empty,
             stopped_until: None,
+            module: None,
             cycles,
             cycles_spent: 0,
             ran_dry: 0,
@@ -83,6 +87,7 @@ impl Canister {
         self.raw = VectorMemory::default();
         self.mm = MemoryManager::init_with_bucket_size(self.raw.clone(), 1);
         self.logic = Logic::Empty;
+        self.module = None;
     }
 
     /// The virtual memories of this canister, for `install`/`open`.

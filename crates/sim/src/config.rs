@@ -4,6 +4,7 @@
 use crate::faults::Faults;
 use crate::hazards::{Hazards, BIG_MOVE_CAP_MAX, BIG_MOVE_CAP_MIN};
 use crate::rng::SimRng;
+use crate::rolling::RollingUpgrades;
 use flotilla_types::index::CreatePolicy;
 use std::fmt;
 use std::str::FromStr;
@@ -43,6 +44,9 @@ pub struct PlantedBugs {
     /// The management canister refuses to install any module but the first one uploaded: after
     /// an admin's re-upload no partition can be created (caught by the spare-pool checker).
     pub install_first_module_only: bool,
+    /// The management canister answers `start_canister` without starting the canister: a
+    /// fleet upgrade leaves its partitions stopped (caught by the fleet-upgrade checker).
+    pub ignore_start_canister: bool,
 }
 
 /// A planted bug by name (CLI `--plant`).
@@ -57,10 +61,11 @@ pub enum Bug {
     DoubleImportChunks,
     SwallowBrokenCalls,
     InstallFirstModuleOnly,
+    IgnoreStartCanister,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 9] = [
+    pub const ALL: [Bug; 10] = [
         Bug::FreshOpIdOnRetry,
         Bug::DropDeltaPuts,
         Bug::LostDeposits,
@@ -70,6 +75,7 @@ impl Bug {
         Bug::DoubleImportChunks,
         Bug::SwallowBrokenCalls,
         Bug::InstallFirstModuleOnly,
+        Bug::IgnoreStartCanister,
     ];
 
     pub fn name(self) -> &'static str {
@@ -83,6 +89,7 @@ impl Bug {
             Bug::DoubleImportChunks => "double-import-chunks",
             Bug::SwallowBrokenCalls => "swallow-broken-calls",
             Bug::InstallFirstModuleOnly => "install-first-module-only",
+            Bug::IgnoreStartCanister => "ignore-start-canister",
         }
     }
 
@@ -97,6 +104,7 @@ impl Bug {
             Bug::DoubleImportChunks => &mut bugs.double_import_chunks,
             Bug::SwallowBrokenCalls => &mut bugs.swallow_broken_calls,
             Bug::InstallFirstModuleOnly => &mut bugs.install_first_module_only,
+            Bug::IgnoreStartCanister => &mut bugs.ignore_start_canister,
         }
     }
 
@@ -267,6 +275,8 @@ pub struct SimConfig {
     /// Hazards beyond message faults (`hazards.rs`): dead and import-trapping partitions,
     /// access changes, direct deletes, large values, wasm re-uploads.
     pub hazards: Hazards,
+    /// The admin's rolling upgrades during the workload (`rolling.rs`); none by default.
+    pub rolling: Option<RollingUpgrades>,
 }
 
 impl SimConfig {
@@ -356,6 +366,7 @@ impl SimConfig {
             throttle_moves: None,
             scale: false,
             hazards,
+            rolling: None,
         };
         (cfg, small_cap)
     }
@@ -424,6 +435,13 @@ impl SimConfig {
         self
     }
 
+    /// With `on`, the admin rolls new partition wasms out during the run, with the seed's
+    /// rolling-upgrade knobs ([`RollingUpgrades::for_seed`]).
+    pub fn with_rolling_upgrades(mut self, on: bool) -> Self {
+        self.rolling = on.then(|| RollingUpgrades::for_seed(self.seed));
+        self
+    }
+
     /// How to rerun this seed from the command line.
     pub fn rerun_command(&self) -> String {
         let mut s = format!(
@@ -443,6 +461,9 @@ impl SimConfig {
         if self.scale {
             s.push_str(" --scale");
         }
+        if self.rolling.is_some() {
+            s.push_str(" --rolling-upgrades");
+        }
         let no_hazards = self.hazards == Hazards::NONE;
         if no_hazards {
             s.push_str(" --no-hazards");
@@ -451,7 +472,8 @@ impl SimConfig {
         let mut reproduced = SimConfig::from_seed(self.seed, self.ops)
             .with_bugs(self.bugs)
             .with_throttle_moves(self.throttle_moves)
-            .with_scale(self.scale);
+            .with_scale(self.scale)
+            .with_rolling_upgrades(self.rolling.is_some());
         if no_hazards {
             reproduced = reproduced.with_hazards(Hazards::NONE);
         }
@@ -517,6 +539,9 @@ impl fmt::Display for SimConfig {
                 f,
                 "\n  moves throttle writers from their first delta to {b} B a round"
             )?;
+        }
+        if let Some(r) = self.rolling {
+            write!(f, "\n  {r}")?;
         }
         Ok(())
     }

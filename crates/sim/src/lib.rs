@@ -29,6 +29,7 @@ pub mod queue;
 pub mod report;
 pub mod requests;
 pub mod rng;
+pub mod rolling;
 pub mod transport;
 pub mod world;
 
@@ -68,6 +69,8 @@ pub struct SwarmOptions {
     pub scale: bool,
     /// Every seed runs without hazards ([`Hazards::NONE`]): message faults only.
     pub no_hazards: bool,
+    /// [`SimConfig::with_rolling_upgrades`] for every seed.
+    pub rolling_upgrades: bool,
     /// Called with each finished report, from the worker thread, in completion order.
     pub on_report: Option<fn(&Report)>,
 }
@@ -97,7 +100,8 @@ pub fn run_swarm_with(seeds: Range<u64>, ops: usize, opts: &SwarmOptions) -> Sum
                 let mut cfg = SimConfig::from_seed(seed, ops as u64)
                     .with_bugs(opts.bugs)
                     .with_throttle_moves(opts.throttle_moves)
-                    .with_scale(opts.scale);
+                    .with_scale(opts.scale)
+                    .with_rolling_upgrades(opts.rolling_upgrades);
                 if opts.no_hazards {
                     cfg = cfg.with_hazards(Hazards::NONE);
                 }

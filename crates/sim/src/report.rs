@@ -3,6 +3,7 @@
 use crate::config::SimConfig;
 use crate::faults::FaultCounts;
 use crate::hazards::HazardCounts;
+use crate::rolling::UpgradeCounts;
 use flotilla_types::InnerKey;
 use std::fmt;
 
@@ -64,6 +65,10 @@ pub enum ViolationKind {
     OutOfCycles,
     /// Cycles checker: the index attached cycles that took it under its reserve.
     UnderReserve,
+    /// Checker 12, as a fleet upgrade ends (`--rolling-upgrades`): a partition it did not
+    /// report failed runs another module, one it reported failed runs the new module, a
+    /// partition was left stopped, or the partition the module trapped on went unreported.
+    FleetUpgrade,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,6 +103,8 @@ pub struct Report {
     pub faults: FaultCounts,
     /// What the hazards did, and how moves ended.
     pub hazards: HazardCounts,
+    /// What the rolling upgrades did (`--rolling-upgrades`).
+    pub upgrades: UpgradeCounts,
     /// `import_chunk` calls sent, and their total and largest Candid-encoded size.
     pub chunk_messages: u64,
     pub chunk_bytes: u64,
@@ -220,6 +227,7 @@ pub struct Summary {
     pub imports_finished: u64,
     pub faults: FaultCounts,
     pub hazards: HazardCounts,
+    pub upgrades: UpgradeCounts,
     pub chunk_messages: u64,
     pub max_chunk_message_bytes: u64,
     pub max_message_bytes: u64,
@@ -255,6 +263,7 @@ impl Summary {
         self.imports_finished += r.imports_finished;
         self.faults.add(&r.faults);
         self.hazards.add(&r.hazards);
+        self.upgrades.add(&r.upgrades);
         self.chunk_messages += r.chunk_messages;
         self.max_chunk_message_bytes = self.max_chunk_message_bytes.max(r.max_chunk_message_bytes);
         self.max_message_bytes = self.max_message_bytes.max(r.max_message_bytes);
@@ -298,6 +307,9 @@ impl fmt::Display for Summary {
         )?;
         writeln!(f, "faults injected: {}", self.faults)?;
         writeln!(f, "hazards: {}", self.hazards)?;
+        if self.upgrades != UpgradeCounts::default() {
+            writeln!(f, "{}", self.upgrades)?;
+        }
         writeln!(
             f,
             "chunk_messages={} max_chunk_bytes={} max_message_bytes={} write_pause_rounds={} \

@@ -40,6 +40,7 @@ mod delivery;
 mod hazards;
 mod lifecycle;
 mod mgmt;
+mod rolling;
 mod snapshot;
 
 pub use snapshot::{IndexSnapshot, PartitionSnapshot, Snapshot};
@@ -205,6 +206,8 @@ pub struct World {
     /// The hazard knobs in force (off during the end phase), and what the hazards hold.
     pub(crate) hazards: Hazards,
     pub(crate) hz: hazards::HazardState,
+    /// The admin's rolling upgrades (`--rolling-upgrades`).
+    pub(crate) rolling: rolling::RollingState,
     pub(crate) rng: SimRng,
     pub(crate) round: u64,
     pub(crate) queue: Queue<Msg>,
@@ -336,6 +339,7 @@ impl World {
             faults: cfg.faults,
             hazards: cfg.hazards,
             hz: hazards::HazardState::default(),
+            rolling: rolling::RollingState::new(cfg.seed),
             cfg,
             rng: SimRng::new(0),
             round: 0,

@@ -262,6 +262,32 @@ fn planted_install_first_module_only_is_caught() {
     assert!(r.hazards.reuploads > 0, "seed={}", r.seed);
 }
 
+#[test]
+fn planted_ignore_start_canister_is_caught() {
+    let mut bugs = PlantedBugs::default();
+    Bug::IgnoreStartCanister.plant(&mut bugs);
+    for seed in 0..10 {
+        let cfg = SimConfig::from_seed(seed, 300)
+            .with_rolling_upgrades(true)
+            .with_bugs(bugs);
+        let r = run(cfg.clone());
+        if r.violations
+            .iter()
+            .any(|v| v.kind == ViolationKind::FleetUpgrade)
+        {
+            let text = r.failure_text(8);
+            assert!(
+                text.contains("--plant ignore-start-canister --rolling-upgrades --trace"),
+                "{text}"
+            );
+            assert!(r.upgrades.started > 0, "seed={}", r.seed);
+            assert_eq!(run(cfg).violations, r.violations, "seed={}", r.seed);
+            return;
+        }
+    }
+    panic!("planted bug ignore-start-canister went unnoticed in seeds 0..10");
+}
+
 /// The hazards act and their checkers stay quiet without plants: a partition stopped for
 /// good and one trapping on imports (moves to them end), access changes during moves, direct
 /// deletes refused, large values filling chunks toward 2 MiB, wasm re-uploads while creation

@@ -105,7 +105,7 @@ impl World {
                 .is_some_and(|h| h.partition == dead)
     }
 
-    fn dead_now(&self, p: &Principal) -> bool {
+    pub(crate) fn dead_now(&self, p: &Principal) -> bool {
         self.hz
             .dead
             .is_some_and(|(d, until)| d == *p && self.round < until)

@@ -23,6 +23,7 @@ impl World {
         self.lifecycle();
         self.burn_storage();
         self.operator_care();
+        self.drive_rolling();
         self.timers();
         while let Some((_, seq, msg)) = self.queue.pop_due(self.round) {
             self.stats.messages += 1;
@@ -156,6 +157,9 @@ impl World {
         }
         if !self.awaiting.is_empty() {
             why.push(format!("{} client call(s) awaiting", self.awaiting.len()));
+        }
+        if self.rolling.busy() {
+            why.push("a fleet upgrade in progress".into());
         }
         if self.stats.last_work_round + 1 >= self.round {
             why.push("index sent work calls this round".into());

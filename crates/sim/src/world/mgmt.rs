@@ -1,7 +1,10 @@
 //! The management canister: `create_canister`, `install_code`, `upload_chunk` and
-//! `install_chunked_code`, as the index's partition-creation jobs call them, and
-//! `canister_status` and `deposit_cycles`, as its cycles care does. Attached cycles leave the
-//! index when the call executes (a call rejected before costs nothing).
+//! `install_chunked_code`, as the index's partition-creation jobs and fleet upgrades call
+//! them, `stop_canister` and `start_canister` (fleet upgrades), and `canister_status` and
+//! `deposit_cycles` (cycles care, fleet upgrades). Attached cycles leave the index when the
+//! call executes (a call rejected before costs nothing). Each canister's module hash is kept
+//! and reported by `canister_status`. The partition stopped for good by a hazard does not
+//! answer its controller either: calls about it are rejected until it comes back.
 
 use super::{guard, principal_word, World, CREATION_FEE};
 use crate::canister::{canister_id, Canister, Logic};
@@ -55,12 +58,38 @@ impl World {
                     reject(true, "the index cannot pay for a new canister".into())
                 }
             }
+            Request::InstallCode { canister, .. }
+            | Request::InstallChunkedCode { canister, .. }
+            | Request::StopCanister { canister }
+            | Request::StartCanister { canister }
+                if self.dead_now(canister) =>
+            {
+                reject(true, format!("canister {canister} does not answer"))
+            }
             Request::InstallCode {
                 canister,
                 mode,
                 arg,
-                ..
-            } => self.install(*canister, *mode, arg),
+                wasm,
+            } => self.install(*canister, *mode, arg, Sha256::digest(wasm).to_vec()),
+            Request::StopCanister { canister } => match self.canisters.get_mut(canister) {
+                Some(c) => {
+                    c.stopped_until = Some(u64::MAX);
+                    self.say(|| format!("the index stops {canister}"));
+                    Ok(Response::Stopped)
+                }
+                None => reject(true, format!("no canister {canister}")),
+            },
+            Request::StartCanister { canister } => match self.canisters.get_mut(canister) {
+                Some(c) => {
+                    if !self.cfg.bugs.ignore_start_canister {
+                        c.stopped_until = None;
+                    }
+                    self.say(|| format!("the index starts {canister}"));
+                    Ok(Response::Started)
+                }
+                None => reject(true, format!("no canister {canister}")),
+            },
             Request::UploadChunk { canister, chunk } => match self.canisters.get_mut(canister) {
                 Some(c) => {
                     let hash = Sha256::digest(chunk).to_vec();
@@ -102,7 +131,7 @@ impl World {
                     Ok(module) if Sha256::digest(&module).as_slice() != wasm_sha256.as_slice() => {
                         reject(true, "wasm_module_hash does not match the chunks".into())
                     }
-                    Ok(_) => self.install(*canister, *mode, arg),
+                    Ok(_) => self.install(*canister, *mode, arg, wasm_sha256.to_vec()),
                 }
             }
             Request::CanisterStatus { canister } => match self.canisters.get(canister) {
@@ -142,14 +171,40 @@ impl World {
         result
     }
 
-    /// `install_code` of the partition module: install into an empty canister, or upgrade.
-    fn install(&mut self, canister: Principal, mode: InstallMode, arg: &ByteBuf) -> CallResult {
+    /// `install_code` of the partition module (SHA-256 `module`): install into an empty
+    /// canister, or upgrade — which, like the IC's, is all or nothing: a module that traps in
+    /// `post_upgrade` (`--rolling-upgrades`) leaves the canister on its old module.
+    fn install(
+        &mut self,
+        canister: Principal,
+        mode: InstallMode,
+        arg: &ByteBuf,
+        module: Vec<u8>,
+    ) -> CallResult {
         let reject = |message: String| {
             Err(Reject {
                 message,
                 certain: true,
             })
         };
+        if mode == InstallMode::Upgrade {
+            if self.post_upgrade_traps(canister, &module) {
+                return reject(format!(
+                    "canister {canister} trapped in post_upgrade: the new module cannot read its \
+                     stable memory"
+                ));
+            }
+            let Some(c) = self.canisters.get_mut(&canister) else {
+                return reject(format!("no canister {canister}"));
+            };
+            return match c.upgrade() {
+                Ok(()) => {
+                    c.module = Some(module);
+                    Ok(Response::Installed)
+                }
+                Err(e) => reject(format!("upgrade failed: {e}")),
+            };
+        }
         let init: PartitionInit = match candid::decode_one(arg) {
             Ok(i) => i,
             Err(e) => return reject(format!("install argument does not decode: {e}")),
@@ -176,14 +231,12 @@ impl World {
                     Ok(Err(e)) => reject(format!("partition install trapped: {e}")),
                     Ok(Ok(p)) => {
                         c.logic = Logic::Partition(Box::new(p));
+                        c.module = Some(module);
                         Ok(Response::Installed)
                     }
                 }
             }
-            InstallMode::Upgrade => match c.upgrade() {
-                Ok(()) => Ok(Response::Installed),
-                Err(e) => reject(format!("upgrade failed: {e}")),
-            },
+            InstallMode::Upgrade => unreachable!("upgrades return above"),
         }
     }
 }

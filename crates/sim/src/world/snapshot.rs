@@ -33,6 +33,7 @@ impl World {
             imports_finished: self.observed.finished_imports.len() as u64,
             faults: self.stats.faults,
             hazards: self.hz.counts,
+            upgrades: self.rolling.counts,
             chunk_messages: self.stats.chunk_messages,
             chunk_bytes: self.stats.chunk_bytes,
             max_chunk_message_bytes: self.stats.max_chunk_message_bytes,
