@@ -1,5 +1,6 @@
 //! The data commands: `flotilla create | drop | put | get | del | scan | routes | stats |
-//! export | load` against a deployment, through the Rust client.
+//! export | load` against a deployment, through the Rust client, and the admin commands
+//! `upload-wasm | upgrade` (`fleet.rs`).
 //!
 //! Each command is written once over any `Transport` ([`exec`]); the binary runs it over
 //! ic-agent ([`run`]), the tests over the simulator.
@@ -144,6 +145,26 @@ pub enum DataCmd {
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
+    /// Upload a partition wasm FILE (raw or gzipped) to the index, in chunks (admins): new
+    /// partitions get it; `flotilla upgrade` rolls it out to the others.
+    UploadWasm {
+        #[command(flatten)]
+        conn: Conn,
+        file: PathBuf,
+    },
+    /// Upgrade every partition to the uploaded wasm, a batch at a time (admins): each is
+    /// stopped, upgraded and started while the others serve. Waits for the end, showing
+    /// progress; fails if a partition kept its old module (its new one trapped, ...).
+    Upgrade {
+        #[command(flatten)]
+        conn: Conn,
+        /// Partitions upgraded at once (1 to 50; default 5).
+        #[arg(long)]
+        batch: Option<u32>,
+        /// Start the fleet upgrade and return (`flotilla stats` shows its progress).
+        #[arg(long)]
+        no_wait: bool,
+    },
 }
 
 impl DataCmd {
@@ -171,7 +192,9 @@ macro_rules! conn_of {
             | DataCmd::Routes { conn }
             | DataCmd::Stats { conn }
             | DataCmd::Export { conn, .. }
-            | DataCmd::Load { conn, .. } => conn,
+            | DataCmd::Load { conn, .. }
+            | DataCmd::UploadWasm { conn, .. }
+            | DataCmd::Upgrade { conn, .. } => conn,
         }
     };
 }
@@ -225,7 +248,7 @@ fn bytes(conn: &Conn, s: &str, what: &str) -> Result<Vec<u8>, Failure> {
 }
 
 /// A client error as one line, with what to do where that is clear.
-fn fail<E: Display>(what: &str, e: Error<E>) -> Failure {
+pub(crate) fn fail<E: Display>(what: &str, e: Error<E>) -> Failure {
     let hint = match &e {
         Error::Refused(r) if r.to_string().starts_with("the caller may not") => {
             "; pass --identity with the PEM of a principal allowed to do this"
@@ -238,7 +261,7 @@ fn fail<E: Display>(what: &str, e: Error<E>) -> Failure {
     Failure(format!("{what}: {e}{hint}"))
 }
 
-fn io(e: std::io::Error) -> Failure {
+pub(crate) fn io(e: std::io::Error) -> Failure {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
         // The reader went away (`flotilla scan ... | head`): nothing left to say.
         std::process::exit(0);
@@ -420,6 +443,12 @@ pub async fn exec<T: Transport>(
                 }
                 Ok(())
             }
+        }
+        DataCmd::UploadWasm { file, .. } => {
+            crate::fleet::upload_wasm(client, file, conn.output, out, progress).await
+        }
+        DataCmd::Upgrade { batch, no_wait, .. } => {
+            crate::fleet::upgrade(client, *batch, *no_wait, conn.output, out, progress).await
         }
         DataCmd::Stats { .. } => {
             let s = client.index_stats().await.map_err(|e| fail("stats", e))?;
@@ -606,5 +635,8 @@ pub fn fleet_table(s: &IndexStats) -> String {
         "longest write pause of a move: {:.3} s\n",
         s.longest_write_pause_ns as f64 / 1e9
     );
+    if let Some(u) = &s.fleet_upgrade {
+        t += &crate::fleet::upgrade_text(u);
+    }
     t
 }

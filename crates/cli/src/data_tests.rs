@@ -72,6 +72,17 @@ impl Cli {
         }
     }
 
+    /// The same world, as its admin.
+    fn admin(&self) -> Cli {
+        let index = self.w.borrow().index_id();
+        let who = self.w.borrow().admin();
+        Cli {
+            w: self.w.clone(),
+            client: Client::new(SimTransport::new(self.w.clone(), who, [0xad; 32]), index),
+            seed: self.seed,
+        }
+    }
+
     /// The same world, as another principal.
     fn other_user(&self, n: u8) -> Cli {
         let index = self.w.borrow().index_id();
@@ -413,4 +424,78 @@ fn a_bad_record_stops_the_load_after_the_parts_before_it() {
     let n = cli.ok(scan("csv", false, None, None, None)).lines().count();
     assert_eq!(n, 10_000, "the first full part is in");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `upload-wasm` then `upgrade` as the admin: the module goes up in chunks, every partition
+/// is upgraded to it (the world's management canister keeps module hashes), the data stays;
+/// a user who is not an admin gets the index's refusal as one line.
+#[test]
+fn upload_wasm_and_upgrade_roll_a_module_out() {
+    use sha2::{Digest, Sha256};
+    let user = Cli::new(23);
+    user.ok(create("notes"));
+    user.ok(put("notes", "k", "v"));
+    let dir = tmp("upgrade");
+    let file = dir.join("partition.wasm");
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    module.extend((0..2_500_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    std::fs::write(&file, &module).unwrap();
+    let sha = Sha256::digest(&module).to_vec();
+    let upload = || DataCmd::UploadWasm {
+        conn: conn(Output::Text),
+        file: file.clone(),
+    };
+    let upgrade = || DataCmd::Upgrade {
+        conn: conn(Output::Text),
+        batch: Some(2),
+        no_wait: false,
+    };
+    let refused = user.run(Output::Text, upload()).unwrap_err();
+    assert!(
+        refused.contains("only an admin"),
+        "seed={}: {refused}",
+        user.seed
+    );
+    let refused = user.run(Output::Text, upgrade()).unwrap_err();
+    assert!(
+        refused.contains("only an admin"),
+        "seed={}: {refused}",
+        user.seed
+    );
+    let admin = user.admin();
+    let out = admin.ok(upload());
+    assert!(
+        out.contains("uploaded 2500008 bytes"),
+        "seed={}: {out}",
+        user.seed
+    );
+    assert!(
+        out.contains(&hex::encode(&sha)),
+        "seed={}: {out}",
+        user.seed
+    );
+    let out = admin.ok(upgrade());
+    assert!(
+        out.contains("ended:") && out.contains(", 0 failed"),
+        "seed={}: {out}",
+        user.seed
+    );
+    let stats: serde_json::Value = serde_json::from_str(&admin.json(DataCmd::Stats {
+        conn: conn(Output::Json),
+    }))
+    .unwrap();
+    let parts = stats["partitions"].as_array().unwrap();
+    assert!(!parts.is_empty());
+    for p in parts {
+        let m: Vec<u8> = serde_json::from_value(p["module"].clone()).unwrap();
+        assert_eq!(m, sha, "seed={}: {p}", user.seed);
+    }
+    let upgraded = stats["fleet_upgrade"]["upgraded"].as_u64().unwrap();
+    assert_eq!(upgraded, parts.len() as u64, "seed={}", user.seed);
+    let got = user.ok(DataCmd::Get {
+        conn: conn(Output::Text),
+        name: "notes".into(),
+        key: "k".into(),
+    });
+    assert_eq!(got.trim(), "v", "seed={}", user.seed);
 }

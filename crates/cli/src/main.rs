@@ -7,6 +7,7 @@ mod data;
 mod data_tests;
 mod demo;
 mod demo_routes;
+mod fleet;
 mod observe;
 mod project;
 mod records;

@@ -40,8 +40,9 @@ use crate::ops::{
 };
 use candid::Principal;
 use flotilla_types::index::{
-    CreateError, CreateRequest, DeleteRequest, DeleteSubDbRequestError, IndexStats, RoutesPage,
-    RoutesRequest,
+    CreateError, CreateRequest, DeleteRequest, DeleteSubDbRequestError, FleetUpgradeInfo,
+    IndexStats, RoutesPage, RoutesRequest, UpgradePartitionsArgs, UpgradePartitionsError,
+    UploadProgress, UploadWasmError, WasmChunk,
 };
 use flotilla_types::limits::{MAX_BATCH_BYTES, MAX_BATCH_OPS, MAX_GET_MANY_KEYS, MAX_ROUTE_BATCH};
 use flotilla_types::partition::{GetArgs, SetAccessError, SubDbStatsError};
@@ -253,6 +254,22 @@ impl<T: Transport> Client<T> {
     /// The index's fleet figures.
     pub async fn index_stats(&self) -> Result<IndexStats, Error<ops::Never>> {
         self.run(IndexStatsOp).await
+    }
+
+    /// Uploads one piece of a partition wasm (admins; `flotilla upload-wasm`).
+    pub async fn upload_wasm_chunk(
+        &self,
+        chunk: WasmChunk,
+    ) -> Result<UploadProgress, Error<UploadWasmError>> {
+        self.run(ops::UploadWasmChunk(chunk)).await
+    }
+
+    /// Starts upgrading every partition to the uploaded wasm (admins; `flotilla upgrade`).
+    pub async fn upgrade_partitions(
+        &self,
+        args: UpgradePartitionsArgs,
+    ) -> Result<FleetUpgradeInfo, Error<UpgradePartitionsError>> {
+        self.run(ops::UpgradePartitions(args)).await
     }
 
     // ---- one SubDB --------------------------------------------------------------------

@@ -5,8 +5,9 @@ use crate::core::CallKind;
 use candid::{CandidType, Principal};
 use flotilla_types::dispatch::{decode_args, encode_args};
 use flotilla_types::index::{
-    CreateError, CreateRequest, DeleteRequest, DeleteSubDbRequestError, IndexStats, RoutesPage,
-    RoutesRequest,
+    CreateError, CreateRequest, DeleteRequest, DeleteSubDbRequestError, FleetUpgradeInfo,
+    IndexStats, RoutesPage, RoutesRequest, UpgradePartitionsArgs, UpgradePartitionsError,
+    UploadProgress, UploadWasmError, WasmChunk,
 };
 use flotilla_types::partition::{
     BatchArgs, DeleteArgs, GetArgs, GetManyArgs, GetManyError, GetManyReply, PutArgs, ScanRequest,
@@ -427,3 +428,53 @@ macro_rules! plain_index_query {
 
 plain_index_query!(Routes, RoutesPage, "routes", |s| encode_args((&s.0,)));
 plain_index_query!(IndexStatsOp, IndexStats, "stats", |_s| encode_args(()));
+
+/// An admin's update call to the index whose every error is final (the caller decides what a
+/// retried call's answer means).
+macro_rules! admin_update {
+    ($t:ty, $ok:ty, $err:ty, $method:literal) => {
+        impl Operation for $t {
+            type Ok = $ok;
+            type Err = $err;
+            const METHOD: &'static str = $method;
+            const KIND: CallKind = CallKind::Update;
+            fn target(&self) -> Target<'_> {
+                Target::Index
+            }
+            fn encode(&self, _: Option<InnerKey>) -> Vec<u8> {
+                encode_args((&self.0,))
+            }
+        }
+
+        impl Classify for $err {
+            fn class(&self) -> Class {
+                Class::Final
+            }
+            fn unknown() -> Self {
+                Self::NotAuthorized
+            }
+        }
+    };
+}
+
+/// `upload_partition_wasm_chunk` at the index (admins). A retry after a lost reply whose chunk
+/// was applied answers `OutOfOrder { expected }` past it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadWasmChunk(pub WasmChunk);
+admin_update!(
+    UploadWasmChunk,
+    UploadProgress,
+    UploadWasmError,
+    "upload_partition_wasm_chunk"
+);
+
+/// `upgrade_partitions` at the index (admins). A retry after a lost reply answers
+/// `AlreadyRunning`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpgradePartitions(pub UpgradePartitionsArgs);
+admin_update!(
+    UpgradePartitions,
+    FleetUpgradeInfo,
+    UpgradePartitionsError,
+    "upgrade_partitions"
+);

@@ -14,7 +14,10 @@
 //! with cursors; a move forced with the admin's `move_subdb` while the client keeps reading and
 //! writing (no read fails, no acknowledged write is lost), with an upgrade of the index and of
 //! every partition in its middle, and everything intact afterwards; a retried put answered from
-//! the op log at the SubDB's new home; access refused to a stranger, to the anonymous principal
+//! the op log at the SubDB's new home; a fleet upgrade from the index (`upgrade_partitions`)
+//! to a new module that traps in `post_upgrade` on the partition holding the most SubDBs,
+//! which the index reports and restarts on its old module, with all its data, while every
+//! other partition is upgraded; access refused to a stranger, to the anonymous principal
 //! and to a reader who writes; every admin endpoint of the index refused to non-admins and
 //! every housekeeping endpoint of every partition refused to callers other than the index.
 //! Every acknowledged write is kept in a model, and every SubDB is compared with it, scanned
@@ -84,6 +87,14 @@ pub trait World {
     /// Upgrades `canister` (the index, or a partition the index created) to the module it
     /// runs, as its controller, between messages.
     fn upgrade(&mut self, canister: Principal) -> Result<(), String>;
+    /// Another partition module: the same code, another SHA-256 (what an admin uploads to roll
+    /// a new build out).
+    fn next_partition_module(&self) -> Vec<u8>;
+    /// Makes upgrading `partition` to `module` trap in `post_upgrade`, as a module that cannot
+    /// read that partition's stable memory does.
+    fn break_post_upgrade(&mut self, partition: Principal, module: &[u8]) -> Result<(), String>;
+    /// SHA-256 of the module `canister` runs, as the world knows it.
+    fn module_hash(&self, canister: Principal) -> Option<Vec<u8>>;
 }
 
 /// Knobs of the scenario.
@@ -145,6 +156,10 @@ pub struct ScenarioReport {
     pub batches: usize,
     /// Retries of recorded operations answered from the op log.
     pub op_retries_checked: usize,
+    /// The fleet upgrade (`upgrade_partitions`): partitions upgraded, and the one whose new
+    /// module trapped in `post_upgrade`, reported failed with that step.
+    pub fleet_upgraded: u64,
+    pub fleet_failed: Vec<(String, String)>,
     pub refusals_checked: usize,
     /// Rounds the scenario asked for with [`World::tick`] (not counting the rounds that
     /// calls took meanwhile).
@@ -256,6 +271,8 @@ pub fn run<W: World>(w: &mut W, cfg: ScenarioConfig) -> ScenarioReport {
     r.after_moves();
     r.op_log_retries();
     r.check_all("after the op-log retries");
+    r.fleet_upgrade();
+    r.check_all("after the fleet upgrade");
     refusals::check(&mut r);
     r.check_all("after the refusals");
     r.finish()

@@ -8,6 +8,7 @@ use flotilla_client::core::{RejectCode, TransportError};
 use flotilla_sim::{Faults, SimConfig};
 use flotilla_types::dispatch::MethodKind;
 use flotilla_types::index::IndexInit;
+use sha2::{Digest, Sha256};
 
 /// Rounds one call may take before the world gives up on its answer.
 const MAX_CALL_ROUNDS: u32 = 1_000;
@@ -164,5 +165,24 @@ impl World for SimWorld {
             ));
         }
         Ok(())
+    }
+
+    /// The seed's filler with its last byte changed.
+    fn next_partition_module(&self) -> Vec<u8> {
+        let mut m = self.partition_module();
+        if let Some(b) = m.last_mut() {
+            *b ^= 0xff;
+        }
+        m
+    }
+
+    fn break_post_upgrade(&mut self, partition: Principal, module: &[u8]) -> Result<(), String> {
+        self.sim
+            .trap_post_upgrade(partition, Sha256::digest(module).to_vec());
+        Ok(())
+    }
+
+    fn module_hash(&self, canister: Principal) -> Option<Vec<u8>> {
+        self.sim.module_hash(canister)
     }
 }

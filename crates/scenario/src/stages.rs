@@ -3,12 +3,17 @@
 //! middle of the forced one), and the op-log retries.
 
 use crate::client::{key, value, Recorded, Run};
-use crate::{dec, enc, users, ScenarioReport, World};
+use crate::{dec, enc, upload_partition_module, users, ScenarioReport, World};
 use candid::Principal;
-use flotilla_types::index::{MoveInfo, MoveRequest, MoveSubDbError, PartitionState};
+use flotilla_types::index::{
+    FleetUpgradeInfo, MoveInfo, MoveRequest, MoveSubDbError, PartitionState, UpgradePartitionsArgs,
+    UpgradePartitionsError,
+};
 use flotilla_types::partition::{BatchArgs, GetArgs, PutArgs};
 use flotilla_types::{BatchError, BatchOp, BatchOutcome, GetError, PutError, PutOutcome};
 use serde_bytes::ByteBuf;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 
 impl<W: World> Run<'_, W> {
     /// One step of the client while `outer` moves: a put read back at once, a read of its
@@ -389,6 +394,119 @@ impl<W: World> Run<'_, W> {
             self.report.op_retries_checked += 1;
         }
         self.recorded = recorded;
+    }
+
+    /// A fleet upgrade from the index: the admin uploads another module (same code, another
+    /// hash) and calls `upgrade_partitions`; on the partition holding the most SubDBs the new
+    /// module traps in `post_upgrade`. The index reports that partition failed at `install`,
+    /// it runs its old module again with all its data (and takes writes), and every other
+    /// partition runs the new module.
+    pub fn fleet_upgrade(&mut self) {
+        let st = self.stats();
+        let old = st
+            .partition_wasm
+            .as_ref()
+            .expect("a module")
+            .sha256
+            .to_vec();
+        let mut homes: BTreeMap<Principal, usize> = BTreeMap::new();
+        for outer in self.subs.keys().cloned().collect::<Vec<_>>() {
+            *homes.entry(self.route(&outer).partition).or_default() += 1;
+        }
+        let (&bad, _) = homes
+            .iter()
+            .max_by_key(|(p, n)| (**n, **p))
+            .expect("SubDBs");
+        let module = self.w.next_partition_module();
+        let new = Sha256::digest(&module).to_vec();
+        assert_ne!(new, old, "{}: the next module differs", self.name());
+        let chunk = self.cfg.upload_chunk_bytes;
+        let (admin, index) = (self.admin, self.index);
+        upload_partition_module(&mut *self.w, admin, index, &module, chunk);
+        let name = self.name();
+        self.w
+            .break_post_upgrade(bad, &module)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let args = UpgradePartitionsArgs { batch: Some(2) };
+        let r = self
+            .w
+            .update(self.admin, self.index, "upgrade_partitions", enc(args));
+        let r: Result<FleetUpgradeInfo, UpgradePartitionsError> = dec("upgrade_partitions", r);
+        let started = r.unwrap_or_else(|e| panic!("{}: upgrade_partitions: {e:?}", self.name()));
+        assert_eq!(started.module.to_vec(), new, "{}", self.name());
+        let total = st.partitions_total;
+        assert_eq!(
+            started.waiting,
+            total,
+            "{}: every partition waits",
+            self.name()
+        );
+        self.wait_for("the fleet upgrade's end", |r| {
+            r.stats()
+                .fleet_upgrade
+                .is_some_and(|u| u.finished_at.is_some())
+        });
+        let st = self.stats();
+        let u = st.fleet_upgrade.expect("a fleet upgrade");
+        let failed: Vec<(Principal, String, String)> = u
+            .failed
+            .iter()
+            .map(|f| (f.partition, f.step.clone(), f.message.clone()))
+            .collect();
+        assert_eq!(
+            (u.upgraded, u.failed_total),
+            (total - 1, 1),
+            "{}: {u:?}",
+            self.name()
+        );
+        assert_eq!(
+            (failed[0].0, failed[0].1.as_str()),
+            (bad, "install"),
+            "{}",
+            self.name()
+        );
+        assert!(
+            failed[0].2.contains("trap"),
+            "{}: the failure names the trap: {}",
+            self.name(),
+            failed[0].2
+        );
+        for p in &st.partitions {
+            let runs = self.w.module_hash(p.id);
+            let want = if p.id == bad { &old } else { &new };
+            assert_eq!(
+                runs.as_ref(),
+                Some(want),
+                "{}: the module of {}",
+                self.name(),
+                p.id
+            );
+            assert_eq!(p.module.as_ref().map(|m| m.to_vec()).as_ref(), Some(want));
+        }
+        // Every SubDB is read back in full by `check_all` after this stage; the partition that
+        // kept its old module takes writes too.
+        let on_bad: Vec<String> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.at.partition == bad)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for outer in on_bad.iter().take(2) {
+            self.put(
+                outer,
+                b"after-fleet-upgrade".to_vec(),
+                b"old module".to_vec(),
+            );
+            assert_eq!(
+                self.get(outer, b"after-fleet-upgrade"),
+                Some(b"old module".to_vec())
+            );
+        }
+        self.report.fleet_upgraded = u.upgraded;
+        self.report.fleet_failed = failed
+            .into_iter()
+            .map(|(p, step, _)| (p.to_text(), step))
+            .collect();
     }
 
     pub fn finish(mut self) -> ScenarioReport {

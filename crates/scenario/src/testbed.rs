@@ -140,4 +140,45 @@ impl World for TestbedWorld {
             )
             .map_err(|e| e.to_string())
     }
+
+    /// The partition module uncompressed: the same code, another SHA-256 (the IC and the
+    /// testbed take raw and gzipped modules alike).
+    fn next_partition_module(&self) -> Vec<u8> {
+        flotilla_testbed::decompress(&self.partition_wasm).expect("the built partition module")
+    }
+
+    /// Marks `partition`'s stable layout as version 2 (the `FLPT` state cell, `layout.rs`), as
+    /// a newer build would have written it: this build's `post_upgrade` refuses it and traps,
+    /// whatever module it comes in. The running module keeps its state in memory and is not
+    /// affected. (`module` is the one about to be installed; any module of this build traps.)
+    fn break_post_upgrade(&mut self, partition: Principal, _module: &[u8]) -> Result<(), String> {
+        let size = self
+            .tb
+            .stable_size(partition)
+            .ok_or_else(|| format!("no canister {partition}"))?;
+        let mut stable = self
+            .tb
+            .read_stable(partition, 0, size as usize)
+            .ok_or_else(|| format!("cannot read the stable memory of {partition}"))?;
+        let mut version_1 = b"FLPT".to_vec();
+        version_1.extend_from_slice(&1u16.to_le_bytes());
+        let at: Vec<usize> = stable
+            .windows(version_1.len())
+            .enumerate()
+            .filter(|(_, w)| *w == version_1.as_slice())
+            .map(|(i, _)| i)
+            .collect();
+        let [at] = at[..] else {
+            return Err(format!(
+                "{} copies of the partition state header in {partition}'s stable memory",
+                at.len()
+            ));
+        };
+        stable[at + 4..at + 6].copy_from_slice(&2u16.to_le_bytes());
+        self.tb.set_stable_memory(partition, stable)
+    }
+
+    fn module_hash(&self, canister: Principal) -> Option<Vec<u8>> {
+        self.tb.module_hash(canister).map(|h| h.to_vec())
+    }
 }

@@ -25,6 +25,10 @@ fn assert_complete(world: &str, report: &ScenarioReport) {
     );
     assert!(report.op_retries_checked >= 6, "{world}: {report:?}");
     assert!(report.refusals_checked >= 100, "{world}: {report:?}");
+    // The fleet upgrade: every partition but the one whose new module trapped.
+    assert!(report.fleet_upgraded >= 2, "{world}: {report:?}");
+    assert_eq!(report.fleet_failed.len(), 1, "{world}: {report:?}");
+    assert_eq!(report.fleet_failed[0].1, "install", "{world}: {report:?}");
 }
 
 #[test]

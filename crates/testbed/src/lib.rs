@@ -274,7 +274,9 @@ fn compile(bytes: &[u8]) -> Result<Code, String> {
         Module::new(&s.engine, &prepared.wasm).map_err(|e| format!("invalid module: {e:#}"))?;
     let code = Code {
         module,
-        hash: Sha256::digest(&wasm).into(),
+        // As on the IC, the hash of the module as given: a gzipped module's is that of the
+        // compressed bytes (interface specification, "Canister module format").
+        hash,
         mutable_globals: Arc::new(prepared.mutable_globals),
         wasm_len: wasm.len(),
     };
@@ -660,7 +662,8 @@ impl Testbed {
             .map(<[u8]>::to_vec)
     }
 
-    /// The module hash (SHA-256 of the decompressed wasm) installed on a canister.
+    /// The module hash installed on a canister: SHA-256 of the module as it was given to
+    /// `install_code` (for a gzipped module, of the compressed bytes), as the IC reports it.
     pub fn module_hash(&self, canister: Principal) -> Option<[u8; 32]> {
         self.canisters
             .get(&canister)?

@@ -270,3 +270,29 @@ fn canister_status_and_deposit_cycles_through_the_management_canister() {
         )
         .is_err());
 }
+
+/// The module hash `canister_status` reports is that of the module as installed: for a
+/// gzipped module, of the compressed bytes (as the IC's interface specification says), so an
+/// uncompressed copy of the same code is another module.
+#[test]
+fn the_module_hash_of_a_gzipped_module_is_that_of_its_compressed_bytes() {
+    use flate2::write::GzEncoder;
+    use sha2::{Digest, Sha256};
+    use std::io::Write;
+    let raw = wat::parse_str(PROBE).unwrap();
+    let mut gz = GzEncoder::new(vec![], flate2::Compression::default());
+    gz.write_all(&raw).unwrap();
+    let gz = gz.finish().unwrap();
+    let mut tb = Testbed::new(Config::default());
+    let a = tb.create_canister(vec![user()], 1_000_000_000_000);
+    let b = tb.create_canister(vec![user()], 1_000_000_000_000);
+    tb.install(user(), a, InstallMode::Install, false, &gz, vec![])
+        .unwrap();
+    tb.install(user(), b, InstallMode::Install, false, &raw, vec![])
+        .unwrap();
+    let ha: [u8; 32] = Sha256::digest(&gz).into();
+    let hb: [u8; 32] = Sha256::digest(&raw).into();
+    assert_eq!(tb.module_hash(a), Some(ha));
+    assert_eq!(tb.module_hash(b), Some(hb));
+    assert_ne!(ha, hb);
+}

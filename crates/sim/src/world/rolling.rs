@@ -63,6 +63,11 @@ impl World {
     /// Whether installing `module` as an upgrade traps in `post_upgrade` on `canister`: the
     /// first partition upgraded to a module traps on it when the seed says so (counted).
     pub(crate) fn post_upgrade_traps(&mut self, canister: Principal, module: &[u8]) -> bool {
+        if let Some(victim) = self.rolling.traps.get(module) {
+            let hit = *victim == canister;
+            self.rolling.counts.post_upgrade_traps += u64::from(hit);
+            return hit;
+        }
         let Some(knobs) = self.cfg.rolling else {
             return false;
         };
@@ -79,6 +84,18 @@ impl World {
             return true;
         }
         false
+    }
+
+    /// From now on, upgrading `partition` to the module whose SHA-256 is `module` traps in
+    /// `post_upgrade` (the canister keeps its old module and data), as a module that cannot
+    /// read that partition's stable memory would.
+    pub fn trap_post_upgrade(&mut self, partition: Principal, module: Vec<u8>) {
+        self.rolling.traps.insert(module, partition);
+    }
+
+    /// SHA-256 of the module canister `id` runs (none: empty or unknown).
+    pub fn module_hash(&self, id: Principal) -> Option<Vec<u8>> {
+        self.canisters.get(&id).and_then(|c| c.module.clone())
     }
 
     /// One round of the admin's rolling upgrades.
