@@ -7,8 +7,8 @@
 //! either direction are plain range walks. Per-SubDB counters live in a fixed-size slot per
 //! id (O(1) to read and update), so byte accounting costs no extra tree operation.
 //!
-//! Persisted layout: see [`layout`] (magic `FLST`, version 1; other versions are refused) and
-//! the regions in [`memory`].
+//! Persisted layout: see [`layout`] (magic `FLST`, version 2; version 1 is migrated when
+//! opened, other versions are refused) and the regions in [`memory`].
 //!
 //! Limits are named in [`flotilla_types::limits`] and every violation is a typed error; an
 //! operation that returns an error changed nothing.
@@ -41,8 +41,8 @@ use flotilla_types::{
 };
 use ic_stable_structures::memory_manager::MemoryId;
 use ic_stable_structures::{BTreeMap, Cell, Memory, Vec as StableVec};
-use layout::{scoped_key, Header, Slot, SlotState, LAYOUT_VERSION, MAGIC};
-use oplog::{Lookup, OpLog, Outcome};
+use layout::{scoped_key, Header, Slot, SlotState, LAYOUT_VERSION, LAYOUT_VERSION_V1, MAGIC};
+use oplog::{HashKind, Lookup, OpLog, Outcome};
 use std::ops::Bound;
 
 pub use changes::{Delta, DELTA_SCAN_PER_CHUNK, THROTTLE_MIN_CHANGE_BYTES};
@@ -158,12 +158,12 @@ impl<M: Memory> Store<M> {
         if config.op_window == 0 {
             return Err(InitError::ZeroOpWindow);
         }
-        let header = Cell::init(mem(memory::STORE_HEADER), Header::new(config.op_window));
+        let mut header = Cell::init(mem(memory::STORE_HEADER), Header::new(config.op_window));
         let h = *header.get();
         if h.magic != MAGIC {
             return Err(InitError::BadMagic { found: h.magic });
         }
-        if h.version != LAYOUT_VERSION {
+        if h.version != LAYOUT_VERSION && h.version != LAYOUT_VERSION_V1 {
             return Err(InitError::UnsupportedVersion {
                 found: h.version,
                 supported: LAYOUT_VERSION,
@@ -190,7 +190,18 @@ impl<M: Memory> Store<M> {
                 SlotState::Importing | SlotState::Gone => {}
             }
         }
-        let ops = OpLog::init(mem(memory::OPS_GEN_A), mem(memory::OPS_GEN_B));
+        let ops = if h.version == LAYOUT_VERSION_V1 {
+            // Version 1 kept the op log in two `StableBTreeMap`s: move it (the only change).
+            let old = [mem(memory::OPS_GEN_A), mem(memory::OPS_GEN_B)];
+            OpLog::migrate_v1(
+                &mut header,
+                old,
+                mem(memory::OPS_LOG_A),
+                mem(memory::OPS_LOG_B),
+            )
+        } else {
+            OpLog::init(&header, mem(memory::OPS_LOG_A), mem(memory::OPS_LOG_B))
+        };
         Ok(Store {
             header,
             slots,
@@ -212,12 +223,13 @@ impl<M: Memory> Store<M> {
     /// Runs `apply` at most once per op id: a recorded op id with the same scope and argument
     /// hash gets its first outcome back, any other use of it is refused. The hash leaves out
     /// the local SubDB id (the scope covers it), so records stay valid after a move re-homes
-    /// them under a new id.
+    /// them under a new id. `hash(kind, salt)` hashes the arguments with `kind`: the current
+    /// kind always, another one only to check a record an older build wrote.
     fn once<T, E: OpError>(
         &mut self,
         op: Option<OpCtx<'_>>,
         scope: u32,
-        hash: impl FnOnce(&[u8]) -> [u8; oplog::HASH_BYTES],
+        hash: impl Fn(HashKind, &[u8]) -> [u8; oplog::HASH_BYTES],
         replay: impl FnOnce(Outcome) -> Option<T>,
         record: impl FnOnce(&T) -> Outcome,
         apply: impl FnOnce(&mut Self) -> Result<T, E>,
@@ -226,8 +238,11 @@ impl<M: Memory> Store<M> {
             return apply(self);
         };
         op.op_id.validate()?;
-        let h = hash(op.salt);
-        match self.ops.lookup(scope, op.op_id, &h) {
+        let h = hash(HashKind::CURRENT, op.salt);
+        match self
+            .ops
+            .lookup(scope, op.op_id, &h, |kind| hash(kind, op.salt))
+        {
             Lookup::Done(outcome) => replay(outcome).ok_or_else(E::conflict),
             Lookup::Conflict => Err(E::conflict()),
             Lookup::Fresh => {
