@@ -38,8 +38,8 @@ impl<M: Memory> Store<M> {
         self.once(
             op,
             id,
-            |hk, salt| {
-                let mut h = ArgsHasher::new(hk, KIND_BATCH, salt).u64(ops.len() as u64);
+            |salt| {
+                let mut h = ArgsHasher::new(KIND_BATCH, salt).u64(ops.len() as u64);
                 for o in ops {
                     h = match o {
                         BatchOp::Put { key, value } => h.u64(0).bytes(key).bytes(value),

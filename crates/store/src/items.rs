@@ -24,8 +24,8 @@ impl<M: Memory> Store<M> {
         self.once(
             op,
             id,
-            |hk, salt| {
-                ArgsHasher::new(hk, KIND_PUT, salt)
+            |salt| {
+                ArgsHasher::new(KIND_PUT, salt)
                     .bytes(key)
                     .bytes(value)
                     .finish()
@@ -122,7 +122,7 @@ impl<M: Memory> Store<M> {
         self.once(
             op,
             id,
-            |hk, salt| ArgsHasher::new(hk, KIND_DELETE, salt).bytes(key).finish(),
+            |salt| ArgsHasher::new(KIND_DELETE, salt).bytes(key).finish(),
             |o| match o {
                 Outcome::Deleted(b) => Some(b),
                 _ => None,

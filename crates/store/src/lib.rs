@@ -42,7 +42,7 @@ use flotilla_types::{
 use ic_stable_structures::memory_manager::MemoryId;
 use ic_stable_structures::{BTreeMap, Cell, Memory, Vec as StableVec};
 use layout::{scoped_key, Header, Slot, SlotState, LAYOUT_VERSION, LAYOUT_VERSION_V1, MAGIC};
-use oplog::{HashKind, Lookup, OpLog, Outcome};
+use oplog::{Lookup, OpLog, Outcome};
 use std::ops::Bound;
 
 pub use changes::{Delta, DELTA_SCAN_PER_CHUNK, THROTTLE_MIN_CHANGE_BYTES};
@@ -223,13 +223,12 @@ impl<M: Memory> Store<M> {
     /// Runs `apply` at most once per op id: a recorded op id with the same scope and argument
     /// hash gets its first outcome back, any other use of it is refused. The hash leaves out
     /// the local SubDB id (the scope covers it), so records stay valid after a move re-homes
-    /// them under a new id. `hash(kind, salt)` hashes the arguments with `kind`: the current
-    /// kind always, another one only to check a record an older build wrote.
+    /// them under a new id.
     fn once<T, E: OpError>(
         &mut self,
         op: Option<OpCtx<'_>>,
         scope: u32,
-        hash: impl Fn(HashKind, &[u8]) -> [u8; oplog::HASH_BYTES],
+        hash: impl FnOnce(&[u8]) -> [u8; oplog::HASH_BYTES],
         replay: impl FnOnce(Outcome) -> Option<T>,
         record: impl FnOnce(&T) -> Outcome,
         apply: impl FnOnce(&mut Self) -> Result<T, E>,
@@ -238,11 +237,8 @@ impl<M: Memory> Store<M> {
             return apply(self);
         };
         op.op_id.validate()?;
-        let h = hash(HashKind::CURRENT, op.salt);
-        match self
-            .ops
-            .lookup(scope, op.op_id, &h, |kind| hash(kind, op.salt))
-        {
+        let h = hash(op.salt);
+        match self.ops.lookup(scope, op.op_id, &h) {
             Lookup::Done(outcome) => replay(outcome).ok_or_else(E::conflict),
             Lookup::Conflict => Err(E::conflict()),
             Lookup::Fresh => {

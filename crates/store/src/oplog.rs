@@ -25,7 +25,7 @@
 //! 5      op id length (16..32)
 //! 6..38  op id, zero-padded
 //! 38..42 scope u32 LE (SubDB id, or `CREATE_SCOPE`)
-//! 42     argument hash kind (`HashKind`: 1 = SHA-256, 2 = BLAKE3)
+//! 42     argument hash kind (`HashKind`: 1 = SHA-256)
 //! 43..59 argument hash (16 bytes)
 //! 59..72 encoded outcome, zero-padded
 //! ```
@@ -35,11 +35,11 @@
 //! a record (ids are not scoped per caller or per SubDB): reusing an id on another SubDB, or
 //! by another caller (whose principal is folded into the argument hash), is a conflict too.
 //!
-//! Each record also names the function that made its argument hash (`HashKind`), so a record
-//! written by an older build (SHA-256) is still checked with SHA-256 after an upgrade or a
-//! move. New records carry BLAKE3: like SHA-256 it is a cryptographic hash, so truncated to
-//! 128 bits it keeps the same collision resistance (about 2^64 work to find two argument sets
-//! with one hash), while costing a third as many wasm instructions.
+//! Each stored record also names the function that made its argument hash (`HashKind`; only
+//! SHA-256, truncated to 16 bytes, exists), so a later build can bring a cheaper one without
+//! misreading the records already written. Records travel in export chunks in version 1's
+//! format (`OpRecord`), which is what every build reads: a move between partitions of two
+//! builds works both ways.
 
 use crate::layout::{Header, LAYOUT_VERSION};
 use flotilla_types::{BatchOutcome, OpId, PutOutcome, SubDbId};
@@ -120,77 +120,48 @@ impl Outcome {
 
 pub const HASH_BYTES: usize = 16;
 
-/// The function that made a record's argument hash (the first [`HASH_BYTES`] of its digest).
+/// The function that made a stored record's argument hash (the first [`HASH_BYTES`] of its
+/// digest).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HashKind {
-    /// SHA-256: every record written by store layout version 1.
+    /// SHA-256: every record so far.
     Sha256 = 1,
-    /// BLAKE3: what this version writes.
-    Blake3 = 2,
 }
 
 impl HashKind {
-    /// The kind new records carry.
-    pub const CURRENT: HashKind = HashKind::Blake3;
-
     fn from_u8(b: u8) -> Option<HashKind> {
         match b {
             1 => Some(HashKind::Sha256),
-            2 => Some(HashKind::Blake3),
             _ => None,
         }
     }
 }
 
-enum HashState {
-    Sha256(Sha256),
-    Blake3(Box<blake3::Hasher>),
-}
-
-impl HashState {
-    fn update(&mut self, b: &[u8]) {
-        match self {
-            HashState::Sha256(h) => h.update(b),
-            HashState::Blake3(h) => {
-                h.update(b);
-            }
-        }
-    }
-}
-
 /// Hash of an operation's arguments, built field by field without copying them.
-pub struct ArgsHasher(HashState);
+pub struct ArgsHasher(Sha256);
 
 impl ArgsHasher {
-    pub fn new(hash: HashKind, kind: u8, salt: &[u8]) -> Self {
-        let mut h = ArgsHasher(match hash {
-            HashKind::Sha256 => HashState::Sha256(Sha256::new()),
-            HashKind::Blake3 => HashState::Blake3(Box::new(blake3::Hasher::new())),
-        });
-        h.0.update(&[kind]);
-        h.0.update(&(salt.len() as u32).to_le_bytes());
-        h.0.update(salt);
-        h
+    pub fn new(kind: u8, salt: &[u8]) -> Self {
+        let mut h = Sha256::new();
+        h.update([kind]);
+        h.update((salt.len() as u32).to_le_bytes());
+        h.update(salt);
+        ArgsHasher(h)
     }
 
     pub fn bytes(mut self, b: &[u8]) -> Self {
-        self.0.update(&(b.len() as u64).to_le_bytes());
+        self.0.update((b.len() as u64).to_le_bytes());
         self.0.update(b);
         self
     }
 
     pub fn u64(mut self, v: u64) -> Self {
-        self.0.update(&v.to_le_bytes());
+        self.0.update(v.to_le_bytes());
         self
     }
 
     pub fn finish(self) -> [u8; HASH_BYTES] {
-        let mut out = [0u8; HASH_BYTES];
-        match self.0 {
-            HashState::Sha256(h) => out.copy_from_slice(&h.finalize()[..HASH_BYTES]),
-            HashState::Blake3(h) => out.copy_from_slice(&h.finalize().as_bytes()[..HASH_BYTES]),
-        }
-        out
+        self.0.finalize()[..HASH_BYTES].try_into().unwrap()
     }
 }
 
@@ -215,32 +186,18 @@ impl Storable for OpKey {
 }
 
 /// An op record as it travels in export chunks, and as layout version 1 stored it:
-/// `scope u32 LE ++ args hash (16 bytes) ++ encoded outcome`. The outcome's tag carries the
-/// hash kind in its top bit: clear for SHA-256 (all version 1 records), set for BLAKE3. (A
-/// build before version 2 refuses a BLAKE3 record in an import chunk as `MalformedOpRecord`,
-/// so a fleet should run this version everywhere before moves carry new records.)
+/// `scope u32 LE ++ args hash (16 bytes, SHA-256) ++ encoded outcome`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpRecord(pub Vec<u8>);
 
 const SCOPE_BYTES: usize = 4;
-const BLAKE3_TAG_BIT: u8 = 0x80;
 
 impl OpRecord {
-    fn parts(bytes: &[u8]) -> Option<(u32, HashKind, &[u8], Outcome)> {
+    fn parts(bytes: &[u8]) -> Option<(u32, &[u8], Outcome)> {
         let scope = u32::from_le_bytes(bytes.get(..SCOPE_BYTES)?.try_into().ok()?);
         let hash = bytes.get(SCOPE_BYTES..SCOPE_BYTES + HASH_BYTES)?;
-        let out = bytes.get(SCOPE_BYTES + HASH_BYTES..)?;
-        let tag = *out.first()?;
-        let kind = if tag & BLAKE3_TAG_BIT != 0 {
-            HashKind::Blake3
-        } else {
-            HashKind::Sha256
-        };
-        let mut plain = [0u8; OUTCOME_BYTES];
-        let n = out.len().min(OUTCOME_BYTES);
-        plain[..n].copy_from_slice(&out[..n]);
-        plain[0] = tag & !BLAKE3_TAG_BIT;
-        Some((scope, kind, hash, Outcome::decode(&plain)?))
+        let outcome = Outcome::decode(bytes.get(SCOPE_BYTES + HASH_BYTES..)?)?;
+        Some((scope, hash, outcome))
     }
 
     /// Whether bytes received in a chunk form a well-formed record.
@@ -339,15 +296,11 @@ impl Rec {
     /// The record as an export chunk carries it (`None` if it could not be imported anyway).
     fn wire(&self) -> Option<Vec<u8>> {
         let outcome = self.outcome()?;
+        self.kind()?;
         let mut b = Vec::with_capacity(RECORD_MAX_BYTES);
         b.extend_from_slice(&self.0[38..42]);
         b.extend_from_slice(self.hash());
-        let at = b.len();
         outcome.encode(&mut b);
-        match self.kind()? {
-            HashKind::Sha256 => {}
-            HashKind::Blake3 => b[at] |= BLAKE3_TAG_BIT,
-        }
         Some(b)
     }
 }
@@ -591,34 +544,22 @@ impl<M: Memory> OpLog<M> {
         })
     }
 
-    /// What to do with `op_id`: `hash` is the arguments' hash of the current kind, `other`
-    /// makes it with another kind (only called for a record an older build wrote).
-    pub fn lookup(
-        &self,
-        scope: u32,
-        op_id: &OpId,
-        hash: &[u8; HASH_BYTES],
-        other: impl FnOnce(HashKind) -> [u8; HASH_BYTES],
-    ) -> Lookup {
+    /// What to do with `op_id`, whose arguments hash to `hash` (SHA-256).
+    pub fn lookup(&self, scope: u32, op_id: &OpId, hash: &[u8; HASH_BYTES]) -> Lookup {
         let Some((_, _, rec)) = self.find(op_id.as_bytes()) else {
             return Lookup::Fresh;
         };
-        let (Some(kind), Some(outcome)) = (rec.kind(), rec.outcome()) else {
+        let (Some(HashKind::Sha256), Some(outcome)) = (rec.kind(), rec.outcome()) else {
             return Lookup::Conflict;
         };
-        let same_hash = if kind == HashKind::CURRENT {
-            rec.hash() == hash
-        } else {
-            rec.hash() == other(kind)
-        };
-        if rec.scope() == scope && same_hash {
+        if rec.scope() == scope && rec.hash() == hash {
             Lookup::Done(outcome)
         } else {
             Lookup::Conflict
         }
     }
 
-    /// Records a local operation (its arguments hashed with [`HashKind::CURRENT`]). The current
+    /// Records a local operation (its arguments hashed with SHA-256). The current
     /// generation rotates after `window` local records, so every record — local or imported —
     /// is remembered for at least `window` later local records.
     pub fn record(
@@ -641,7 +582,7 @@ impl<M: Memory> OpLog<M> {
             FLAG_LOCAL,
             op_id.as_bytes(),
             scope,
-            HashKind::CURRENT as u8,
+            HashKind::Sha256 as u8,
             &hash,
             &out,
         );
@@ -741,7 +682,7 @@ impl<M: Memory> OpLog<M> {
     /// this SubDB is superseded (marked, and dropped from the index), so the new one is the
     /// only live record of the id. `rec` must be well formed ([`OpRecord::is_well_formed`]).
     pub fn import(&mut self, header: &mut Cell<Header, M>, scope: u32, op_id: &[u8], rec: &[u8]) {
-        let Some((_, kind, hash, outcome)) = OpRecord::parts(rec) else {
+        let Some((_, hash, outcome)) = OpRecord::parts(rec) else {
             return;
         };
         if let Some((g, pos, old)) = self.find(op_id) {
@@ -764,7 +705,7 @@ impl<M: Memory> OpLog<M> {
             0,
             op_id,
             scope,
-            kind as u8,
+            HashKind::Sha256 as u8,
             hash,
             &out,
         );
@@ -800,71 +741,49 @@ mod tests {
 
     #[test]
     fn outcomes_round_trip_through_records_and_chunks() {
-        for kind in [HashKind::Sha256, HashKind::Blake3] {
-            for o in all_outcomes() {
-                let mut out = Vec::new();
-                o.encode(&mut out);
-                assert!(out.len() <= OUTCOME_BYTES);
-                let rec = Rec::new(7, FLAG_LOCAL, &[5; 32], 3, kind as u8, &[7; 16], &out);
-                assert_eq!(rec.outcome(), Some(o));
-                assert_eq!(rec.op_id(), &[5; 32]);
-                assert_eq!(
-                    (rec.epoch(), rec.local(), rec.superseded()),
-                    (7, true, false)
-                );
-                assert_eq!((rec.scope(), rec.kind()), (3, Some(kind)));
-                let wire = rec.wire().unwrap();
-                assert!(wire.len() <= RECORD_MAX_BYTES);
-                assert!(OpRecord::is_well_formed(&wire));
-                let (scope, k, hash, back) = OpRecord::parts(&wire).unwrap();
-                assert_eq!((scope, k, hash, back), (3, kind, &[7u8; 16][..], o));
-            }
+        for o in all_outcomes() {
+            let mut out = Vec::new();
+            o.encode(&mut out);
+            assert!(out.len() <= OUTCOME_BYTES);
+            let kind = HashKind::Sha256 as u8;
+            let rec = Rec::new(7, FLAG_LOCAL, &[5; 32], 3, kind, &[7; 16], &out);
+            assert_eq!(rec.outcome(), Some(o));
+            assert_eq!(rec.op_id(), &[5; 32]);
+            assert_eq!(
+                (rec.epoch(), rec.local(), rec.superseded()),
+                (7, true, false)
+            );
+            assert_eq!((rec.scope(), rec.kind()), (3, Some(HashKind::Sha256)));
+            let wire = rec.wire().unwrap();
+            // The chunk format is version 1's: scope, hash, outcome.
+            assert_eq!(wire, [&3u32.to_le_bytes()[..], &[7; 16], &out].concat());
+            assert!(wire.len() <= RECORD_MAX_BYTES);
+            assert!(OpRecord::is_well_formed(&wire));
+            assert_eq!(OpRecord::parts(&wire), Some((3, &[7u8; 16][..], o)));
+            // A record naming an unknown hash kind is never matched nor exported.
+            let odd = Rec::new(7, 0, &[5; 32], 3, 9, &[7; 16], &out);
+            assert_eq!(odd.wire(), None);
         }
         assert!(!OpRecord::is_well_formed(&[0; 21]));
         assert!(!OpRecord::is_well_formed(&[0; 33]));
-        // A version 1 record (SHA-256, plain tag) is well formed and read as SHA-256.
-        let mut v1 = vec![1, 0, 0, 0];
-        v1.extend_from_slice(&[9; 16]);
-        Outcome::Deleted(true).encode(&mut v1);
-        assert_eq!(
-            OpRecord::parts(&v1).map(|p| (p.1, p.3)),
-            Some((HashKind::Sha256, Outcome::Deleted(true)))
-        );
     }
 
     #[test]
-    fn hash_separates_fields_and_kinds() {
-        for k in [HashKind::Sha256, HashKind::Blake3] {
-            let a = ArgsHasher::new(k, 1, b"s")
-                .bytes(b"ab")
-                .bytes(b"c")
-                .finish();
-            let b = ArgsHasher::new(k, 1, b"s")
-                .bytes(b"a")
-                .bytes(b"bc")
-                .finish();
-            let c = ArgsHasher::new(k, 1, b"t")
-                .bytes(b"ab")
-                .bytes(b"c")
-                .finish();
-            assert_ne!(a, b);
-            assert_ne!(a, c);
-        }
-        let sha = ArgsHasher::new(HashKind::Sha256, 3, b"s")
-            .bytes(b"k")
-            .finish();
-        let blake = ArgsHasher::new(HashKind::Blake3, 3, b"s")
-            .bytes(b"k")
-            .finish();
-        assert_ne!(sha, blake);
-        // SHA-256 stays exactly what version 1 computed: the first 16 bytes of the digest.
+    fn hash_separates_fields_and_is_version_1s() {
+        let a = ArgsHasher::new(1, b"s").bytes(b"ab").bytes(b"c").finish();
+        let b = ArgsHasher::new(1, b"s").bytes(b"a").bytes(b"bc").finish();
+        let c = ArgsHasher::new(1, b"t").bytes(b"ab").bytes(b"c").finish();
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        // Exactly what version 1 computed: the first 16 bytes of the SHA-256 digest.
         let mut h = Sha256::new();
         h.update([3u8]);
         h.update(1u32.to_le_bytes());
         h.update(b"s");
         h.update(1u64.to_le_bytes());
         h.update(b"k");
-        assert_eq!(sha[..], h.finalize()[..16]);
+        let ours = ArgsHasher::new(3, b"s").bytes(b"k").finish();
+        assert_eq!(ours[..], h.finalize()[..16]);
     }
 
     #[test]
@@ -903,10 +822,7 @@ mod tests {
         assert_eq!(header.get().op_epochs, [2, 2]);
         assert_eq!(header.get().op_gen, 0);
         let fresh = |log: &OpLog<VectorMemory>, n: u8| {
-            matches!(
-                log.lookup(1, &op(n), &[n; 16], |_| unreachable!()),
-                Lookup::Fresh
-            )
+            matches!(log.lookup(1, &op(n), &[n; 16]), Lookup::Fresh)
         };
         assert!((0..3).all(|n| fresh(&log, n)));
         assert!((3..7).all(|n| !fresh(&log, n)));
@@ -917,15 +833,15 @@ mod tests {
         assert_eq!([reopened.gens[0].len, reopened.gens[1].len], [1, 3]);
         assert!((0..3).all(|n| fresh(&reopened, n)));
         assert!(matches!(
-            reopened.lookup(1, &op(4), &[4; 16], |_| unreachable!()),
+            reopened.lookup(1, &op(4), &[4; 16]),
             Lookup::Done(Outcome::Deleted(true))
         ));
         assert!(matches!(
-            reopened.lookup(1, &op(4), &[5; 16], |_| unreachable!()),
+            reopened.lookup(1, &op(4), &[5; 16]),
             Lookup::Conflict
         ));
         assert!(matches!(
-            reopened.lookup(2, &op(4), &[4; 16], |_| unreachable!()),
+            reopened.lookup(2, &op(4), &[4; 16]),
             Lookup::Conflict
         ));
     }
@@ -958,14 +874,9 @@ mod tests {
         assert_eq!(reopened.record_count(), 2);
         assert_eq!(reopened.local, 2);
         assert_eq!(reopened.record_of(1, &[1; 16]), Some(wire(1)));
-        // SHA-256 record: checked with SHA-256.
-        let mut asked = None;
-        let l = reopened.lookup(1, &op(1), &[0; 16], |k| {
-            asked = Some(k);
-            [9; 16]
-        });
+        // The imported record answers with its own hash and outcome.
+        let l = reopened.lookup(1, &op(1), &[9; 16]);
         assert!(matches!(l, Lookup::Done(Outcome::Deleted(false))));
-        assert_eq!(asked, Some(HashKind::Sha256));
         let mut seen = Vec::new();
         let end = reopened.export(1, &OpsCursor { gen: 0, pos: 0 }, 100, |id, rec| {
             seen.push((id.to_vec(), rec.to_vec()));
@@ -1028,10 +939,7 @@ mod tests {
             (vec![4; 16], 7, Outcome::Deleted(false)),
         ] {
             assert_eq!(reopened.record_of(scope, &id), Some(rec(scope, o).0));
-            let l = reopened.lookup(scope, &OpId::from(id), &[0; 16], |k| {
-                assert_eq!(k, HashKind::Sha256);
-                [scope as u8; 16]
-            });
+            let l = reopened.lookup(scope, &OpId::from(id), &[scope as u8; 16]);
             assert!(matches!(l, Lookup::Done(x) if x == o));
         }
     }

@@ -57,8 +57,8 @@ impl<M: Memory> Store<M> {
         self.once(
             op,
             CREATE_SCOPE,
-            |hk, salt| {
-                ArgsHasher::new(hk, KIND_CREATE, salt)
+            |salt| {
+                ArgsHasher::new(KIND_CREATE, salt)
                     .u64(hard_cap.map_or(u64::MAX, |c| c))
                     .bytes(meta)
                     .finish()
@@ -95,7 +95,7 @@ impl<M: Memory> Store<M> {
         self.once(
             op,
             id,
-            |hk, salt| ArgsHasher::new(hk, KIND_DELETE_SUBDB, salt).finish(),
+            |salt| ArgsHasher::new(KIND_DELETE_SUBDB, salt).finish(),
             |o| (o == Outcome::SubDbDeleted).then_some(()),
             |_| Outcome::SubDbDeleted,
             |s| {

@@ -1193,7 +1193,7 @@ fn a_version_1_op_log_migrates_and_its_sha256_records_still_answer() {
     // What version 1 left: a put under op 1 (SHA-256 argument hash) in generation B, the
     // current one, holding one local record.
     let mm = MemoryManager::init_with_bucket_size(raw.clone(), 1);
-    let hash = ArgsHasher::new(HashKind::Sha256, KIND_PUT, b"alice")
+    let hash = ArgsHasher::new(KIND_PUT, b"alice")
         .bytes(b"k")
         .bytes(b"v")
         .finish();
