@@ -38,8 +38,7 @@
 //! Each stored record also names the function that made its argument hash (`HashKind`; only
 //! SHA-256, truncated to 16 bytes, exists), so a later build can bring a cheaper one without
 //! misreading the records already written. Records travel in export chunks in version 1's
-//! format (`OpRecord`), which is what every build reads: a move between partitions of two
-//! builds works both ways.
+//! format (`OpRecord`), which builds of either layout version read.
 
 use crate::layout::{Header, LAYOUT_VERSION};
 use flotilla_types::{BatchOutcome, OpId, PutOutcome, SubDbId};
