@@ -10,12 +10,21 @@
 //! `post_upgrade`: it builds every reply's header ([`flotilla_types::dispatch::reply_header`])
 //! and fills candid's memo of every argument's type, in a message whose heap is kept, so
 //! queries (whose heap is discarded) find both ready. Both are exactly what candid would
-//! build; nothing about decoding (the quotas) or the bytes on the wire changes.
+//! build; nothing about decoding (the quotas) or the bytes on the wire changes. The put
+//! argument, the hot write path, is decoded without candid's general decoder when its bytes
+//! are exactly candid's own encoding of `PutArgs` (see [`decode`]).
 
 /// Decodes an endpoint's argument exactly as the dispatcher does, under the quotas of
 /// [`flotilla_types::dispatch::decoder_config`]: an argument that does not decode, or costs
-/// more than the quotas, is a reject (a trap before anything ran).
-pub fn decode<T: candid::CandidType + for<'de> candid::Deserialize<'de>>(bytes: Vec<u8>) -> T {
+/// more than the quotas, is a reject (a trap before anything ran). A type with a fast path
+/// ([`flotilla_types::dispatch::decode_fast`]: `PutArgs`) whose bytes are exactly candid's
+/// own encoding of it is decoded without candid's general decoder, to the same value.
+pub fn decode<T: candid::CandidType + for<'de> candid::Deserialize<'de> + 'static>(
+    bytes: Vec<u8>,
+) -> T {
+    if let Some(arg) = flotilla_types::dispatch::decode_fast::<T>(&bytes) {
+        return arg;
+    }
     match flotilla_types::dispatch::decode_args::<(T,)>("the endpoint", &bytes) {
         Ok((arg,)) => arg,
         Err(e) => ic_cdk::trap(e.to_string()),
@@ -32,6 +41,12 @@ pub fn encode<T: candid::CandidType + 'static>(reply: T) -> Vec<u8> {
 /// and keeps its header.
 pub fn warm_reply<R: candid::CandidType + 'static>() {
     flotilla_types::dispatch::reply_header::<R>();
+}
+
+/// What `warm_codecs()` does after the reply headers and before the argument types: builds
+/// the headers [`decode`]'s fast path compares against (which starts candid's memo afresh).
+pub fn warm_fast() {
+    flotilla_types::dispatch::warm_fast_decoders();
 }
 
 /// What `warm_codecs()` does for one endpoint's argument type, after every reply header (a
@@ -54,6 +69,7 @@ macro_rules! endpoints {
         /// (`flotilla_glue`'s crate doc): call in `init` and `post_upgrade`.
         fn warm_codecs() {
             $( $crate::warm_reply::<$r>(); )*
+            $crate::warm_fast();
             $( $crate::warm_arg::<$t>(); )*
         }
     };

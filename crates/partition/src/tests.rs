@@ -331,8 +331,6 @@ fn partition_uses_only_its_named_regions() {
         SUBDB_SLOTS,
         SUBDB_META,
         DATA,
-        OPS_GEN_A,
-        OPS_GEN_B,
         PARTITION_STATE,
         PARTITION_TOMBSTONES,
         PARTITION_IMPORTS,
@@ -341,6 +339,8 @@ fn partition_uses_only_its_named_regions() {
         DIRTY_LOG,
         EXPORT_THROTTLE,
         PURGING,
+        OPS_LOG_A,
+        OPS_LOG_B,
     ];
     assert_eq!(seen, expected);
 }

@@ -84,10 +84,7 @@ impl<M: Memory> Store<M> {
                 if slot.exporting {
                     self.advance_frontier(id, None);
                 }
-                OpsCursor {
-                    gen: 0,
-                    after: None,
-                }
+                OpsCursor { gen: 0, pos: 0 }
             }
         };
         let next = self
@@ -148,7 +145,7 @@ impl<M: Memory> Store<M> {
             self.raw_delete(id, &mut slot, k);
         }
         for o in &chunk.ops {
-            self.ops.import(&self.header, id, &o.op_id, &o.record);
+            self.ops.import(&mut self.header, id, &o.op_id, &o.record);
         }
         slot.import_seq += 1;
         self.put_slot(id, &slot);
@@ -237,7 +234,13 @@ fn key_before_next(chunk: &Chunk) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// Where an export resumes: after an item key, or in the op log.
+/// Where an export resumes: after an item key, or in the op log (generation, position).
+///
+/// Tokens 2 and 3 were written by store layout version 1 (the op log in key order: "from the
+/// start of a generation", "after this op id in it"); a token 3 handed out before an upgrade
+/// resumes its generation from position 0, which sends that generation's records again
+/// (importing a record twice leaves one copy, so this costs bytes, nothing else).
+#[derive(Debug, PartialEq, Eq)]
 enum ExportToken {
     Items(Option<Vec<u8>>),
     Ops(OpsCursor),
@@ -248,24 +251,52 @@ impl ExportToken {
         match self {
             ExportToken::Items(None) => vec![0],
             ExportToken::Items(Some(k)) => [&[1u8][..], k].concat(),
-            ExportToken::Ops(OpsCursor { gen, after: None }) => vec![2, *gen],
-            ExportToken::Ops(OpsCursor {
-                gen,
-                after: Some(k),
-            }) => [&[3u8, *gen][..], k].concat(),
+            ExportToken::Ops(OpsCursor { gen, pos }) => {
+                [&[4u8, *gen][..], &pos.to_le_bytes()].concat()
+            }
         }
     }
 
     fn decode(b: &[u8]) -> Option<ExportToken> {
-        let ops = |gen: u8, after| (gen < 2).then_some(ExportToken::Ops(OpsCursor { gen, after }));
+        let ops = |gen: u8, pos| (gen < 2).then_some(ExportToken::Ops(OpsCursor { gen, pos }));
         match (*b.first()?, &b[1..]) {
             (0, []) => Some(ExportToken::Items(None)),
             (1, k) if k.len() <= MAX_KEY_BYTES => Some(ExportToken::Items(Some(k.to_vec()))),
-            (2, [gen]) => ops(*gen, None),
-            (3, [gen, k @ ..]) if !k.is_empty() && k.len() <= OP_ID_MAX_BYTES => {
-                ops(*gen, Some(k.to_vec()))
-            }
+            (2, [gen]) => ops(*gen, 0),
+            (3, [gen, k @ ..]) if !k.is_empty() && k.len() <= OP_ID_MAX_BYTES => ops(*gen, 0),
+            (4, [gen, p @ ..]) if p.len() == 4 => ops(*gen, u32::from_le_bytes(p.try_into().ok()?)),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_version_1_tokens_restart_their_generation() {
+        for t in [
+            ExportToken::Items(None),
+            ExportToken::Items(Some(b"k".to_vec())),
+            ExportToken::Ops(OpsCursor { gen: 1, pos: 0 }),
+            ExportToken::Ops(OpsCursor {
+                gen: 0,
+                pos: u32::MAX,
+            }),
+        ] {
+            assert_eq!(ExportToken::decode(&t.encode()), Some(t));
+        }
+        let v1_after = [&[3u8, 1][..], &[9; 16]].concat();
+        assert_eq!(
+            ExportToken::decode(&v1_after),
+            Some(ExportToken::Ops(OpsCursor { gen: 1, pos: 0 }))
+        );
+        assert_eq!(
+            ExportToken::decode(&[2, 0]),
+            Some(ExportToken::Ops(OpsCursor { gen: 0, pos: 0 }))
+        );
+        assert_eq!(ExportToken::decode(&[4, 2, 0, 0, 0, 0]), None);
+        assert_eq!(ExportToken::decode(&[4, 0, 0, 0]), None);
     }
 }

@@ -3,14 +3,18 @@
 //! Header (`STORE_HEADER`, 32 bytes inside a `StableCell`):
 //! ```text
 //! 0..4   magic  b"FLST"
-//! 4..6   layout version, u16 LE (currently 1)
-//! 6      current op-log generation (0 = OPS_GEN_A, 1 = OPS_GEN_B)
+//! 4..6   layout version, u16 LE (currently 2)
+//! 6      current op-log generation (0 = OPS_LOG_A, 1 = OPS_LOG_B)
 //! 7      reserved, 0
-//! 8..16  op-log window: records per generation, u64 LE
+//! 8..16  op-log window: local records per generation, u64 LE
 //! 16..24 last change version handed out by export tracking, u64 LE
-//! 24..32 records this node wrote into the current op-log generation, u64 LE (imported ones
-//!        do not count: they never hasten a rotation)
+//! 24..28 epoch of OPS_LOG_A, u32 LE: how many times it was (re)started, from 1; its records
+//!        carry the epoch they were written in, so a stale one is recognized (see `oplog.rs`)
+//! 28..32 epoch of OPS_LOG_B, u32 LE
 //! ```
+//! Version 1 (migrated by `Store::init`, see `oplog::OpLog::migrate_v1`) differed only in
+//! 24..32: the number of records this node wrote into the current generation, u64 LE, and in
+//! keeping the op log in two `StableBTreeMap`s (`OPS_GEN_A`, `OPS_GEN_B`).
 //! Slot (`SUBDB_SLOTS`, 40 bytes each, index = local SubDB id):
 //! ```text
 //! 0      state (see `SlotState`)
@@ -30,14 +34,15 @@
 //! Throttle (`EXPORT_THROTTLE`, per SubDB id whose writers a move throttles, 16 bytes):
 //! `seq u64 LE` (the delta chunk whose export granted the budget) ++ `left u64 LE` (bytes of
 //! changes still admitted until the next delta chunk's export).
-//! Op-log key: the op id; record: `scope u32 LE (SubDB id, or [`CREATE_SCOPE`]) ++ args hash
-//! (16 bytes) ++ encoded outcome` (see `oplog.rs`).
+//! Op-log record (`OPS_LOG_A`, `OPS_LOG_B`, 72 bytes each, appended): see `oplog.rs`.
 
 use ic_stable_structures::storable::{Bound, Storable};
 use std::borrow::Cow;
 
 pub const MAGIC: [u8; 4] = *b"FLST";
-pub const LAYOUT_VERSION: u16 = 1;
+pub const LAYOUT_VERSION: u16 = 2;
+/// The layout `Store::init` migrates from (op log in two `StableBTreeMap`s).
+pub const LAYOUT_VERSION_V1: u16 = 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
@@ -46,7 +51,8 @@ pub struct Header {
     pub op_gen: u8,
     pub op_window: u64,
     pub dirty_version: u64,
-    pub op_local: u64,
+    /// Epoch of each op-log generation (never 0 once written by this version).
+    pub op_epochs: [u32; 2],
 }
 
 impl Header {
@@ -57,8 +63,14 @@ impl Header {
             op_gen: 0,
             op_window,
             dirty_version: 0,
-            op_local: 0,
+            op_epochs: [1, 1],
         }
+    }
+
+    /// Bytes 24..32 read as version 1 wrote them: the local records of the current
+    /// generation.
+    pub fn v1_op_local(&self) -> u64 {
+        u64::from(self.op_epochs[0]) | u64::from(self.op_epochs[1]) << 32
     }
 }
 
@@ -75,7 +87,8 @@ impl Storable for Header {
         b.push(0);
         b.extend_from_slice(&self.op_window.to_le_bytes());
         b.extend_from_slice(&self.dirty_version.to_le_bytes());
-        b.extend_from_slice(&self.op_local.to_le_bytes());
+        b.extend_from_slice(&self.op_epochs[0].to_le_bytes());
+        b.extend_from_slice(&self.op_epochs[1].to_le_bytes());
         b
     }
 
@@ -91,7 +104,10 @@ impl Storable for Header {
             op_gen: b[6],
             op_window: u64::from_le_bytes(b[8..16].try_into().unwrap()),
             dirty_version: u64::from_le_bytes(b[16..24].try_into().unwrap()),
-            op_local: u64::from_le_bytes(b[24..32].try_into().unwrap()),
+            op_epochs: [
+                u32::from_le_bytes(b[24..28].try_into().unwrap()),
+                u32::from_le_bytes(b[28..32].try_into().unwrap()),
+            ],
         }
     }
 
@@ -251,6 +267,16 @@ mod tests {
         let mut raw = h.into_bytes();
         raw[0] = b'X';
         assert_eq!(Header::from_bytes(Cow::Owned(raw)).magic, *b"XLST");
+    }
+
+    #[test]
+    fn v1_op_local_reads_bytes_24_to_32() {
+        let mut raw = Header::new(5).into_bytes();
+        raw[4..6].copy_from_slice(&LAYOUT_VERSION_V1.to_le_bytes());
+        raw[24..32].copy_from_slice(&0x1_0000_0007u64.to_le_bytes());
+        let h = Header::from_bytes(Cow::Owned(raw));
+        assert_eq!(h.version, LAYOUT_VERSION_V1);
+        assert_eq!(h.v1_op_local(), 0x1_0000_0007);
     }
 
     #[test]

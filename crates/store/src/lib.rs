@@ -7,8 +7,8 @@
 //! either direction are plain range walks. Per-SubDB counters live in a fixed-size slot per
 //! id (O(1) to read and update), so byte accounting costs no extra tree operation.
 //!
-//! Persisted layout: see [`layout`] (magic `FLST`, version 1; other versions are refused) and
-//! the regions in [`memory`].
+//! Persisted layout: see [`layout`] (magic `FLST`, version 2; version 1 is migrated when
+//! opened, other versions are refused) and the regions in [`memory`].
 //!
 //! Limits are named in [`flotilla_types::limits`] and every violation is a typed error; an
 //! operation that returns an error changed nothing.
@@ -41,7 +41,7 @@ use flotilla_types::{
 };
 use ic_stable_structures::memory_manager::MemoryId;
 use ic_stable_structures::{BTreeMap, Cell, Memory, Vec as StableVec};
-use layout::{scoped_key, Header, Slot, SlotState, LAYOUT_VERSION, MAGIC};
+use layout::{scoped_key, Header, Slot, SlotState, LAYOUT_VERSION, LAYOUT_VERSION_V1, MAGIC};
 use oplog::{Lookup, OpLog, Outcome};
 use std::ops::Bound;
 
@@ -158,12 +158,12 @@ impl<M: Memory> Store<M> {
         if config.op_window == 0 {
             return Err(InitError::ZeroOpWindow);
         }
-        let header = Cell::init(mem(memory::STORE_HEADER), Header::new(config.op_window));
+        let mut header = Cell::init(mem(memory::STORE_HEADER), Header::new(config.op_window));
         let h = *header.get();
         if h.magic != MAGIC {
             return Err(InitError::BadMagic { found: h.magic });
         }
-        if h.version != LAYOUT_VERSION {
+        if h.version != LAYOUT_VERSION && h.version != LAYOUT_VERSION_V1 {
             return Err(InitError::UnsupportedVersion {
                 found: h.version,
                 supported: LAYOUT_VERSION,
@@ -190,7 +190,18 @@ impl<M: Memory> Store<M> {
                 SlotState::Importing | SlotState::Gone => {}
             }
         }
-        let ops = OpLog::init(mem(memory::OPS_GEN_A), mem(memory::OPS_GEN_B));
+        let ops = if h.version == LAYOUT_VERSION_V1 {
+            // Version 1 kept the op log in two `StableBTreeMap`s: move it (the only change).
+            let old = [mem(memory::OPS_GEN_A), mem(memory::OPS_GEN_B)];
+            OpLog::migrate_v1(
+                &mut header,
+                old,
+                mem(memory::OPS_LOG_A),
+                mem(memory::OPS_LOG_B),
+            )
+        } else {
+            OpLog::init(&header, mem(memory::OPS_LOG_A), mem(memory::OPS_LOG_B))
+        };
         Ok(Store {
             header,
             slots,

@@ -13,7 +13,9 @@ pub const SUBDB_SLOTS: MemoryId = MemoryId::new(1);
 pub const SUBDB_META: MemoryId = MemoryId::new(2);
 /// All items of all SubDBs, keyed by `subdb id (4 bytes BE) ++ key` (`StableBTreeMap`).
 pub const DATA: MemoryId = MemoryId::new(3);
-/// The two generations of the op-id log (`StableBTreeMap<OpKey, OpRecord>` each).
+/// The two generations of the op-id log of store layout version 1 (`StableBTreeMap<OpKey,
+/// OpRecord>` each). Retired: `Store::init` moves their records into `OPS_LOG_A` and
+/// `OPS_LOG_B` and clears them; a store created by version 2 never opens them.
 pub const OPS_GEN_A: MemoryId = MemoryId::new(4);
 pub const OPS_GEN_B: MemoryId = MemoryId::new(5);
 /// Partition-level state kept beside the store (index principal, tombstones of moved SubDBs).
@@ -35,3 +37,7 @@ pub const EXPORT_THROTTLE: MemoryId = MemoryId::new(14);
 /// (`StableBTreeMap<u32, ()>`): `purge_step` visits only these. Backfilled at init from the
 /// slots for stores written before it existed.
 pub const PURGING: MemoryId = MemoryId::new(15);
+/// The two generations of the op-id log (layout version 2): fixed-size records appended in
+/// order (`oplog::RECORD_BYTES` each, no structure around them; see `oplog.rs`).
+pub const OPS_LOG_A: MemoryId = MemoryId::new(16);
+pub const OPS_LOG_B: MemoryId = MemoryId::new(17);

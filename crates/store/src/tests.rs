@@ -755,13 +755,13 @@ fn reopening_keeps_everything_and_refuses_foreign_layouts() {
     let hdr = mm.get(memory::STORE_HEADER);
     let mut cell = Cell::init(hdr, Header::new(1));
     let mut h = *cell.get();
-    h.version = 2;
+    h.version = 3;
     cell.set(h);
     assert_eq!(
         open(&raw, Config::default()).err(),
         Some(InitError::UnsupportedVersion {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         })
     );
     h.magic = *b"NOPE";
@@ -1180,4 +1180,72 @@ mod largest {
             }
         }
     }
+}
+
+#[test]
+fn a_version_1_op_log_migrates_and_its_sha256_records_still_answer() {
+    use oplog::{ArgsHasher, OpKey, OpRecord};
+    let raw = VectorMemory::default();
+    let id = {
+        let mut s = open(&raw, Config { op_window: 5 }).unwrap();
+        s.create_subdb(None, None, b"m").unwrap()
+    };
+    // What version 1 left: a put under op 1 (SHA-256 argument hash) in generation B, the
+    // current one, holding one local record.
+    let mm = MemoryManager::init_with_bucket_size(raw.clone(), 1);
+    let hash = ArgsHasher::new(KIND_PUT, b"alice")
+        .bytes(b"k")
+        .bytes(b"v")
+        .finish();
+    let mut rec = id.to_le_bytes().to_vec();
+    rec.extend_from_slice(&hash);
+    rec.extend_from_slice(&[3, 0, 0, 0, 0, 0]); // Put { replaced: false, evicted: 0 }
+    let mut b: BTreeMap<OpKey, OpRecord, Mem> = BTreeMap::init(mm.get(memory::OPS_GEN_B));
+    b.insert(OpKey(vec![1; 16]), OpRecord(rec));
+    let mut cell = Cell::init(mm.get(memory::STORE_HEADER), Header::new(1));
+    let mut h = *cell.get();
+    h.version = layout::LAYOUT_VERSION_V1;
+    h.op_gen = 1;
+    h.op_epochs = [1, 0]; // version 1's op_local = 1
+    cell.set(h);
+    drop((b, cell, mm));
+
+    let mut s = open(&raw, Config::default()).unwrap();
+    assert_eq!(s.header.get().version, LAYOUT_VERSION);
+    assert_eq!(s.totals().op_records, 1);
+    // The retry replays (nothing is written), other arguments conflict.
+    assert_eq!(
+        s.put(ctx(&op(1)), id, b"k", b"v"),
+        Ok(PutOutcome {
+            replaced: false,
+            evicted: 0
+        })
+    );
+    assert_eq!(s.get(id, b"k"), Ok(None));
+    assert_eq!(
+        s.put(ctx(&op(1)), id, b"k", b"w"),
+        Err(PutError::OpIdConflict)
+    );
+    // Version 1 counted one local record of window 5: four more fill generation B.
+    for n in 2..6 {
+        s.put(ctx(&op(n)), id, b"k", &[n]).unwrap();
+    }
+    assert_eq!(s.header.get().op_gen, 1);
+    s.put(ctx(&op(6)), id, b"k", b"6").unwrap();
+    assert_eq!(s.header.get().op_gen, 0);
+    // Reopened (version 2 now), op 1 is still remembered and the new records too.
+    drop(s);
+    let mut s = open(&raw, Config::default()).unwrap();
+    assert_eq!(s.totals().op_records, 6);
+    assert_eq!(
+        s.put(ctx(&op(1)), id, b"k", b"w"),
+        Err(PutError::OpIdConflict)
+    );
+    assert_eq!(
+        s.put(ctx(&op(6)), id, b"k", b"6"),
+        Ok(PutOutcome {
+            replaced: true,
+            evicted: 0
+        })
+    );
 }

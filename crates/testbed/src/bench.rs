@@ -647,3 +647,79 @@ impl OpProfile {
         s
     }
 }
+
+/// What upgrading a partition holding `items` items, each put with its own op id, costs.
+#[derive(Clone, Debug)]
+pub struct UpgradeCost {
+    pub items: usize,
+    /// `pre_upgrade` + `post_upgrade` of `from` → `to` (where `to` migrates `from`'s layout).
+    pub from_to: u64,
+    /// `to` → `to` (opening the current layout).
+    pub to_to: u64,
+}
+
+/// Installs `from` (beside the bare map, preloaded as by [`run`]), puts `items` items with an
+/// op id each, upgrades to `to` and then to `to` again, measuring each upgrade's
+/// instructions; retries of a sample of the op ids must then answer their first outcome, and
+/// the same op ids with other arguments be refused.
+pub fn upgrade_cost(
+    from: &[u8],
+    to: &[u8],
+    bare_wasm: &[u8],
+    items: usize,
+    progress: bool,
+) -> UpgradeCost {
+    let cfg = BenchConfig {
+        items,
+        ..BenchConfig::default()
+    };
+    let (mut b, index, user, part, _) = setup(from, bare_wasm, &cfg, progress);
+    let upgrade = |b: &mut Bed, wasm: &[u8]| {
+        b.tb.install(
+            index,
+            part,
+            InstallMode::Upgrade,
+            false,
+            wasm,
+            enc(PartitionInit { index }),
+        )
+        .unwrap_or_else(|e| panic!("partition upgrade: {e}"));
+        b.tb.last_instructions(part)
+    };
+    let from_to = upgrade(&mut b, to);
+    let to_to = upgrade(&mut b, to);
+    let key = |i: usize| bytes(i as u64, cfg.key_bytes);
+    let val = |i: usize| bytes(1_000_000_000 + i as u64, cfg.value_bytes);
+    let subdb = b.subdb;
+    for s in 0..50u64 {
+        let i = (mix(s) as usize) % items;
+        let args = |v: Vec<u8>| PutArgs {
+            subdb,
+            key: ByteBuf::from(key(i)),
+            value: ByteBuf::from(v),
+            // The preload's op ids are 1..=items, in order.
+            op_id: op_id(i as u64 + 1),
+        };
+        let (r, _) = b.update(user, part, "put", enc(args(val(i))));
+        let r: Result<flotilla_types::PutOutcome, flotilla_types::PutError> =
+            candid::decode_one(&r).expect("dec");
+        assert_eq!(
+            r,
+            Ok(flotilla_types::PutOutcome {
+                replaced: false,
+                evicted: 0
+            }),
+            "retry of op {} after the upgrades",
+            i + 1
+        );
+        let (r, _) = b.update(user, part, "put", enc(args(b"other".to_vec())));
+        let r: Result<flotilla_types::PutOutcome, flotilla_types::PutError> =
+            candid::decode_one(&r).expect("dec");
+        assert_eq!(r, Err(flotilla_types::PutError::OpIdConflict));
+    }
+    UpgradeCost {
+        items,
+        from_to,
+        to_to,
+    }
+}

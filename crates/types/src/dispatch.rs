@@ -172,6 +172,79 @@ pub fn encode_reply<T: CandidType + 'static>(value: &T) -> Vec<u8> {
     out
 }
 
+/// Decodes `bytes` as a `T` without candid's general decoder when `T` has a fast path and
+/// the bytes are exactly what candid encodes for it; `None` means "use candid".
+///
+/// Only [`crate::partition::PutArgs`] has one, the hot write path: candid's decoder costs
+/// about 38,000 wasm instructions for a put's 24-byte key and 100-byte value, almost all of
+/// it type work (parsing the type table, checking it against `PutArgs`' type, per-field
+/// dispatch), which a message whose type table is candid's own for `PutArgs` does not need.
+/// The fast path accepts a message only if it starts with that exact header (the magic, the
+/// type table and the argument type that [`reply_header`] builds with candid's serializer:
+/// what the Rust client and `candid::encode_one` send) and its value is the canonical
+/// encoding of the record's fields in field-id order (`key`, `value`, `op_id`: blobs with
+/// minimal LEB128 lengths; `subdb`: nat32 LE) with nothing after it. Such a message decodes
+/// to the same value through candid (a test compares them on random values and on malformed
+/// ones); any other message — another client's equivalent type table, an extra field, an
+/// overlong length — goes to candid unchanged, with its quotas. Call [`warm_fast_decoders`]
+/// in `init` and `post_upgrade`, before argument types are memoized (it starts candid's memo
+/// afresh, as [`reply_header`] does).
+pub fn decode_fast<T: 'static>(bytes: &[u8]) -> Option<T> {
+    use std::any::{Any, TypeId};
+    if TypeId::of::<T>() == TypeId::of::<crate::partition::PutArgs>() {
+        let v: Box<dyn Any> = Box::new(put_args_fast(bytes)?);
+        return v.downcast::<T>().ok().map(|b| *b);
+    }
+    None
+}
+
+/// Builds the headers [`decode_fast`] compares against.
+pub fn warm_fast_decoders() {
+    reply_header::<crate::partition::PutArgs>();
+}
+
+fn put_args_fast(bytes: &[u8]) -> Option<crate::partition::PutArgs> {
+    use serde_bytes::ByteBuf;
+    let header = reply_header::<crate::partition::PutArgs>();
+    let mut r = bytes.strip_prefix(&header[..])?;
+    // Fields in the order of their Candid ids: key 5343647, value 834174833, op_id
+    // 868924281, subdb 2226479358.
+    let key = fast_blob(&mut r)?;
+    let value = fast_blob(&mut r)?;
+    let op_id = fast_blob(&mut r)?;
+    let subdb = u32::from_le_bytes(r.try_into().ok()?);
+    Some(crate::partition::PutArgs {
+        subdb,
+        key: ByteBuf::from(key),
+        value: ByteBuf::from(value),
+        op_id: crate::OpId(ByteBuf::from(op_id)),
+    })
+}
+
+/// A blob: its length in minimal unsigned LEB128 (at most 4 bytes: up to 256 MiB, far above
+/// the 2 MiB message), then its bytes.
+fn fast_blob(r: &mut &[u8]) -> Option<Vec<u8>> {
+    let mut len = 0usize;
+    let mut i = 0;
+    loop {
+        let b = *r.get(i)?;
+        len |= ((b & 0x7f) as usize) << (7 * i);
+        i += 1;
+        if b & 0x80 == 0 {
+            if b == 0 && i > 1 {
+                return None; // overlong: candid decides
+            }
+            break;
+        }
+        if i == 4 {
+            return None;
+        }
+    }
+    let (blob, rest) = r[i..].split_at_checked(len)?;
+    *r = rest;
+    Some(blob.to_vec())
+}
+
 /// Builds a dispatcher over a logic type from one table of methods: `query` (query methods
 /// only, on `&T`), `update` (every method, on `&mut T`; a query method called as an update
 /// runs as on the IC) and `methods()` (the signature table the `.did` tests compare).
@@ -330,5 +403,87 @@ mod tests {
         }
         let e = decode_args::<(Vec<()>,)>("m", &bomb).unwrap_err();
         assert!(matches!(e, DispatchError::BadArgument { .. }), "{e:?}");
+    }
+
+    fn put(key: Vec<u8>, value: Vec<u8>, op: Vec<u8>, subdb: u32) -> crate::partition::PutArgs {
+        crate::partition::PutArgs {
+            subdb,
+            key: ByteBuf::from(key),
+            value: ByteBuf::from(value),
+            op_id: crate::OpId(ByteBuf::from(op)),
+        }
+    }
+
+    /// What candid's decoder answers, or `None` where it refuses.
+    fn by_candid(bytes: &[u8]) -> Option<crate::partition::PutArgs> {
+        decode_args::<(crate::partition::PutArgs,)>("put", bytes)
+            .ok()
+            .map(|(a,)| a)
+    }
+
+    #[test]
+    fn fast_put_args_decode_to_what_candid_decodes() {
+        warm_fast_decoders();
+        // Lengths around the LEB128 byte boundaries, and a deterministic stream of others.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        let mut lens: Vec<usize> = vec![0, 1, 127, 128, 129, 16_383, 16_384, 1 << 20];
+        lens.extend((0..40).map(|_| next(300) as usize));
+        for (i, &l) in lens.iter().enumerate() {
+            let args = put(
+                vec![i as u8; l.min(1024)],
+                (0..l).map(|j| (j * 7 + i) as u8).collect(),
+                vec![0xab; 16 + i % 17],
+                next(u32::MAX as u64 + 1) as u32,
+            );
+            let bytes = candid::encode_one(&args).unwrap();
+            assert_eq!(
+                decode_fast::<crate::partition::PutArgs>(&bytes),
+                Some(args.clone())
+            );
+            assert_eq!(by_candid(&bytes), Some(args));
+        }
+        // The generic path: other types are never fast.
+        assert_eq!(decode_fast::<u32>(&candid::encode_one(7u32).unwrap()), None);
+    }
+
+    #[test]
+    fn fast_put_args_leave_every_other_message_to_candid() {
+        warm_fast_decoders();
+        let args = put(vec![1; 24], vec![2; 100], vec![3; 16], 5);
+        let good = candid::encode_one(&args).unwrap();
+        let header = reply_header::<crate::partition::PutArgs>();
+        assert!(good.starts_with(&header));
+        let fast = |b: &[u8]| decode_fast::<crate::partition::PutArgs>(b);
+        // Truncated anywhere, or with a byte after the value: never fast; candid refuses too.
+        for n in 0..good.len() {
+            assert_eq!(fast(&good[..n]), None, "truncated at {n}");
+            assert_eq!(by_candid(&good[..n]), None, "truncated at {n}");
+        }
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert_eq!(fast(&trailing), None);
+        // An overlong length (0x98 0x00 for 24) is left to candid, whatever it answers.
+        let at = header.len();
+        assert_eq!(good[at], 24);
+        let overlong = [&good[..at], &[0x98, 0x00][..], &good[at + 1..]].concat();
+        assert_eq!(fast(&overlong), None);
+        // The same value under an equivalent but different header (an extra unused type in
+        // the table, as another encoder might write): candid decodes it, the fast path does
+        // not try.
+        let mut other = b"DIDL".to_vec();
+        let table = &header[4..];
+        other.push(table[0] + 1);
+        other.extend_from_slice(&table[1..table.len() - 2]);
+        other.extend_from_slice(&[0x6d, 0x7f]); // vec null, unused
+        other.extend_from_slice(&table[table.len() - 2..]);
+        other.extend_from_slice(&good[header.len()..]);
+        assert_eq!(fast(&other), None);
+        assert_eq!(by_candid(&other), Some(args));
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! `cargo run --release -p flotilla-testbed --bin testbed-bench -- [--items N] [--samples N]`
 
-use flotilla_testbed::bench::{profile, run, BenchConfig};
+use flotilla_testbed::bench::{profile, run, upgrade_cost, BenchConfig};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -23,6 +23,7 @@ fn wasm(name: &str) -> Vec<u8> {
 fn main() {
     let mut cfg = BenchConfig::default();
     let mut want_profile = false;
+    let mut upgrade_from: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut num = |what: &str| -> usize {
@@ -36,9 +37,10 @@ fn main() {
             "--samples" => cfg.samples = num("--samples"),
             "--chunks" => cfg.chunks = num("--chunks"),
             "--profile" => want_profile = true,
+            "--upgrade-from" => upgrade_from = args.next().map(PathBuf::from),
             _ => {
                 eprintln!(
-                    "usage: testbed-bench [--items N] [--samples N] [--chunks N] [--profile]"
+                    "usage: testbed-bench [--items N] [--samples N] [--chunks N] [--profile] [--upgrade-from OLD_PARTITION_WASM]"
                 );
                 std::process::exit(2)
             }
@@ -60,6 +62,29 @@ fn main() {
         for p in profile(&part, &bare, cfg) {
             println!("{}", p.markdown(15));
         }
+        return;
+    }
+    if let Some(old) = upgrade_from {
+        let from = std::fs::read(&old).unwrap_or_else(|e| {
+            eprintln!("{}: {e}", old.display());
+            std::process::exit(2)
+        });
+        let c = upgrade_cost(
+            &from,
+            &wasm("partition"),
+            &wasm("bench-map"),
+            cfg.items,
+            true,
+        );
+        println!(
+            "{} items put with an op id each: upgrade from {} to this build {} instructions, \
+             this build to itself {} instructions (limit 300,000,000,000); retries answered \
+             their first outcome after both",
+            c.items,
+            old.display(),
+            c.from_to,
+            c.to_to
+        );
         return;
     }
     let (part, bare) = (wasm("partition"), wasm("bench-map"));
