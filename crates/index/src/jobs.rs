@@ -165,6 +165,7 @@ impl<M: Memory> Index<M> {
                         cycles_at: None,
                         cycles_asked_at: None,
                         topped_up: None,
+                        health: None,
                     },
                 );
                 return vec![];

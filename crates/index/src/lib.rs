@@ -25,6 +25,8 @@
 //! - `quotas.rs`: who may create SubDBs, and how many one principal may own;
 //! - `jobs.rs`: partition-creation jobs (create canister, install the wasm);
 //! - `moves.rs`: live SubDB moves;
+//! - `health.rs`: partitions' health, from how the calls to them fare;
+//! - `reclaims.rs`: called-off moves' partial imports, reclaimed once their target answers;
 //! - `tick.rs`: the timer's work and `run_housekeeping`;
 //! - `calls.rs`: the calls the index asks to make and their replies;
 //! - `inflight.rs`: the calls in flight, by id and by purpose;
@@ -40,12 +42,14 @@ pub mod cycles;
 mod directory;
 pub mod dispatch;
 mod fleet;
+pub mod health;
 mod inflight;
 pub mod inspect;
 mod jobs;
 pub mod memory;
 pub mod moves;
 pub mod quotas;
+pub mod reclaims;
 pub mod records;
 mod registry;
 mod settings;
@@ -129,8 +133,11 @@ pub struct Index<M: Memory> {
     reverse: BTreeMap<Vec<u8>, String, M>,
     owners: BTreeMap<Principal, u64, M>,
     creators: BTreeMap<Principal, (), M>,
+    reclaims: BTreeMap<Vec<u8>, ReclaimRecord, M>,
     /// Derived from `registry` (`fleet.rs`).
     fleet: fleet::Fleet,
+    /// Derived from `reclaims` (`reclaims.rs`).
+    reclaims_due: reclaims::ReclaimsDue,
 }
 
 impl<M: Memory> Index<M> {
@@ -154,7 +161,9 @@ impl<M: Memory> Index<M> {
             reverse: BTreeMap::init(mem(memory::REVERSE)),
             owners: BTreeMap::init(mem(memory::OWNERS)),
             creators: BTreeMap::init(mem(memory::CREATORS)),
+            reclaims: BTreeMap::init(mem(memory::RECLAIMS)),
             fleet: fleet::Fleet::default(),
+            reclaims_due: reclaims::ReclaimsDue::default(),
         }
     }
 
@@ -222,6 +231,7 @@ impl<M: Memory> Index<M> {
         }
         index.forget_inflight();
         index.build_fleet();
+        index.build_reclaims_due();
         Ok(index)
     }
 
@@ -270,6 +280,9 @@ impl<M: Memory> Index<M> {
         let Some(purpose) = self.untrack(id) else {
             return Reaction::default();
         };
+        if let Some((partition, import)) = self.callee(&purpose) {
+            self.note_call(env, partition, import, &result);
+        }
         match purpose {
             Purpose::Create { outer_key } => Reaction {
                 calls: vec![],
@@ -299,6 +312,10 @@ impl<M: Memory> Index<M> {
                 self.top_up_reply(partition, amount, result);
                 Reaction::default()
             }
+            Purpose::Reclaim { op_id } => Reaction {
+                calls: self.reclaim_reply(env, &op_id, result),
+                finished: None,
+            },
         }
     }
 }

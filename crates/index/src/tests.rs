@@ -878,6 +878,7 @@ fn stats_calls_per_tick_are_capped_most_overdue_first() {
                 cycles_at: None,
                 cycles_asked_at: None,
                 topped_up: None,
+                health: None,
             },
         );
     }
@@ -1350,6 +1351,9 @@ mod cycles;
 #[path = "tests_quotas.rs"]
 mod quotas;
 
+#[path = "tests_health.rs"]
+mod health;
+
 /// `stats` lists at most `MAX_STATS_PARTITIONS` partitions (the oldest) under its reply
 /// budget; `partitions` pages all of them in creation order.
 #[test]
@@ -1379,6 +1383,7 @@ fn stats_stay_under_their_budget_and_partitions_page_the_rest() {
                 cycles_at: Some(u64::MAX),
                 cycles_asked_at: Some(u64::MAX),
                 topped_up: Some(u128::MAX),
+                health: None,
             },
         );
     }

@@ -169,6 +169,7 @@ fn the_checks_of_one_tick_are_bounded_most_overdue_first() {
                 cycles_at: None,
                 cycles_asked_at: None,
                 topped_up: None,
+                health: None,
             },
         );
     }
