@@ -157,6 +157,10 @@ impl World {
         if !self.awaiting.is_empty() {
             why.push(format!("{} client call(s) awaiting", self.awaiting.len()));
         }
+        let reclaims = self.index().reclaims_pending();
+        if reclaims > 0 {
+            why.push(format!("{reclaims} partial import(s) awaiting reclaim"));
+        }
         if self.stats.last_work_round + 1 >= self.round {
             why.push("index sent work calls this round".into());
         }
