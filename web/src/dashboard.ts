@@ -264,7 +264,16 @@ class Dashboard {
       row.className = `partition state-${state.toLowerCase()}`;
       const pct = (Number(p.bytes) / cap) * 100;
       setText(row.querySelector(".p-label")!, `P${i + 1}`);
-      setText(row.querySelector('[data-testid="partition-state"]')!, state);
+      // Health (opt: none from an index built before it): unreachable partitions take no
+      // new SubDBs or moves until they answer again.
+      const health = p.health[0];
+      const unreachable = health !== undefined && health.unreachable_since.length > 0;
+      const badge = row.querySelector('[data-testid="partition-state"]') as HTMLElement;
+      setText(badge, unreachable ? `${state} · unreachable` : state);
+      badge.title = health
+        ? `failed calls in a row: ${health.failed_calls}, failed imports in a row: ${health.failed_imports}`
+        : "";
+      row.classList.toggle("unreachable", unreachable);
       (row.querySelector(".fill") as HTMLElement).style.width = `${Math.min(100, pct).toFixed(2)}%`;
       row.classList.toggle("over", pct > 100);
       setText(row.querySelector('[data-testid="partition-bytes"]')!, formatBytes(p.bytes));

@@ -115,9 +115,9 @@ impl<M: Memory> Index<M> {
         self.fleet.placed.values().rev().copied()
     }
 
-    /// The oldest spare.
-    pub(crate) fn oldest_spare(&self) -> Option<Principal> {
-        self.fleet.spares.values().next().copied()
+    /// Spares, oldest first.
+    pub(crate) fn spares_oldest_first(&self) -> impl Iterator<Item = Principal> + '_ {
+        self.fleet.spares.values().copied()
     }
 
     /// Up to `max` partitions whose stats are due at `env.now` (never received, or received
@@ -182,6 +182,7 @@ mod tests {
             cycles_asked_at: None,
             topped_up: None,
             module: None,
+            health: None,
         }
     }
 

@@ -15,7 +15,8 @@
 //! Move    5, outer key length u16 BE, outer key, step u8
 //! Status  6, principal length u8, principal
 //! TopUp   7, principal length u8, principal, amount u128 BE
-//! Upgrade 8, principal length u8, principal
+//! Reclaim 8, op id length u16 BE, op id
+//! Upgrade 9, principal length u8, principal
 //! then    call id u64 BE
 //! ```
 //!
@@ -33,7 +34,8 @@ const TAG_STATS: u8 = 4;
 const TAG_MOVE: u8 = 5;
 const TAG_STATUS: u8 = 6;
 const TAG_TOP_UP: u8 = 7;
-const TAG_UPGRADE: u8 = 8;
+const TAG_RECLAIM: u8 = 8;
+const TAG_UPGRADE: u8 = 9;
 
 fn put_principal(tag: u8, p: &candid::Principal) -> Vec<u8> {
     let p = p.as_slice();
@@ -43,10 +45,13 @@ fn put_principal(tag: u8, p: &candid::Principal) -> Vec<u8> {
 }
 
 fn put_outer(out: &mut Vec<u8>, outer_key: &str) {
-    // Outer keys are at most `MAX_OUTER_KEY_BYTES` (256); u16 covers any String a record
-    // could hold up to 64 KiB, and longer ones (never accepted) are cut at the length, which
-    // keeps keys well-formed.
-    let b = outer_key.as_bytes();
+    put_len_bytes(out, outer_key.as_bytes());
+}
+
+fn put_len_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    // Outer keys are at most `MAX_OUTER_KEY_BYTES` (256), op ids 32 bytes; u16 covers any
+    // String a record could hold up to 64 KiB, and longer ones (never accepted) are cut at
+    // the length, which keeps keys well-formed.
     let b = &b[..b.len().min(u16::MAX as usize)];
     out.extend_from_slice(&(b.len() as u16).to_be_bytes());
     out.extend_from_slice(b);
@@ -101,6 +106,11 @@ pub(crate) fn purpose_key(purpose: &Purpose) -> Vec<u8> {
         Purpose::Move { outer_key, step } => {
             let mut k = move_prefix(outer_key);
             k.push(step_code(*step));
+            k
+        }
+        Purpose::Reclaim { op_id } => {
+            let mut k = vec![TAG_RECLAIM];
+            put_len_bytes(&mut k, op_id);
             k
         }
     }
@@ -179,6 +189,9 @@ mod tests {
             (0u64..4).prop_map(|job| Purpose::Job { job }),
             prop::collection::vec(any::<u8>(), 0..4).prop_map(|b| Purpose::Stats {
                 partition: Principal::from_slice(&b)
+            }),
+            prop::collection::vec(any::<u8>(), 0..4).prop_map(|b| Purpose::Reclaim {
+                op_id: serde_bytes::ByteBuf::from(b)
             }),
             (outer, 0u8..8).prop_map(|(outer_key, s)| Purpose::Move {
                 outer_key,

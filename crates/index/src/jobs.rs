@@ -132,6 +132,7 @@ impl<M: Memory> Index<M> {
                         cycles_asked_at: None,
                         topped_up: None,
                         module: rec.module.clone(),
+                        health: None,
                     },
                 );
                 return vec![];

@@ -26,6 +26,8 @@
 //! - `jobs.rs`: partition-creation jobs (create canister, install the wasm);
 //! - `upgrades.rs`: fleet upgrades (every partition to the active wasm, a batch at a time);
 //! - `moves.rs`: live SubDB moves;
+//! - `health.rs`: partitions' health, from how the calls to them fare;
+//! - `reclaims.rs`: called-off moves' partial imports, reclaimed once their target answers;
 //! - `tick.rs`: the timer's work and `run_housekeeping`;
 //! - `calls.rs`: the calls the index asks to make and their replies;
 //! - `inflight.rs`: the calls in flight, by id and by purpose;
@@ -41,12 +43,14 @@ pub mod cycles;
 mod directory;
 pub mod dispatch;
 mod fleet;
+pub mod health;
 mod inflight;
 pub mod inspect;
 mod jobs;
 pub mod memory;
 pub mod moves;
 pub mod quotas;
+pub mod reclaims;
 pub mod records;
 mod registry;
 mod settings;
@@ -131,9 +135,12 @@ pub struct Index<M: Memory> {
     reverse: BTreeMap<Vec<u8>, String, M>,
     owners: BTreeMap<Principal, u64, M>,
     creators: BTreeMap<Principal, (), M>,
+    reclaims: BTreeMap<Vec<u8>, ReclaimRecord, M>,
     upgrades: BTreeMap<Principal, UpgradeProgress, M>,
     /// Derived from `registry` (`fleet.rs`).
     fleet: fleet::Fleet,
+    /// Derived from `reclaims` (`reclaims.rs`).
+    reclaims_due: reclaims::ReclaimsDue,
     /// Derived from `upgrades` (`upgrades.rs`).
     upgrade_sets: upgrades::UpgradeSets,
 }
@@ -159,8 +166,10 @@ impl<M: Memory> Index<M> {
             reverse: BTreeMap::init(mem(memory::REVERSE)),
             owners: BTreeMap::init(mem(memory::OWNERS)),
             creators: BTreeMap::init(mem(memory::CREATORS)),
+            reclaims: BTreeMap::init(mem(memory::RECLAIMS)),
             upgrades: BTreeMap::init(mem(memory::UPGRADES)),
             fleet: fleet::Fleet::default(),
+            reclaims_due: reclaims::ReclaimsDue::default(),
             upgrade_sets: upgrades::UpgradeSets::default(),
         }
     }
@@ -229,6 +238,7 @@ impl<M: Memory> Index<M> {
         }
         index.forget_inflight();
         index.build_fleet();
+        index.build_reclaims_due();
         index.build_upgrade_sets();
         Ok(index)
     }
@@ -278,6 +288,9 @@ impl<M: Memory> Index<M> {
         let Some(purpose) = self.untrack(id) else {
             return Reaction::default();
         };
+        if let Some((partition, import)) = self.callee(&purpose) {
+            self.note_call(env, partition, import, &result);
+        }
         match purpose {
             Purpose::Create { outer_key } => Reaction {
                 calls: vec![],
@@ -307,6 +320,10 @@ impl<M: Memory> Index<M> {
                 self.top_up_reply(partition, amount, result);
                 Reaction::default()
             }
+            Purpose::Reclaim { op_id } => Reaction {
+                calls: self.reclaim_reply(env, &op_id, result),
+                finished: None,
+            },
             Purpose::Upgrade { partition } => Reaction {
                 calls: self.upgrade_reply(env, partition, result),
                 finished: None,

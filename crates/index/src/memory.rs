@@ -35,5 +35,8 @@ pub const INFLIGHT_BY_PURPOSE: MemoryId = MemoryId::new(13);
 pub const OWNERS: MemoryId = MemoryId::new(14);
 /// Principals allowed to create SubDBs under the `AllowList` policy (`quotas.rs`).
 pub const CREATORS: MemoryId = MemoryId::new(15);
+/// Called-off moves' partial imports whose `abort_import` awaits the target, by the move's op
+/// id (`reclaims.rs`).
+pub const RECLAIMS: MemoryId = MemoryId::new(16);
 /// Partitions a fleet upgrade has still to do or is doing, and their step (`upgrades.rs`).
-pub const UPGRADES: MemoryId = MemoryId::new(16);
+pub const UPGRADES: MemoryId = MemoryId::new(17);

@@ -205,7 +205,7 @@ impl<M: Memory> Index<M> {
         let Some((bytes, outer_key, source)) = candidate else {
             return vec![];
         };
-        let Some(target) = self.newest_with_room(env, Some(partition), bytes) else {
+        let Some(target) = self.newest_with_room(env, &[partition], bytes) else {
             self.ensure_partition_coming();
             return vec![];
         };
@@ -250,7 +250,7 @@ impl<M: Memory> Index<M> {
                 }
                 t
             }
-            None => match self.newest_with_room(env, Some(source.partition), bytes) {
+            None => match self.newest_with_room(env, &[source.partition], bytes) {
                 Some(t) => t,
                 None => {
                     self.ensure_partition_coming();
@@ -258,10 +258,15 @@ impl<M: Memory> Index<M> {
                 }
             },
         };
-        Ok((
-            target,
-            self.start_move(env, &req.outer_key, source, target, bytes),
-        ))
+        let calls = self.start_move(env, &req.outer_key, source, target, bytes);
+        if req.target.is_some() {
+            // The admin named the target: the move is not retargeted should it fail.
+            if let Some(mut m) = self.moves.get(&req.outer_key) {
+                m.pinned = Some(true);
+                self.moves.insert(req.outer_key.clone(), m);
+            }
+        }
+        Ok((target, calls))
     }
 
     /// Whether a move of `outer_key` (not moving now) may start: the SubDB is live, no create
@@ -310,6 +315,7 @@ impl<M: Memory> Index<M> {
                 started_at: env.now,
                 failures: None,
                 paused_at: None,
+                pinned: None,
             },
         );
         if let Some(mut rec) = self.registry.get(&target) {
@@ -604,13 +610,17 @@ impl<M: Memory> Index<M> {
                 return vec![];
             }
             // Anything else failed: the same step is retried by the next tick, within the
-            // move's failure budget.
+            // move's failure budget — but a move waiting at begin-import on a target now
+            // found unhealthy (`health.rs`) moves on at once.
             _ => {
                 let failures = m.failures.unwrap_or(0).saturating_add(1);
                 m.failures = Some(failures);
-                if failures >= MAX_MOVE_FAILURES {
+                let target_unhealthy = step == MoveStep::BeginImport
+                    && m.phase == MovePhase::BeginImport
+                    && !self.healthy(&m.target, env.now);
+                if failures >= MAX_MOVE_FAILURES || target_unhealthy {
                     m.failures = None;
-                    match self.give_up(&key, m) {
+                    match self.give_up(env, &key, m) {
                         Some(m) => self.moves.insert(key, m),
                         None => return vec![],
                     };
@@ -621,29 +631,42 @@ impl<M: Memory> Index<M> {
             }
         }
         m.failures = None;
+        if m.phase == MovePhase::Abort && m.target_subdb.is_none() {
+            // Called off before the target's `begin_import` answered (an admin's cancel while
+            // it was out): it may have opened an import all the same; a reclaim learns its id
+            // by the op id and aborts it. (`drive_move` forgets the move.)
+            self.record_reclaim(env, &key, m.target, &m.op_id, None);
+        }
         self.moves.insert(key.clone(), m);
         self.drive_move(&key)
     }
 
     /// A move's call failed `MAX_MOVE_FAILURES` times in a row (a target out of cycles or
-    /// memory, trapping on import, stopped for good): what happens next, by phase. Returns the
-    /// record to keep, or `None` when the move is forgotten.
+    /// memory, trapping on import, stopped for good), or its `begin_import` failed on a target
+    /// now found unhealthy: what happens next, by phase. Returns the record to keep, or `None`
+    /// when the move is forgotten.
     ///
     /// - before the release (begin-export … finish, and the release itself): call it off
     ///   (`Unwind`: the source drops its change log and resumes writes; then `Abort`);
-    /// - begin-import: nothing was exported; forget the move (an import the target may have
-    ///   opened without its answer reaching us stays empty and invisible);
+    /// - begin-import: nothing was exported; retarget the move ([`Self::retarget`]), or, when
+    ///   an admin named its target or no other target has room, forget it; either way a
+    ///   reclaim (`reclaims.rs`) aborts the import the target may have opened without its
+    ///   answer reaching us;
     /// - unwind: the source itself keeps failing; keep trying (the source's writes are paused
     ///   only if the cutover had begun, and nothing but the source can resume them);
-    /// - abort: the target keeps refusing to reclaim its partial import; forget the move (the
-    ///   invisible partial import stays on the broken target);
+    /// - abort: the target keeps refusing to reclaim its partial import; forget the move and
+    ///   leave the `abort_import` to a reclaim, retried until the target answers;
     /// - activate: the directory already routes to the target; keep trying (the target's
     ///   writes resume once it answers).
-    fn give_up(&mut self, outer_key: &str, mut m: MoveRecord) -> Option<MoveRecord> {
+    fn give_up(&mut self, env: &Env, outer_key: &str, mut m: MoveRecord) -> Option<MoveRecord> {
         match m.phase {
             MovePhase::BeginImport => {
-                self.forget_move(outer_key, &m);
-                None
+                self.record_reclaim(env, outer_key, m.target, &m.op_id, m.target_subdb);
+                if m.pinned == Some(true) {
+                    self.forget_move(outer_key, &m);
+                    return None;
+                }
+                self.retarget(env, outer_key, m)
             }
             MovePhase::BeginExport
             | MovePhase::Copy
@@ -656,11 +679,42 @@ impl<M: Memory> Index<M> {
                 Some(m)
             }
             MovePhase::Abort => {
+                self.record_reclaim(env, outer_key, m.target, &m.op_id, m.target_subdb);
                 self.forget_move(outer_key, &m);
                 None
             }
             MovePhase::Unwind | MovePhase::Activate => Some(m),
         }
+    }
+
+    /// A move at begin-import whose target failed: nothing was exported, so it moves on to
+    /// the newest healthy partition with room other than its source and that target (else a
+    /// spare), with a fresh op id, keeping its start time; the room it reserved moves with it.
+    /// Without one, the move is forgotten (the source's next stats try again) and a partition
+    /// is made to come. The caller left the old target's possible import to a reclaim.
+    fn retarget(&mut self, env: &Env, outer_key: &str, mut m: MoveRecord) -> Option<MoveRecord> {
+        let old = m.target;
+        self.forget_move(outer_key, &m);
+        let target = self.newest_with_room(env, &[m.source.partition, old], m.bytes);
+        let Some(target) = target else {
+            self.ensure_partition_coming();
+            return None;
+        };
+        let mut n = 0;
+        self.update_cfg(|c| {
+            n = c.next_call_id;
+            c.next_call_id += 1;
+        });
+        let op = Sha256::digest([outer_key.as_bytes(), &n.to_le_bytes()].concat());
+        m.op_id = ByteBuf::from(op[..16].to_vec());
+        m.target = target;
+        m.target_subdb = None;
+        m.failures = None;
+        if let Some(mut rec) = self.registry.get(&target) {
+            rec.bytes = rec.bytes.saturating_add(m.bytes);
+            self.put_partition(target, rec);
+        }
+        Some(m)
     }
 
     /// Moves in progress, for admins and dashboards (the same list `stats` carries).

@@ -106,6 +106,9 @@ pub struct Config {
     /// Who may create SubDBs, and how many one principal may own (see `crate::quotas`).
     pub create_policy: CreatePolicy,
     pub max_subdbs_per_owner: u64,
+    /// Called-off moves whose partial import was left on the target because the reclaim
+    /// list was full (`crate::reclaims::MAX_RECLAIMS`).
+    pub reclaims_dropped: u64,
     /// The fleet upgrade in progress, or the last one (see `crate::upgrades`).
     pub upgrade: Option<UpgradeRun>,
 }
@@ -236,6 +239,7 @@ impl Default for Config {
             cycles: CyclesCare::default(),
             create_policy: CreatePolicy::Open,
             max_subdbs_per_owner: crate::quotas::DEFAULT_MAX_SUBDBS_PER_OWNER,
+            reclaims_dropped: 0,
             upgrade: None,
         }
     }
@@ -266,6 +270,7 @@ pub struct StoredConfig {
     pub cycles: Option<CyclesCare>,
     pub create_policy: Option<CreatePolicy>,
     pub max_subdbs_per_owner: Option<u64>,
+    pub reclaims_dropped: Option<u64>,
     pub upgrade: Option<UpgradeRun>,
 }
 
@@ -294,6 +299,7 @@ impl From<&Config> for StoredConfig {
             cycles: Some(c.cycles),
             create_policy: Some(c.create_policy),
             max_subdbs_per_owner: Some(c.max_subdbs_per_owner),
+            reclaims_dropped: Some(c.reclaims_dropped),
             upgrade: c.upgrade.clone(),
         }
     }
@@ -325,6 +331,7 @@ impl From<StoredConfig> for Config {
             cycles: s.cycles.unwrap_or(d.cycles),
             create_policy: s.create_policy.unwrap_or(d.create_policy),
             max_subdbs_per_owner: s.max_subdbs_per_owner.unwrap_or(d.max_subdbs_per_owner),
+            reclaims_dropped: s.reclaims_dropped.unwrap_or(d.reclaims_dropped),
             upgrade: s.upgrade,
         }
     }
@@ -450,6 +457,44 @@ pub struct PartitionRecord {
     /// SHA-256 of the module it runs, as last learned: installed by its creation job, or read
     /// by a `canister_status` (cycles care, fleet upgrades). None: not known yet.
     pub module: Option<ByteBuf>,
+    /// How calls to it fare (`crate::health`); optional so records written before it decode
+    /// (as healthy).
+    pub health: Option<HealthRecord>,
+}
+
+/// A partition's health, from the calls the index makes to it (`crate::health`).
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct HealthRecord {
+    /// Consecutive failed calls, imports aside; reset by any answer.
+    pub failures: u32,
+    /// Consecutive failed import calls (`begin_import`, `import_chunk`); reset by an answered
+    /// import call.
+    pub import_failures: u32,
+    /// When `failures` reached `UNREACHABLE_AFTER_FAILURES` (unreachable since then).
+    pub unreachable_since: Option<u64>,
+    /// Refuses imports until then (`import_failures` reached `IMPORT_FAILURES_LIMIT`).
+    pub imports_refused_until: Option<u64>,
+    /// Times in a row it was found refusing imports: the refusal lasts twice as long each
+    /// time (up to `IMPORT_REFUSAL_MAX_NS`). Reset by an answered import call.
+    pub refusals: u32,
+}
+
+/// A called-off move's partial import on a target that did not answer its `abort_import`:
+/// the timer retries it with backoff until the target answers (`crate::reclaims`).
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ReclaimRecord {
+    pub target: Principal,
+    /// The move's op id (the key of its record): `begin_import` with it answers the import's
+    /// local id, should the move not have learnt it.
+    pub op_id: ByteBuf,
+    /// The import's local id on the target, once known.
+    pub subdb: Option<SubDbId>,
+    /// The SubDB the move was for (shown, not used).
+    pub outer_key: String,
+    /// When the move was called off, calls made since, and when the next is due (ns).
+    pub since: u64,
+    pub attempts: u32,
+    pub next_at: u64,
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -532,6 +577,11 @@ pub enum Purpose {
         partition: Principal,
         amount: u128,
     },
+    /// Reclaiming a called-off move's partial import (`begin_import` to learn its id, or
+    /// `abort_import`), by the move's op id.
+    Reclaim {
+        op_id: ByteBuf,
+    },
     /// The current step of a partition's upgrade (`upgrades.rs`).
     Upgrade {
         partition: Principal,
@@ -610,6 +660,9 @@ pub struct MoveRecord {
     /// writes resume — at the target (activate) or, for a move called off, at the source
     /// (unwind) — and the pause counted in `Config::longest_write_pause_ns`.
     pub paused_at: Option<u64>,
+    /// An admin named the target (`move_subdb`): the move is not retargeted should the target
+    /// fail at begin-import. (Optional so records written before it existed decode.)
+    pub pinned: Option<bool>,
 }
 
 /// A chunk fetched from the source and not yet applied by the target.
@@ -639,6 +692,7 @@ candid_storable!(
     PendingCall,
     MoveRecord,
     MoveChunk,
+    ReclaimRecord,
     UpgradeProgress
 );
 

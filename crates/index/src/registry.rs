@@ -3,6 +3,7 @@
 //! index's own stats.
 
 use crate::calls::{Call, CallResult, Request, Response};
+use crate::health;
 use crate::moves::MOVE_CANDIDATES;
 use crate::records::*;
 use crate::{Env, Index, MAX_STATS_CALLS_PER_TICK};
@@ -61,6 +62,8 @@ impl<M: Memory> Index<M> {
             allowed_creators: self.allowed_creators(),
             max_subdbs_per_owner: c.max_subdbs_per_owner,
             fleet_upgrade: self.fleet_upgrade(),
+            reclaims_pending: Some(self.reclaims_pending()),
+            reclaims_dropped: Some(c.reclaims_dropped),
         }
     }
 
@@ -99,33 +102,38 @@ impl<M: Memory> Index<M> {
     /// Where a new SubDB goes, per the placement policy; promotes a spare when needed.
     pub(crate) fn place(&mut self, env: &Env) -> Option<Principal> {
         match self.cfg().placement {
-            Placement::LastWithRoom => self.newest_with_room(env, None, 1),
+            Placement::LastWithRoom => self.newest_with_room(env, &[], 1),
         }
     }
 
-    /// The newest active partition (other than `exclude`) with room for `need` more bytes
-    /// under the move cap, else the oldest spare, promoted to active and newest. Walks the
-    /// placed partitions newest first (`fleet.rs`), so it stops at the first with room: the
-    /// newest, unless it just filled. A partition whose turn in a fleet upgrade has come is
-    /// passed over (`upgrades.rs`).
+    /// The newest healthy active partition (other than those in `exclude`) with room for
+    /// `need` more bytes under the move cap, else the oldest healthy spare, promoted to active
+    /// and newest (`health.rs`: an unhealthy partition is passed over). Walks the placed
+    /// partitions newest first (`fleet.rs`), so it stops at the first with room: the newest,
+    /// unless it just filled or is unhealthy. A partition whose turn in a fleet upgrade has
+    /// come is passed over too (`upgrades.rs`).
     pub(crate) fn newest_with_room(
         &mut self,
         env: &Env,
-        exclude: Option<Principal>,
+        exclude: &[Principal],
         need: u64,
     ) -> Option<Principal> {
         let cap = self.cfg().move_cap_bytes;
         let found = self.placed_newest_first().find(|id| {
-            Some(*id) != exclude
+            !exclude.contains(id)
                 && !self.upgrading(id)
                 && self.registry.get(id).is_some_and(|r| {
-                    r.state == PartitionState::Active && r.bytes.saturating_add(need) <= cap
+                    r.state == PartitionState::Active
+                        && r.bytes.saturating_add(need) <= cap
+                        && health::is_healthy(&r, env.now)
                 })
         });
         if found.is_some() {
             return found;
         }
-        let id = self.oldest_spare().filter(|id| !self.upgrading(id))?;
+        let id = self
+            .oldest_healthy_spare(env.now, exclude)
+            .filter(|id| !self.upgrading(id))?;
         let rec = self.registry.get(&id)?;
         self.promote_spare(env, id, rec);
         Some(id)
@@ -148,10 +156,26 @@ impl<M: Memory> Index<M> {
         seq
     }
 
+    /// The oldest spare that is healthy at `now` and not in `exclude`.
+    fn oldest_healthy_spare(&self, now: u64, exclude: &[Principal]) -> Option<Principal> {
+        self.spares_oldest_first().find(|id| {
+            !exclude.contains(id)
+                && self
+                    .registry
+                    .get(id)
+                    .is_some_and(|r| health::is_healthy(&r, now))
+        })
+    }
+
     /// Keeps the spare pool full: a creation job per missing spare (once a wasm is there).
-    pub(crate) fn top_up_spares(&mut self) {
+    /// Unhealthy spares do not count: they are not promoted while unhealthy.
+    pub(crate) fn top_up_spares(&mut self, env: &Env) {
         if self.cfg().wasm.is_some() {
-            let spares = self.fleet.spare_count();
+            let unhealthy = self
+                .spares_oldest_first()
+                .filter(|id| !self.healthy(id, env.now))
+                .count() as u64;
+            let spares = self.fleet.spare_count().saturating_sub(unhealthy);
             let mut have = spares.saturating_add(self.jobs.len());
             let target = self.cfg().spare_pool_target.min(MAX_SPARE_POOL_TARGET) as u64;
             while have < target {
@@ -231,6 +255,7 @@ fn partition_info(id: Principal, r: PartitionRecord) -> PartitionInfo {
         cycles: r.cycles,
         cycles_at: r.cycles_at.unwrap_or(0),
         topped_up: r.topped_up.unwrap_or(0),
+        health: Some(health::health_info(&r)),
         module: r.module,
     }
 }

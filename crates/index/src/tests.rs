@@ -880,6 +880,7 @@ fn stats_calls_per_tick_are_capped_most_overdue_first() {
                 cycles_asked_at: None,
                 topped_up: None,
                 module: None,
+                health: None,
             },
         );
     }
@@ -1354,6 +1355,8 @@ mod quotas;
 
 #[path = "tests_upgrades.rs"]
 mod upgrades;
+#[path = "tests_health.rs"]
+mod health;
 
 /// `stats` lists at most `MAX_STATS_PARTITIONS` partitions (the oldest) under its reply
 /// budget; `partitions` pages all of them in creation order.
@@ -1385,6 +1388,7 @@ fn stats_stay_under_their_budget_and_partitions_page_the_rest() {
                 cycles_asked_at: Some(u64::MAX),
                 topped_up: Some(u128::MAX),
                 module: Some(ByteBuf::from(vec![0xff; 32])),
+                health: None,
             },
         );
     }

@@ -183,6 +183,7 @@ fn the_checks_of_one_tick_are_bounded_most_overdue_first() {
                 cycles_asked_at: None,
                 topped_up: None,
                 module: None,
+                health: None,
             },
         );
     }

@@ -15,12 +15,13 @@ impl<M: Memory> Index<M> {
     }
 
     /// Periodic work: keep the spare pool full, drive partition-creation jobs, re-drive
-    /// creates and deletes whose outcome is unknown, refresh partition stats, check and top up
+    /// creates and deletes whose outcome is unknown, drive moves, retry the reclaims of
+    /// called-off moves' partial imports, refresh partition stats, check and top up
     /// partitions' cycles, drive a fleet upgrade.
     pub fn tick(&mut self, env: &Env) -> Vec<Call> {
         let mut calls = vec![];
         // Spare pool (`registry.rs`).
-        self.top_up_spares();
+        self.top_up_spares(env);
         // Jobs without a call in flight (`jobs.rs`).
         calls.extend(self.drive_idle_jobs(env));
         // Pending creates and deletes (`directory.rs`).
@@ -33,6 +34,8 @@ impl<M: Memory> Index<M> {
         for k in moving {
             calls.extend(self.drive_move(&k));
         }
+        // Partial imports of called-off moves (`reclaims.rs`).
+        calls.extend(self.drive_reclaims(env));
         // Stats (`registry.rs`).
         calls.extend(self.request_stale_stats(env));
         // Cycles care (`cycles.rs`).

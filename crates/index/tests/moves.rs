@@ -9,7 +9,7 @@ use flotilla_index::calls::{Call, CallResult, Reject, Request, Response, Sender}
 use flotilla_index::{Env, Index, Step};
 use flotilla_partition::dispatch::{self, Ctx};
 use flotilla_partition::Partition;
-use flotilla_store::Config;
+use flotilla_store::{Config, SubDbStatus};
 use flotilla_types::index::{
     CreateRequest, IndexInit, MoveRequest, MoveSubDbError, PartitionState, WasmChunk,
 };
@@ -777,6 +777,33 @@ fn a_move_whose_target_stays_broken_ends_within_the_budget() {
                 t.store().totals().bytes,
                 0,
                 "{phase}: partial import reclaimed"
+            );
+        } else {
+            // The abort was given up with the move, but not forgotten: once the target
+            // answers again, a reclaim (retried with backoff) aborts the partial import.
+            let target = target.unwrap();
+            let ids: Vec<u32> = net
+                .index
+                .reclaims()
+                .iter()
+                .filter(|r| r.target == target)
+                .filter_map(|r| r.subdb)
+                .collect();
+            assert_eq!(ids.len(), 1, "{phase}: one reclaim, its import id known");
+            let importing =
+                |net: &Net| net.parts[&target].1.store().status(ids[0]) == SubDbStatus::Importing;
+            assert!(importing(&net));
+            net.broken.remove(&target);
+            for _ in 0..400 {
+                net.round(None);
+                if net.index.reclaims_pending() == 0 {
+                    break;
+                }
+            }
+            assert_eq!(net.index.reclaims_pending(), 0, "{phase}");
+            assert!(
+                !importing(&net),
+                "{phase}: partial import reclaimed once the target answered"
             );
         }
         println!("{phase} {methods:?}: the move ended {rounds} rounds after the target broke");

@@ -1526,6 +1526,51 @@ fn abort_import_reclaims_and_retries_name_the_aborted_import() {
     );
 }
 
+/// The index reclaims a called-off move's partial import late, with backoff, maybe after a
+/// later move of the same SubDB began importing to the same partition (`docs/moves.md`). The
+/// late `abort_import` (and the `begin_import` with the old op id that learns its id) names
+/// only the old import: the later one, in progress or finished and live, is untouched.
+#[test]
+fn a_late_abort_of_an_earlier_import_leaves_a_later_import_of_the_same_subdb_alone() {
+    let mut f = fixture();
+    let raw_b = VectorMemory::default();
+    let mut b = install_on(&raw_b);
+    let old = b
+        .begin_import(INDEX, &BeginImportArgs { op_id: op(150) })
+        .unwrap();
+    // The later move, with its own op id: a new local id, never the old one.
+    let new = copy_subdb(&mut f.p, &mut b, f.s, REPLY_BUDGET_BYTES as u64);
+    assert_ne!(new, old);
+    let items = b.store().totals().items;
+    assert_eq!(items, 3);
+    for finished in [false, true] {
+        if finished {
+            // Finished (a repeat of chunk 0 with `finish`) and routed: writes resumed.
+            b.import_chunk(
+                INDEX,
+                &ImportChunkArgs {
+                    subdb: new,
+                    chunk: Chunk::default(),
+                    finish: true,
+                },
+            )
+            .unwrap();
+            assert_eq!(b.resume_writes(INDEX, new), Ok(()));
+        }
+        // The reclaim: learn the old id by its op id, then abort it (twice: a retry).
+        assert_eq!(
+            b.begin_import(INDEX, &BeginImportArgs { op_id: op(150) }),
+            Ok(old)
+        );
+        b.abort_import(INDEX, old).ok();
+        assert_eq!(b.abort_import(INDEX, old), Err(ImportError::UnknownImport));
+        b.housekeep(PURGE_BATCH);
+        assert_eq!(b.store().totals().items, items, "finished={finished}");
+    }
+    // The later import is live and holds the SubDB.
+    assert_eq!(b.store().status(new), flotilla_store::SubDbStatus::Live);
+}
+
 #[test]
 fn freeze_pauses_writes_and_release_needs_it() {
     let mut f = fixture();

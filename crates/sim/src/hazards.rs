@@ -136,16 +136,27 @@ pub struct HazardCounts {
     /// Re-uploads of the partition wasm the admin completed.
     pub reuploads: u64,
     /// Moves that ended: completed (the source released), called off (unwind and abort, or
-    /// abort), and given up before anything was exported (at begin-import; the partition's
-    /// next stats pick a target afresh).
+    /// abort), and given up before anything was exported (at begin-import, with no other
+    /// target to go to; the partition's next stats pick a target afresh); and moves that
+    /// went on to another target at begin-import (their target found unhealthy), counted
+    /// once per target left.
     pub moves_completed: u64,
     pub moves_called_off: u64,
     pub moves_given_up_at_begin: u64,
+    pub moves_retargeted: u64,
     /// The most rounds any move took, start to end.
     pub longest_move_rounds: u64,
-    /// Partial imports left open at the end on the partition that was stopped for good: moves
-    /// called off while it was down, whose `abort_import` the index gave up (a known leak).
+    /// Partial imports left open at the end on the partition that was stopped for good, that
+    /// no reclaim of the index covers (with reclaims, none is expected: other partitions'
+    /// are violations).
     pub leaked_imports: u64,
+    /// Reclaims the index recorded (called-off moves whose `abort_import` the target did not
+    /// answer, or moves given up at begin-import), and those still pending at the end, with
+    /// the open imports they cover (the end phase starts every partition again, so the
+    /// index waits for them before it is quiet: none is expected).
+    pub reclaims: u64,
+    pub reclaims_pending_at_end: u64,
+    pub imports_awaiting_reclaim: u64,
     /// Reads that gave up on a SubDB living on the partition stopped for good (not counted
     /// as failed reads).
     pub reads_failed_on_dead: u64,
@@ -168,6 +179,10 @@ impl HazardCounts {
         self.moves_completed += o.moves_completed;
         self.moves_called_off += o.moves_called_off;
         self.moves_given_up_at_begin += o.moves_given_up_at_begin;
+        self.moves_retargeted += o.moves_retargeted;
+        self.reclaims += o.reclaims;
+        self.reclaims_pending_at_end += o.reclaims_pending_at_end;
+        self.imports_awaiting_reclaim += o.imports_awaiting_reclaim;
         self.longest_move_rounds = self.longest_move_rounds.max(o.longest_move_rounds);
         self.leaked_imports += o.leaked_imports;
         self.reads_failed_on_dead += o.reads_failed_on_dead;
@@ -183,8 +198,9 @@ impl fmt::Display for HazardCounts {
             f,
             "dead_partitions={} import_trap_partitions={} import_traps={} access_changes={} \
              (during moves: {}) direct_deletes={} (refused: {}) big_puts={} reuploads={} reads_failed_on_dead={}\n\
-             moves ended: completed={} called_off={} given_up_at_begin={} longest_move_rounds={} \
-             leaked_imports={} longest_unbroken_move_pause={}",
+             moves ended: completed={} called_off={} given_up_at_begin={} retargeted={} \
+             longest_move_rounds={} leaked_imports={} reclaims={} (pending at the end: {}, \
+             covering {} open imports) longest_unbroken_move_pause={}",
             self.dead_partitions,
             self.import_trap_partitions,
             self.import_traps,
@@ -198,8 +214,12 @@ impl fmt::Display for HazardCounts {
             self.moves_completed,
             self.moves_called_off,
             self.moves_given_up_at_begin,
+            self.moves_retargeted,
             self.longest_move_rounds,
             self.leaked_imports,
+            self.reclaims,
+            self.reclaims_pending_at_end,
+            self.imports_awaiting_reclaim,
             self.longest_unbroken_move_pause
         )
     }

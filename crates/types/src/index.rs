@@ -206,6 +206,26 @@ pub struct PartitionInfo {
     /// SHA-256 of the module it runs, as the index last learned it (installed by a creation
     /// job, or checked with `canister_status` by a fleet upgrade); none if unknown.
     pub module: Option<ByteBuf>,
+    /// How its calls fare: an unhealthy partition is chosen neither for new SubDBs nor as a
+    /// move's target (none from an index built before partition health).
+    pub health: Option<PartitionHealth>,
+}
+
+/// A partition's health as the index sees it from the calls it makes to it (index
+/// `health.rs`, `docs/index.md`).
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartitionHealth {
+    /// Consecutive failed calls to it, imports aside (rejected, trapped, reply lost); any
+    /// answer resets them.
+    pub failed_calls: u32,
+    /// Consecutive failed import calls to it (`begin_import`, `import_chunk`); an answered
+    /// import call resets them.
+    pub failed_imports: u32,
+    /// Unreachable since (ns): `failed_calls` reached the limit. Cleared by any answer.
+    pub unreachable_since: Option<u64>,
+    /// Refuses imports until (ns): `failed_imports` reached the limit. Chosen as a target
+    /// again from then on, or as soon as an import call to it is answered.
+    pub imports_refused_until: Option<u64>,
 }
 
 /// The index's cycles care: its settings, its own balance and what it has spent.
@@ -290,6 +310,12 @@ pub struct IndexStats {
     pub moves_total: u64,
     /// The fleet upgrade in progress, or the last one; none before the first.
     pub fleet_upgrade: Option<FleetUpgradeInfo>,
+    /// Partial imports of called-off moves whose `abort_import` the target has not answered
+    /// yet, retried by the timer with backoff (none from an index built before reclaims).
+    pub reclaims_pending: Option<u64>,
+    /// Partial imports of called-off moves not recorded for reclaiming because the list was
+    /// full: left on their targets (none from an index built before reclaims).
+    pub reclaims_dropped: Option<u64>,
 }
 
 /// Argument of `partitions`: a page of the registry in creation order.

@@ -72,6 +72,8 @@ pub(crate) struct HazardState {
     /// planted `stale_access_on_cutover`).
     pub first_meta: BTreeMap<InnerKey, ByteBuf>,
     pub moves: BTreeMap<String, Tracked>,
+    /// Op ids of the reclaims the index has held (`flotilla_index::reclaims`).
+    pub reclaims_seen: std::collections::BTreeSet<Vec<u8>>,
     pub counts: HazardCounts,
 }
 
@@ -344,6 +346,10 @@ impl World {
             .collect();
         for outer in ended {
             let t = self.hz.moves.remove(&outer).expect("listed");
+            // The same move (source, start) on to another target: retargeted at begin-import.
+            let retargeted = current.get(outer.as_str()).is_some_and(|m| {
+                m.source == t.source && m.started_at == t.started_at && m.target != t.target
+            });
             let c = &mut self.hz.counts;
             c.longest_move_rounds = c.longest_move_rounds.max(self.round - t.since);
             if !t.touched_broken {
@@ -351,6 +357,8 @@ impl World {
             }
             if self.observed.released.contains(&t.source) {
                 c.moves_completed += 1;
+            } else if retargeted {
+                c.moves_retargeted += 1;
             } else if t.phase == "begin-import" {
                 c.moves_given_up_at_begin += 1;
             } else {
@@ -412,5 +420,10 @@ impl World {
         for msg in late {
             self.violation(ViolationKind::MoveNeverEnds, msg);
         }
+        // Reclaims of called-off moves' partial imports, each counted once.
+        for r in self.index().reclaims() {
+            self.hz.reclaims_seen.insert(r.op_id.to_vec());
+        }
+        self.hz.counts.reclaims = self.hz.reclaims_seen.len() as u64;
     }
 }

@@ -161,6 +161,10 @@ impl World {
         if self.rolling.busy() {
             why.push("a fleet upgrade in progress".into());
         }
+        let reclaims = self.index().reclaims_pending();
+        if reclaims > 0 {
+            why.push(format!("{reclaims} partial import(s) awaiting reclaim"));
+        }
         if self.stats.last_work_round + 1 >= self.round {
             why.push("index sent work calls this round".into());
         }
