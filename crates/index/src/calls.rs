@@ -266,6 +266,8 @@ impl Request {
                     cycles: u128::try_from(status.cycles.0)
                         .map_err(|_| "a cycle balance above u128".to_string())?,
                     module_hash: status.module_hash.map(ByteBuf::from),
+                    stopped: status.status
+                        == ic_management_canister_types::CanisterStatusType::Stopped,
                 }
             }
             Request::DepositCycles { .. } => {
@@ -284,11 +286,12 @@ impl Request {
     }
 }
 
-/// The two fields of `canister_status`'s reply the index reads. Candid skips the reply's other
+/// The three fields of `canister_status`'s reply the index reads. Candid skips the reply's other
 /// fields, so fields the IC adds later, or ones this build's management types would require,
 /// never make the reply undecodable.
 #[derive(CandidType, Deserialize)]
 struct StatusCycles {
+    status: ic_management_canister_types::CanisterStatusType,
     cycles: candid::Nat,
     module_hash: Option<Vec<u8>>,
 }
@@ -317,6 +320,8 @@ pub enum Response {
     Status {
         cycles: u128,
         module_hash: Option<ByteBuf>,
+        /// Stopped (by its controller, the index); stopping or running is not.
+        stopped: bool,
     },
     Deposited,
     Stopped,

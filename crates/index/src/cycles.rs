@@ -26,6 +26,11 @@ pub const DEFAULT_CYCLES_CHECK_PERIOD_NS: u64 = 600_000_000_000;
 /// A check that got no answer (rejected, lost, or forgotten across an upgrade) is asked again
 /// after this long rather than a whole period later.
 pub const STATUS_RETRY_NS: u64 = 30_000_000_000;
+/// Cycles a top-up leaves above the reserve besides the amount it sends: what sending the
+/// call and executing the message that sends it may still take from the balance the message
+/// saw (a `deposit_cycles` call costs well under a million cycles on the IC). Without it, a
+/// top-up sized to the cycle left the index a few hundred thousand cycles under its reserve.
+pub const TOP_UP_MARGIN: u128 = 1_000_000_000;
 /// Status checks one timer run asks at most.
 pub const MAX_STATUS_CALLS_PER_TICK: usize = 64;
 
@@ -100,6 +105,7 @@ impl<M: Memory> Index<M> {
         let Ok(Response::Status {
             cycles,
             module_hash,
+            stopped,
         }) = result
         else {
             return vec![];
@@ -108,9 +114,22 @@ impl<M: Memory> Index<M> {
             return vec![];
         };
         rec.cycles = Some(cycles);
-        rec.module = module_hash;
+        rec.module = module_hash.clone();
         rec.cycles_at = Some(env.now);
         self.put_partition(partition, rec);
+        self.note_module(partition, module_hash.as_ref());
+        // Stopped, and no fleet upgrade has its turn: left so by a fleet upgrade that could not
+        // start it (it did not answer then), or by a late stop. Start it.
+        if stopped && !self.upgrading(&partition) {
+            let purpose = Purpose::Restart { partition };
+            if self.in_flight(&purpose) {
+                return vec![];
+            }
+            let req = Request::StartCanister {
+                canister: partition,
+            };
+            return vec![self.next_call(Principal::management_canister(), req, purpose)];
+        }
         let care = self.cfg().cycles;
         if cycles >= care.threshold {
             return vec![];
@@ -119,10 +138,11 @@ impl<M: Memory> Index<M> {
         if self.top_up_in_flight(partition) {
             return vec![];
         }
-        let amount = care
-            .target
-            .saturating_sub(cycles)
-            .min(env.balance.saturating_sub(care.reserve));
+        let amount = care.target.saturating_sub(cycles).min(
+            env.balance
+                .saturating_sub(care.reserve)
+                .saturating_sub(TOP_UP_MARGIN),
+        );
         if amount == 0 {
             return vec![];
         }
@@ -134,6 +154,13 @@ impl<M: Memory> Index<M> {
             },
             Purpose::TopUp { partition, amount },
         )]
+    }
+
+    /// A restart's reply: counted when it succeeded; the next status check tells either way.
+    pub(crate) fn restart_reply(&mut self, result: CallResult) {
+        if matches!(result, Ok(Response::Started)) {
+            self.update_cfg(|c| c.cycles.restarts = Some(c.cycles.restarts.unwrap_or(0) + 1));
+        }
     }
 
     /// A top-up's reply: count it. A certain failure sent nothing (the cycles came back); an

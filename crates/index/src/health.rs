@@ -129,7 +129,8 @@ impl<M: Memory> Index<M> {
             Purpose::Job { .. }
             | Purpose::Status { .. }
             | Purpose::TopUp { .. }
-            | Purpose::Upgrade { .. } => None,
+            | Purpose::Upgrade { .. }
+            | Purpose::Restart { .. } => None,
         }
     }
 

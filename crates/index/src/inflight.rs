@@ -17,6 +17,7 @@
 //! TopUp   7, principal length u8, principal, amount u128 BE
 //! Reclaim 8, op id length u16 BE, op id
 //! Upgrade 9, principal length u8, principal
+//! Restart 10, principal length u8, principal
 //! then    call id u64 BE
 //! ```
 //!
@@ -36,6 +37,7 @@ const TAG_STATUS: u8 = 6;
 const TAG_TOP_UP: u8 = 7;
 const TAG_RECLAIM: u8 = 8;
 const TAG_UPGRADE: u8 = 9;
+const TAG_RESTART: u8 = 10;
 
 fn put_principal(tag: u8, p: &candid::Principal) -> Vec<u8> {
     let p = p.as_slice();
@@ -98,6 +100,7 @@ pub(crate) fn purpose_key(purpose: &Purpose) -> Vec<u8> {
         Purpose::Stats { partition } => put_principal(TAG_STATS, partition),
         Purpose::Status { partition } => put_principal(TAG_STATUS, partition),
         Purpose::Upgrade { partition } => put_principal(TAG_UPGRADE, partition),
+        Purpose::Restart { partition } => put_principal(TAG_RESTART, partition),
         Purpose::TopUp { partition, amount } => {
             let mut k = put_principal(TAG_TOP_UP, partition);
             k.extend_from_slice(&amount.to_be_bytes());

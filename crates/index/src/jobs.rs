@@ -113,6 +113,7 @@ impl<M: Memory> Index<M> {
             ) => {
                 let canister = *canister;
                 self.jobs.remove(&id);
+                let module = rec.module.clone();
                 let seq = self.bump_partition_seq();
                 self.put_partition(
                     canister,
@@ -135,6 +136,7 @@ impl<M: Memory> Index<M> {
                         health: None,
                     },
                 );
+                self.note_module(canister, module.as_ref());
                 return vec![];
             }
             (Job::Upload { canister, hashes }, Ok(Response::ChunkUploaded { hash })) => {

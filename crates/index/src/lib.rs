@@ -324,6 +324,10 @@ impl<M: Memory> Index<M> {
                 calls: self.reclaim_reply(env, &op_id, result),
                 finished: None,
             },
+            Purpose::Restart { .. } => {
+                self.restart_reply(result);
+                Reaction::default()
+            }
             Purpose::Upgrade { partition } => Reaction {
                 calls: self.upgrade_reply(env, partition, result),
                 finished: None,

@@ -177,6 +177,8 @@ pub struct CyclesCare {
     /// Top-ups confirmed, and their cycles.
     pub top_ups: u64,
     pub topped_up: u128,
+    /// Partitions found stopped outside a fleet upgrade and started again (confirmed).
+    pub restarts: Option<u64>,
 }
 
 impl Default for CyclesCare {
@@ -188,6 +190,7 @@ impl Default for CyclesCare {
             check_period_ns: crate::cycles::DEFAULT_CYCLES_CHECK_PERIOD_NS,
             top_ups: 0,
             topped_up: 0,
+            restarts: None,
         }
     }
 }
@@ -584,6 +587,10 @@ pub enum Purpose {
     },
     /// The current step of a partition's upgrade (`upgrades.rs`).
     Upgrade {
+        partition: Principal,
+    },
+    /// `start_canister` of a partition found stopped outside a fleet upgrade (`cycles.rs`).
+    Restart {
         partition: Principal,
     },
 }

@@ -95,6 +95,7 @@ fn provision(index: &mut Index<Mem>, ids: &mut u8) -> Vec<Principal> {
             Request::CanisterStatus { .. } => Response::Status {
                 cycles: 1_000_000_000_000,
                 module_hash: None,
+                stopped: false,
             },
             other => panic!("unexpected {other:?}"),
         };
@@ -1353,10 +1354,10 @@ mod cycles;
 #[path = "tests_quotas.rs"]
 mod quotas;
 
-#[path = "tests_upgrades.rs"]
-mod upgrades;
 #[path = "tests_health.rs"]
 mod health;
+#[path = "tests_upgrades.rs"]
+mod upgrades;
 
 /// `stats` lists at most `MAX_STATS_PARTITIONS` partitions (the oldest) under its reply
 /// budget; `partitions` pages all of them in creation order.

@@ -51,6 +51,7 @@ fn status(index: &mut Index<Mem>, part: Principal, env: Env, cycles: u128) -> Ve
             Ok(Response::Status {
                 cycles,
                 module_hash: None,
+                stopped: false,
             }),
         )
         .calls
@@ -93,14 +94,20 @@ fn a_partition_at_or_above_the_threshold_is_left_alone() {
 #[test]
 fn a_top_up_never_spends_the_reserve() {
     let (mut index, part) = with_partition();
-    // Reserve 1 T (default): 0.3 T above it can go, not the 0.9 T the partition lacks.
+    // Reserve 1 T (default): 0.3 T above it can go, less the margin the call itself may
+    // take, not the 0.9 T the partition lacks.
     let env = at(DEFAULT_CYCLES_CHECK_PERIOD_NS, T + 3 * T / 10);
     let calls = status(&mut index, part, env, T / 10);
-    assert_eq!(calls[0].request.cycles(), 3 * T / 10);
-    // At the reserve: nothing at all.
-    let (mut index, part) = with_partition();
-    let env = at(DEFAULT_CYCLES_CHECK_PERIOD_NS, T);
-    assert_eq!(status(&mut index, part, env, 0), vec![]);
+    assert_eq!(
+        calls[0].request.cycles(),
+        3 * T / 10 - crate::cycles::TOP_UP_MARGIN
+    );
+    // At the reserve, or above it by less than the margin: nothing at all.
+    for balance in [T, T + crate::cycles::TOP_UP_MARGIN] {
+        let (mut index, part) = with_partition();
+        let env = at(DEFAULT_CYCLES_CHECK_PERIOD_NS, balance);
+        assert_eq!(status(&mut index, part, env, 0), vec![]);
+    }
 }
 
 #[test]
@@ -137,6 +144,7 @@ fn checks_come_once_a_period_each() {
     let answer = Ok(Response::Status {
         cycles: T,
         module_hash: None,
+        stopped: false,
     });
     index.on_reply(&at(3 * t0, 100 * T), first[0].0, answer);
     // Answered: due again a period after it was asked.
@@ -145,6 +153,7 @@ fn checks_come_once_a_period_each() {
     let answer = Ok(Response::Status {
         cycles: T,
         module_hash: None,
+        stopped: false,
     });
     index.on_reply(&at(3 * t0, 100 * T), due[0].0, answer);
     assert_eq!(status_calls(&index.tick(&at(4 * t0 - 1, 100 * T))), vec![]);

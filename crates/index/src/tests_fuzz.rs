@@ -128,6 +128,7 @@ fn serve(
             Request::CanisterStatus { .. } => Response::Status {
                 cycles: 1_000_000_000_000,
                 module_hash: None,
+                stopped: false,
             },
             Request::DepositCycles { .. } => Response::Deposited,
             Request::StopCanister { .. } => Response::Stopped,

@@ -157,6 +157,7 @@ fn a_dead_partition_is_not_chosen_again_by_the_moves_the_index_starts() {
                     Request::CanisterStatus { .. } => Ok(Response::Status {
                         cycles: 1_000_000_000_000,
                         module_hash: None,
+                        stopped: false,
                     }),
                     Request::CreateCanister { .. } => {
                         Ok(Response::CanisterCreated(p(150 + targets.len() as u8)))

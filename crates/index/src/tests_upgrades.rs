@@ -79,6 +79,7 @@ impl Fleet {
             Request::CanisterStatus { canister } => Ok(Response::Status {
                 cycles: 1_000_000_000_000,
                 module_hash: self.module.get(canister).cloned().map(ByteBuf::from),
+                stopped: self.stopped.contains(canister),
             }),
             Request::Stats(_) if self.stopped.contains(&call.target) => {
                 reject("canister is stopped")

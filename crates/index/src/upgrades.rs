@@ -211,6 +211,22 @@ impl<M: Memory> Index<M> {
         }
     }
 
+    /// The index learned that `p` runs `module` (a creation job installed it, or a status
+    /// check read it): while a fleet upgrade runs to another module, a partition not in it
+    /// waits its turn — one created from a module activated just before, or one a late call
+    /// changed after its check.
+    pub(crate) fn note_module(&mut self, p: Principal, module: Option<&ByteBuf>) {
+        let Some(run) = self.cfg().upgrade.as_ref() else {
+            return;
+        };
+        if run.finished_at.is_none()
+            && module != Some(&run.module)
+            && !self.upgrades.contains_key(&p)
+        {
+            self.put_progress(p, waiting());
+        }
+    }
+
     /// Whether `p` is the source or the target of a move in progress.
     fn in_a_move(&self, p: &Principal) -> bool {
         self.moves.iter().any(|e| {
@@ -326,11 +342,18 @@ impl<M: Memory> Index<M> {
                 prog.step = UpgradeStep::Status;
                 Ok(())
             }
+            // Stopped again (a stop sent before an upgrade of the index, arriving late): start
+            // it again, counted as a failure of the check.
+            (UpgradeStep::Status, Ok(Response::Status { stopped: true, .. })) => {
+                prog.step = UpgradeStep::Start;
+                Err("stopped again after its start".to_string())
+            }
             (
                 UpgradeStep::Status,
                 Ok(Response::Status {
                     cycles,
                     module_hash,
+                    stopped: false,
                 }),
             ) => {
                 self.upgrade_checked(env, p, prog, cycles, module_hash);

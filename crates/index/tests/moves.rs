@@ -157,6 +157,7 @@ impl Net {
                 Request::CanisterStatus { .. } => Response::Status {
                     cycles: 1_000_000_000_000,
                     module_hash: None,
+                    stopped: false,
                 },
                 other => panic!("unexpected management call {other:?}"),
             };

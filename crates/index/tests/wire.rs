@@ -207,6 +207,7 @@ fn cycles_calls_round_trip_with_the_management_canister_types() {
         Ok(Response::Status {
             cycles: 1_234_567_890_123,
             module_hash: None,
+            stopped: false,
         })
     );
     let deposit = Request::DepositCycles {

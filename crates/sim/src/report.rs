@@ -66,8 +66,8 @@ pub enum ViolationKind {
     /// Cycles checker: the index attached cycles that took it under its reserve.
     UnderReserve,
     /// Checker 12, as a fleet upgrade ends (`--rolling-upgrades`): a partition it did not
-    /// report failed runs another module, one it reported failed runs the new module, a
-    /// partition was left stopped, or the partition the module trapped on went unreported.
+    /// report failed runs another module or was left stopped, or the partition the module
+    /// trapped on went unreported; after quiescence, a canister is still stopped by the index.
     FleetUpgrade,
 }
 

@@ -176,6 +176,7 @@ fn index_memory(
                 Request::CanisterStatus { .. } => Response::Status {
                     cycles: 1 << 50,
                     module_hash: None,
+                    stopped: false,
                 },
                 other => panic!("unexpected {other:?}"),
             };

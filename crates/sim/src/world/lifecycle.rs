@@ -121,8 +121,12 @@ impl World {
             self.issuing = false;
             self.faults = Faults::NONE;
             self.end_hazards();
+            // Outages end; a canister its controller (the index) stopped stays stopped until
+            // the index starts it.
             for c in self.canisters.values_mut() {
-                c.stopped_until = None;
+                if c.stopped_until != Some(u64::MAX) {
+                    c.stopped_until = None;
+                }
             }
         }
     }
@@ -130,6 +134,7 @@ impl World {
     fn finish(&mut self) {
         self.check_full();
         self.check_final();
+        self.check_none_left_stopped();
         self.phase = Phase::Done;
     }
 

@@ -138,6 +138,7 @@ impl World {
                 Some(c) => Ok(Response::Status {
                     cycles: c.cycles,
                     module_hash: c.module.clone().map(ByteBuf::from),
+                    stopped: c.stopped_until == Some(u64::MAX),
                 }),
                 None => reject(true, format!("no canister {canister}")),
             },
