@@ -128,6 +128,7 @@ pub struct Index<M: Memory> {
     move_chunks: BTreeMap<String, MoveChunk, M>,
     reverse: BTreeMap<Vec<u8>, String, M>,
     owners: BTreeMap<Principal, u64, M>,
+    owned_keys: BTreeMap<Vec<u8>, (), M>,
     creators: BTreeMap<Principal, (), M>,
     /// Derived from `registry` (`fleet.rs`).
     fleet: fleet::Fleet,
@@ -153,6 +154,7 @@ impl<M: Memory> Index<M> {
             move_chunks: BTreeMap::init(mem(memory::MOVE_CHUNKS)),
             reverse: BTreeMap::init(mem(memory::REVERSE)),
             owners: BTreeMap::init(mem(memory::OWNERS)),
+            owned_keys: BTreeMap::init(mem(memory::OWNED_KEYS)),
             creators: BTreeMap::init(mem(memory::CREATORS)),
             fleet: fleet::Fleet::default(),
         }
@@ -197,6 +199,7 @@ impl<M: Memory> Index<M> {
             cycles_reserve: init.cycles_reserve,
             create_policy: init.create_policy,
             max_subdbs_per_owner: init.max_subdbs_per_owner,
+            max_bytes_per_subdb: init.max_bytes_per_subdb.map(|n| n.max(1)),
         };
         settings::apply(&mut config, &settings).expect("install settings brought in range");
         let mut index = Self::with_memories(mem, config.clone());
@@ -222,6 +225,7 @@ impl<M: Memory> Index<M> {
         }
         index.forget_inflight();
         index.build_fleet();
+        index.backfill_owned_keys();
         Ok(index)
     }
 

@@ -35,3 +35,8 @@ pub const INFLIGHT_BY_PURPOSE: MemoryId = MemoryId::new(13);
 pub const OWNERS: MemoryId = MemoryId::new(14);
 /// Principals allowed to create SubDBs under the `AllowList` policy (`quotas.rs`).
 pub const CREATORS: MemoryId = MemoryId::new(15);
+/// Owner ++ outer key → nothing (`quotas::owned_key`): the names each principal owns, creates
+/// in progress included, so `routes` lists a non-admin's own SubDBs without walking the whole
+/// directory. Kept in step with `OWNERS`; backfilled from the directory by `Index::open` for
+/// an index written before it existed.
+pub const OWNED_KEYS: MemoryId = MemoryId::new(16);

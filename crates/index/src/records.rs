@@ -106,6 +106,8 @@ pub struct Config {
     /// Who may create SubDBs, and how many one principal may own (see `crate::quotas`).
     pub create_policy: CreatePolicy,
     pub max_subdbs_per_owner: u64,
+    /// The byte quota each new SubDB gets (see `crate::quotas`).
+    pub max_bytes_per_subdb: u64,
 }
 
 /// The index's cycles care, persisted in [`Config`]. A field added later must be an `Option`,
@@ -185,6 +187,7 @@ impl Default for Config {
             cycles: CyclesCare::default(),
             create_policy: CreatePolicy::Open,
             max_subdbs_per_owner: crate::quotas::DEFAULT_MAX_SUBDBS_PER_OWNER,
+            max_bytes_per_subdb: crate::quotas::DEFAULT_MAX_BYTES_PER_SUBDB,
         }
     }
 }
@@ -214,6 +217,7 @@ pub struct StoredConfig {
     pub cycles: Option<CyclesCare>,
     pub create_policy: Option<CreatePolicy>,
     pub max_subdbs_per_owner: Option<u64>,
+    pub max_bytes_per_subdb: Option<u64>,
 }
 
 impl From<&Config> for StoredConfig {
@@ -241,6 +245,7 @@ impl From<&Config> for StoredConfig {
             cycles: Some(c.cycles),
             create_policy: Some(c.create_policy),
             max_subdbs_per_owner: Some(c.max_subdbs_per_owner),
+            max_bytes_per_subdb: Some(c.max_bytes_per_subdb),
         }
     }
 }
@@ -271,6 +276,7 @@ impl From<StoredConfig> for Config {
             cycles: s.cycles.unwrap_or(d.cycles),
             create_policy: s.create_policy.unwrap_or(d.create_policy),
             max_subdbs_per_owner: s.max_subdbs_per_owner.unwrap_or(d.max_subdbs_per_owner),
+            max_bytes_per_subdb: s.max_bytes_per_subdb.unwrap_or(d.max_bytes_per_subdb),
         }
     }
 }

@@ -60,11 +60,26 @@ impl<M: Memory> Index<M> {
             create_policy: c.create_policy,
             allowed_creators: self.allowed_creators(),
             max_subdbs_per_owner: c.max_subdbs_per_owner,
+            max_bytes_per_subdb: c.max_bytes_per_subdb,
+            caller_is_admin: true,
         }
     }
 
     /// A page of the registry in creation order: partitions created after `start_after`,
     /// at most `limit` (default and most `MAX_PARTITIONS_PAGE`).
+    /// `stats` as `caller` may see it: an admin, everything; anyone else, every figure and
+    /// count, but neither the admin list nor the moves in progress (their outer keys), and
+    /// `caller_is_admin: false`.
+    pub fn stats_for(&self, caller: &Principal) -> IndexStats {
+        let mut s = self.stats();
+        if !self.is_admin(caller) {
+            s.admins = vec![];
+            s.moves = vec![];
+            s.caller_is_admin = false;
+        }
+        s
+    }
+
     pub fn partitions(&self, req: &PartitionsRequest) -> PartitionsPage {
         let limit = req
             .limit

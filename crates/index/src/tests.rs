@@ -1350,6 +1350,9 @@ mod cycles;
 #[path = "tests_quotas.rs"]
 mod quotas;
 
+#[path = "tests_leaks.rs"]
+mod leaks;
+
 /// `stats` lists at most `MAX_STATS_PARTITIONS` partitions (the oldest) under its reply
 /// budget; `partitions` pages all of them in creation order.
 #[test]

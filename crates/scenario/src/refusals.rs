@@ -199,6 +199,7 @@ fn housekeeping_calls(at: InnerKey) -> Vec<(&'static str, Vec<u8>)> {
                 },
                 op_id: op(8),
                 hard_cap: None,
+                max_bytes: None,
             }),
         ),
         (

@@ -254,6 +254,7 @@ mod tests {
                         writers: vec![],
                     },
                     hard_cap: None,
+                    max_bytes: None,
                 },
             )
             .unwrap();

@@ -253,6 +253,8 @@ pub struct SimConfig {
     pub create_policy: CreatePolicy,
     /// `IndexInit.max_subdbs_per_owner`.
     pub max_subdbs_per_owner: u64,
+    /// `IndexInit.max_bytes_per_subdb`: every SubDB's byte quota, enforced by its partition.
+    pub max_bytes_per_subdb: u64,
     pub faults: Faults,
     pub bugs: PlantedBugs,
     /// A scenario of writers outpacing moves: every move throttles its SubDB's writers from
@@ -323,6 +325,13 @@ impl SimConfig {
         } else {
             move_cap_bytes
         };
+        // Drawn last, so every older knob keeps its value: one seed in three gives each SubDB
+        // a byte quota of 4 to 20 of its largest values, which busy clients reach.
+        let max_bytes_per_subdb = if r.chance(1.0 / 3.0) {
+            r.range(4, 20) * max_value_bytes as u64
+        } else {
+            flotilla_index::quotas::DEFAULT_MAX_BYTES_PER_SUBDB
+        };
         let cfg = SimConfig {
             seed,
             ops,
@@ -351,6 +360,7 @@ impl SimConfig {
             cycles,
             create_policy,
             max_subdbs_per_owner,
+            max_bytes_per_subdb,
             faults,
             bugs: PlantedBugs::default(),
             throttle_moves: None,
@@ -375,6 +385,13 @@ impl SimConfig {
     pub fn with_open_creates(mut self) -> Self {
         self.create_policy = CreatePolicy::Open;
         self.max_subdbs_per_owner = flotilla_index::quotas::DEFAULT_MAX_SUBDBS_PER_OWNER;
+        self.max_bytes_per_subdb = flotilla_index::quotas::DEFAULT_MAX_BYTES_PER_SUBDB;
+        self
+    }
+
+    /// Gives every SubDB this byte quota.
+    pub fn with_byte_quota(mut self, max_bytes_per_subdb: u64) -> Self {
+        self.max_bytes_per_subdb = max_bytes_per_subdb;
         self
     }
 
@@ -498,8 +515,8 @@ impl fmt::Display for SimConfig {
         )?;
         writeln!(
             f,
-            "  creates: {:?}, at most {} SubDBs per owner",
-            self.create_policy, self.max_subdbs_per_owner
+            "  creates: {:?}, at most {} SubDBs per owner, {} bytes per SubDB",
+            self.create_policy, self.max_subdbs_per_owner, self.max_bytes_per_subdb
         )?;
         writeln!(f, "  faults: {}", self.faults)?;
         write!(f, "  hazards: {}", self.hazards)?;

@@ -64,6 +64,10 @@ pub enum ViolationKind {
     OutOfCycles,
     /// Cycles checker: the index attached cycles that took it under its reserve.
     UnderReserve,
+    /// Checker 12: a put was refused `QuotaExceeded` although it fit its SubDB's byte quota
+    /// (or named another quota than the SubDB was created with), or was acknowledged although
+    /// it took the SubDB past its quota.
+    QuotaWrong,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,6 +143,8 @@ pub struct Report {
     pub partition_dry_rounds: u64,
     /// Creates refused because the owner had its quota of SubDBs.
     pub creates_refused_quota: u64,
+    /// Puts refused because they would take their SubDB past its byte quota.
+    pub puts_refused_quota: u64,
     /// Times the world's operator topped up an index low on cycles.
     pub operator_top_ups: u64,
     /// Raw stable memory of every canister at the end.
@@ -237,6 +243,7 @@ pub struct Summary {
     pub partition_dry_rounds: u64,
     pub operator_top_ups: u64,
     pub creates_refused_quota: u64,
+    pub puts_refused_quota: u64,
     pub violations: u64,
     /// Seeds with at least one move.
     pub seeds_with_moves: u64,
@@ -269,6 +276,7 @@ impl Summary {
         self.partition_dry_rounds += r.partition_dry_rounds;
         self.operator_top_ups += r.operator_top_ups;
         self.creates_refused_quota += r.creates_refused_quota;
+        self.puts_refused_quota += r.puts_refused_quota;
         self.violations += r.violations.len() as u64;
         self.seeds_with_moves += u64::from(r.moves > 0);
         if !r.ok() {
@@ -313,13 +321,15 @@ impl fmt::Display for Summary {
         writeln!(
             f,
             "top_ups={} (seeds with top-ups: {}) creates_refused_low_cycles={} \
-             partition_dry_rounds={} operator_top_ups={} creates_refused_quota={}",
+             partition_dry_rounds={} operator_top_ups={} creates_refused_quota={} \
+             puts_refused_quota={}",
             self.top_ups,
             self.seeds_with_top_ups,
             self.creates_refused_low_cycles,
             self.partition_dry_rounds,
             self.operator_top_ups,
-            self.creates_refused_quota
+            self.creates_refused_quota,
+            self.puts_refused_quota
         )?;
         write!(
             f,

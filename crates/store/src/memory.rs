@@ -35,3 +35,7 @@ pub const EXPORT_THROTTLE: MemoryId = MemoryId::new(14);
 /// (`StableBTreeMap<u32, ()>`): `purge_step` visits only these. Backfilled at init from the
 /// slots for stores written before it existed.
 pub const PURGING: MemoryId = MemoryId::new(15);
+/// Partition layer: the metadata blob (access lists, byte quota) a SubDB had when it moved
+/// away, by its old local id (`StableBTreeMap<u32, Vec<u8>>`), so its tombstone answers
+/// `Moved` only to callers who could read it. Absent for tombstones written before it existed.
+pub const PARTITION_TOMB_ACCESS: MemoryId = MemoryId::new(16);
