@@ -15,9 +15,18 @@
 //! # Resolving a SubDB id
 //!
 //! A live SubDB goes on to authorization; an id that moved away answers `Moved { to }` from
-//! its tombstone; anything else answers `UnknownSubDb`. Store ids are never reused, so a stale
-//! id can never reach another SubDB. A mutation on an unknown id still consults the op-id log,
-//! so a retry of a `delete_subdb` that succeeded gets its first result back.
+//! its tombstone to a caller who could read the SubDB when it moved; anything else answers
+//! `UnknownSubDb`. A caller who may not read a SubDB, live or moved, gets exactly the answer
+//! of an id never used: it learns nothing of other users' SubDBs, not even that they exist
+//! (`NotAuthorized` is for callers who may read it but lack the right the call needs). Store
+//! ids are never reused, so a stale id can never reach another SubDB. A mutation on an
+//! unknown id still consults the op-id log, so a retry of a `delete_subdb` that succeeded gets
+//! its first result back.
+//!
+//! # Byte quota
+//!
+//! A SubDB may carry a byte quota in its metadata blob (see [`access`]); `put` and `batch`
+//! refuse a write that would take it past the quota (`QuotaExceeded`), storing nothing.
 //!
 //! # Who may call what
 //!
@@ -31,8 +40,9 @@
 //! `create_subdb_local` with the index's, so one principal's op id never replays another's
 //! call.
 //!
-//! Persisted formats: [`layout`] (state cell, tombstones, imports) and [`access`] (the
-//! per-SubDB metadata blob). Memory ids: [`flotilla_store::memory`].
+//! Persisted formats: [`layout`] (state cell, tombstones, imports, the access kept beside
+//! tombstones) and [`access`] (the per-SubDB metadata blob). Memory ids:
+//! [`flotilla_store::memory`].
 
 pub mod access;
 pub mod dispatch;

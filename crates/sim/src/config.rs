@@ -43,6 +43,11 @@ pub struct PlantedBugs {
     /// The management canister refuses to install any module but the first one uploaded: after
     /// an admin's re-upload no partition can be created (caught by the spare-pool checker).
     pub install_first_module_only: bool,
+    /// The world installs the index with another byte quota than the one the clients hold
+    /// their SubDBs to: twice it (`lax`: puts past the quota are acknowledged) or half
+    /// (`strict`: puts within it are refused). Caught by the quota checker (12).
+    pub lax_byte_quota: bool,
+    pub strict_byte_quota: bool,
 }
 
 /// A planted bug by name (CLI `--plant`).
@@ -57,10 +62,12 @@ pub enum Bug {
     DoubleImportChunks,
     SwallowBrokenCalls,
     InstallFirstModuleOnly,
+    LaxByteQuota,
+    StrictByteQuota,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 9] = [
+    pub const ALL: [Bug; 11] = [
         Bug::FreshOpIdOnRetry,
         Bug::DropDeltaPuts,
         Bug::LostDeposits,
@@ -70,6 +77,8 @@ impl Bug {
         Bug::DoubleImportChunks,
         Bug::SwallowBrokenCalls,
         Bug::InstallFirstModuleOnly,
+        Bug::LaxByteQuota,
+        Bug::StrictByteQuota,
     ];
 
     pub fn name(self) -> &'static str {
@@ -83,6 +92,8 @@ impl Bug {
             Bug::DoubleImportChunks => "double-import-chunks",
             Bug::SwallowBrokenCalls => "swallow-broken-calls",
             Bug::InstallFirstModuleOnly => "install-first-module-only",
+            Bug::LaxByteQuota => "lax-byte-quota",
+            Bug::StrictByteQuota => "strict-byte-quota",
         }
     }
 
@@ -97,6 +108,8 @@ impl Bug {
             Bug::DoubleImportChunks => &mut bugs.double_import_chunks,
             Bug::SwallowBrokenCalls => &mut bugs.swallow_broken_calls,
             Bug::InstallFirstModuleOnly => &mut bugs.install_first_module_only,
+            Bug::LaxByteQuota => &mut bugs.lax_byte_quota,
+            Bug::StrictByteQuota => &mut bugs.strict_byte_quota,
         }
     }
 

@@ -309,7 +309,13 @@ impl World {
                 cycles_reserve: Some(cfg.cycles.reserve),
                 create_policy: Some(cfg.create_policy),
                 max_subdbs_per_owner: Some(cfg.max_subdbs_per_owner),
-                max_bytes_per_subdb: Some(cfg.max_bytes_per_subdb),
+                max_bytes_per_subdb: Some(if cfg.bugs.lax_byte_quota {
+                    cfg.max_bytes_per_subdb.saturating_mul(2)
+                } else if cfg.bugs.strict_byte_quota {
+                    (cfg.max_bytes_per_subdb / 2).max(1)
+                } else {
+                    cfg.max_bytes_per_subdb
+                }),
             },
         );
         logic.set_cycles_check_period(cfg.cycles.check_period_rounds * ROUND_NS);
