@@ -1,6 +1,9 @@
 // The fleet dashboard (`/`). It reads the index's `stats` and `routes` queries through an
 // anonymous agent, like any client, every second; on the demo it also reads the observer
-// (`/flotilla/observer`) for request counters and a live log of recent requests.
+// (`/flotilla/observer`) for request counters and a live log of recent requests. The index
+// shows a non-admin (the anonymous agent) every figure and count, but no SubDB names: `routes`
+// lists only the caller's own SubDBs and `stats` leaves out the moves' outer keys, so the
+// partitions show their counts, and names only for SubDBs the anonymous principal owns (none).
 
 import uPlot from "uplot";
 import { AnonymousIdentity } from "@icp-sdk/core/agent";
@@ -206,7 +209,8 @@ class Dashboard {
     setText(byId("subdb-count"), formatCount(s.subdbs));
     setText(byId("routing-version"), String(s.routing_version));
     byId("routing-version").title = `routes snapshot version ${routesVersion}`;
-    setText(byId("moves-in-progress-count"), String(s.moves.length));
+    // `moves` (outer keys) is listed to admins only; the count is public.
+    setText(byId("moves-in-progress-count"), String(s.moves_total));
     setText(byId("move-cap"), formatBytes(s.move_cap_bytes));
     setText(byId("index-cycles"), formatCycles(s.cycles.balance));
     setText(byId("cycles-reserve"), formatCycles(s.cycles.reserve));
@@ -315,7 +319,14 @@ class Dashboard {
         ),
       ),
     );
-    byId("moves-empty").hidden = s.moves.length > 0;
+    const empty = byId("moves-empty");
+    empty.hidden = s.moves.length > 0;
+    setText(
+      empty,
+      s.moves_total > 0n && !s.caller_is_admin
+        ? `${s.moves_total} in progress; the index names them to its admins only.`
+        : "No move in progress.",
+    );
   }
 
   private renderObserver(o: Observer, rates: { requests: number | null; ops: number | null }): void {

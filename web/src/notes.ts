@@ -194,7 +194,9 @@ class NotesApp {
     } catch (e) {
       if (gen !== this.generation) return;
       this.showContent(false);
-      if (!own && FlotillaError.is(e, "NotAuthorized")) {
+      // A partition tells a caller who may not read a SubDB nothing of it: the answer of an
+      // absent SubDB (`UnknownSubDb`).
+      if (!own && (FlotillaError.is(e, "NotAuthorized") || FlotillaError.is(e, "UnknownSubDb"))) {
         this.showError(`Not authorized: ${nb.owner} has not shared this notebook with you.`);
       } else if (!own && FlotillaError.is(e, "UnknownOuterKey")) {
         this.showError(`No notebook: ${nb.owner} has no notes here.`);

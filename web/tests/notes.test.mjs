@@ -95,7 +95,8 @@ test("sharing read-only; another user is refused, distinguishably", async () => 
   await mine.save({ title: "secret", body: "for readers only" });
 
   const asStranger = new Notebook(stranger.client, owner.me);
-  await assert.rejects(() => asStranger.page(null), (e) => e instanceof F.FlotillaError && e.kind === "NotAuthorized");
+  // A stranger learns nothing of the notebook: the answer of an absent SubDB.
+  await assert.rejects(() => asStranger.page(null), (e) => e instanceof F.FlotillaError && e.kind === "UnknownSubDb");
 
   assert.deepEqual(await mine.share(reader.me), [reader.me]);
   assert.deepEqual(await mine.readers(), [reader.me]);
@@ -111,7 +112,7 @@ test("sharing read-only; another user is refused, distinguishably", async () => 
   assert.deepEqual((await new Notebook(second.client, owner.me).page(null)).notes.length, 1);
   // Unsharing.
   await mine.unshare(reader.me);
-  await assert.rejects(() => asReader.page(null), (e) => e.kind === "NotAuthorized");
+  await assert.rejects(() => asReader.page(null), (e) => e.kind === "UnknownSubDb");
   // A bad principal, or the owner, are refused before any call.
   await assert.rejects(() => mine.share("not-a-principal"), (e) => e.kind === "InvalidArgument");
   await assert.rejects(() => mine.share(owner.me), (e) => e.kind === "InvalidArgument");

@@ -173,8 +173,9 @@ endpoints! {
         with(|i| i.route(&outer_keys))
     }
 
+    /// Every route for an admin; anyone else gets the routes of the SubDBs it owns.
     query fn routes(req: RoutesRequest) -> RoutesPage {
-        with(|i| i.routes(&req))
+        with(|i| i.routes_for(&ic_cdk::api::msg_caller(), &req))
     }
 
     /// A page of the partitions in creation order (`stats` lists at most the first 1,000).
@@ -233,15 +234,16 @@ endpoints! {
     }
 }
 
+/// The fleet's figures; the admin list and the moves (outer keys) only for admins.
 #[ic_cdk::query]
 fn stats() -> IndexStats {
-    with(|i| i.stats())
+    with(|i| i.stats_for(&ic_cdk::api::msg_caller()))
 }
 
-/// Moves in progress (phase, chunks, consecutive failures).
+/// Moves in progress (phase, chunks, consecutive failures); empty for non-admins.
 #[ic_cdk::query]
 fn list_moves() -> Vec<MoveInfo> {
-    with(|i| i.list_moves())
+    with(|i| i.list_moves_for(&ic_cdk::api::msg_caller()))
 }
 
 /// Runs the background work now instead of at the next timer tick (admins only).

@@ -253,6 +253,11 @@ pub(crate) fn fail<E: Display>(what: &str, e: Error<E>) -> Failure {
         Error::Refused(r) if r.to_string().starts_with("the caller may not") => {
             "; pass --identity with the PEM of a principal allowed to do this"
         }
+        // A partition answers a caller who may not read a SubDB as for an absent one.
+        Error::Refused(r) if r.to_string() == "no such SubDB" => {
+            "; if it exists and is shared with you, pass --identity with the PEM of a principal \
+             allowed to read it"
+        }
         Error::NotFound { .. } => "; `flotilla routes` lists the SubDBs",
         Error::GaveUp { .. } => "; the outcome is unknown: run the same command again",
         Error::Rejected(_) => "; check --network and --index",
@@ -604,8 +609,14 @@ pub fn fleet_table(s: &IndexStats) -> String {
             s.partitions_total
         );
     }
-    if s.moves.is_empty() {
+    if s.moves_total == 0 {
         t += "no moves in flight\n";
+    } else if s.moves.is_empty() {
+        // The index names moves (outer keys) to its admins only.
+        t += &format!(
+            "{} moves in flight (names shown to admins: pass --identity with an admin's PEM)\n",
+            s.moves_total
+        );
     } else {
         t += &format!("{} moves in flight:\n", s.moves.len());
         for m in &s.moves {

@@ -263,15 +263,16 @@ fn every_data_command_works() {
     .unwrap();
     assert_eq!(stats_json["subdbs"], 2);
 
-    // Another principal may not read a private SubDB, and is told what to pass.
+    // Another principal may not read a private SubDB, and learns nothing of it: the answer of
+    // an absent SubDB, with a hint at what to pass.
     let stranger = cli.other_user(77);
     let refused = stranger
         .run(Output::Text, scan("notes", false, None, None, None))
         .unwrap_err();
     assert_eq!(
         refused,
-        "scan notes: the caller may not read this SubDB; pass --identity with the PEM of a \
-         principal allowed to do this"
+        "scan notes: no such SubDB; if it exists and is shared with you, pass --identity with \
+         the PEM of a principal allowed to read it"
     );
 
     assert_eq!(

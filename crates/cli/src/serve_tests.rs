@@ -113,7 +113,7 @@ async fn the_rust_client_over_ic_agent_against_the_demo_endpoint() {
     let started = Instant::now();
     loop {
         let st = alice.index_stats().await.unwrap();
-        if st.moves.is_empty() && st.partitions.iter().filter(|p| p.subdbs > 0).count() >= 2 {
+        if st.moves_total == 0 && st.partitions.iter().filter(|p| p.subdbs > 0).count() >= 2 {
             break;
         }
         assert!(
@@ -192,7 +192,7 @@ async fn the_rust_client_over_ic_agent_against_the_demo_endpoint() {
     for (who, c) in [("bob", &bob), ("anonymous", &anon)] {
         let r = c.get("big1", &0u32.to_be_bytes()).await;
         assert!(
-            matches!(r, Err(Error::Refused(GetError::NotAuthorized))),
+            matches!(r, Err(Error::Refused(GetError::UnknownSubDb))),
             "{who}: {r:?}"
         );
         let w = c.put("big1", b"x", b"y").await;
@@ -270,7 +270,8 @@ async fn the_pages_the_observer_and_a_forced_move_over_http() {
         .to_string();
     assert_ne!(target, before.partition.to_text());
     let started = Instant::now();
-    while !alice.index_stats().await.unwrap().moves.is_empty() {
+    // Alice is no admin: `stats` counts the moves but does not name them.
+    while alice.index_stats().await.unwrap().moves_total > 0 {
         assert!(started.elapsed() < Duration::from_secs(60), "seed={seed}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

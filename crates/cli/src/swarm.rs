@@ -24,7 +24,7 @@ pub struct SimArgs {
     /// Plant a bug to see the checkers catch it (repeatable): fresh-op-id-on-retry,
     /// drop-delta-puts, lost-deposits, inflated-balance, stale-access-on-cutover,
     /// partition-deletes-for-owners, double-import-chunks, swallow-broken-calls,
-    /// install-first-module-only, ignore-start-canister.
+    /// install-first-module-only, ignore-start-canister, lax-byte-quota, strict-byte-quota.
     #[arg(long)]
     plant: Vec<Bug>,
     /// A scenario of writers outpacing moves: every move throttles its SubDB's writers from

@@ -20,6 +20,18 @@ use ic_stable_structures::Memory;
 use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
 
+/// The `reason` of a `PartitionUnavailable` a client gets: one of three fixed texts. The
+/// partition's reject message is not passed on: the IC's own texts name canisters and
+/// cycle balances, internal state a client has no use for (it retries either way).
+fn unavailable(reject: Option<&Reject>) -> String {
+    match reject {
+        Some(r) if r.certain => "the partition refused the call; retry shortly",
+        Some(_) => "the partition's answer was lost; retry with the same op id",
+        None => "the partition answered another call; retry shortly",
+    }
+    .to_string()
+}
+
 fn args_hash(parts: &[&[u8]]) -> ByteBuf {
     let mut h = Sha256::new();
     for p in parts {
@@ -134,7 +146,7 @@ impl<M: Memory> Index<M> {
             }
             return Step::Done(Err(CreateError::NoCapacity));
         };
-        self.count_owned(owner, true);
+        self.note_owned(owner, &req.outer_key, true);
         self.directory.insert(
             req.outer_key.clone(),
             DirEntry {
@@ -153,6 +165,7 @@ impl<M: Memory> Index<M> {
                 writers: req.writers,
             },
             hard_cap: req.hard_cap,
+            max_bytes: Some(self.cfg().max_bytes_per_subdb),
         };
         self.pending
             .insert(req.outer_key.clone(), PendingCall::Create(args));
@@ -305,20 +318,22 @@ impl<M: Memory> Index<M> {
             Ok(Response::SubDbCreated(Err(e))) => {
                 // Refused: nothing was created; release the name and forget the op.
                 self.directory.remove(&key);
-                self.count_owned(entry.owner, false);
+                self.note_owned(entry.owner, &key, false);
                 self.pending.remove(&key);
                 self.forget_op(&entry.op_id);
                 Err(CreateError::Partition(e))
             }
-            Ok(other) => Err(CreateError::PartitionUnavailable {
-                reason: format!("unexpected reply {other:?}"),
+            Ok(_) => Err(CreateError::PartitionUnavailable {
+                reason: unavailable(None),
             }),
-            Err(Reject { message, .. }) => {
+            Err(reject) => {
                 // Even a clean reject of this attempt says nothing of earlier ones with the same
                 // op id (a lost reply, a call forgotten across an upgrade): the name stays
                 // reserved and a retry or `tick` re-drives the identical call until the
                 // partition answers. Only the partition's own refusal releases the name.
-                Err(CreateError::PartitionUnavailable { reason: message })
+                Err(CreateError::PartitionUnavailable {
+                    reason: unavailable(Some(&reject)),
+                })
             }
         }
     }
@@ -335,7 +350,7 @@ impl<M: Memory> Index<M> {
         };
         let finish = |index: &mut Self, entry: &DirEntry| {
             index.directory.remove(&key);
-            index.count_owned(entry.owner, false);
+            index.note_owned(entry.owner, &key, false);
             index.reverse.remove(&moves::reverse_key(&entry.inner()));
             index.pending.remove(&key);
             index.finish_op(&entry.op_id, entry.inner());
@@ -360,18 +375,20 @@ impl<M: Memory> Index<M> {
                 self.directory.insert(key, entry);
                 Err(E::Partition(e))
             }
-            Ok(other) => Err(E::PartitionUnavailable {
-                reason: format!("unexpected reply {other:?}"),
+            Ok(_) => Err(E::PartitionUnavailable {
+                reason: unavailable(None),
             }),
-            Err(Reject { message, certain }) => {
-                if certain {
+            Err(reject) => {
+                if reject.certain {
                     self.pending.remove(&key);
                     self.forget_op(&entry.op_id);
                     entry.state = DirState::Live;
                     entry.op_id.clear();
                     self.directory.insert(key, entry);
                 }
-                Err(E::PartitionUnavailable { reason: message })
+                Err(E::PartitionUnavailable {
+                    reason: unavailable(Some(&reject)),
+                })
             }
         }
     }
@@ -399,12 +416,8 @@ impl<M: Memory> Index<M> {
 
     /// A page of the routing snapshot, in outer-key order, with the routing version: at most
     /// `limit` routes (default and most `MAX_ROUTES_PAGE`) and `ROUTES_REPLY_BUDGET_BYTES` of
-    /// reply; `next` is set whenever routes may remain.
+    /// reply; `next` is set whenever routes may remain. Every route: what an admin sees.
     pub fn routes(&self, req: &RoutesRequest) -> RoutesPage {
-        let limit = req
-            .limit
-            .unwrap_or(MAX_ROUTES_PAGE)
-            .clamp(1, MAX_ROUTES_PAGE) as usize;
         let iter = match &req.start_after {
             Some(k) => self.directory.range((
                 std::ops::Bound::Excluded(k.clone()),
@@ -412,15 +425,42 @@ impl<M: Memory> Index<M> {
             )),
             None => self.directory.iter(),
         };
+        self.routes_page(req, iter.map(|e| e.into_pair()))
+    }
+
+    /// The `routes` query as `caller` may see it: an admin, every route; anyone else, the
+    /// routes of the SubDBs it owns (walked from `OWNED_KEYS`, never the whole directory), so
+    /// no one learns other principals' outer keys from a listing. A SubDB shared with the
+    /// caller is found by name with `route`, which answers any name (the index does not know
+    /// the readers a partition keeps; the name is what the owner shares, and the partition
+    /// decides every read).
+    pub fn routes_for(&self, caller: &Principal, req: &RoutesRequest) -> RoutesPage {
+        if self.is_admin(caller) {
+            return self.routes(req);
+        }
+        let owned = self
+            .owned_names(caller, req.start_after.as_deref())
+            .filter_map(|k| self.directory.get(&k).map(|e| (k, e)));
+        self.routes_page(req, owned)
+    }
+
+    fn routes_page(
+        &self,
+        req: &RoutesRequest,
+        iter: impl Iterator<Item = (String, DirEntry)>,
+    ) -> RoutesPage {
+        let limit = req
+            .limit
+            .unwrap_or(MAX_ROUTES_PAGE)
+            .clamp(1, MAX_ROUTES_PAGE) as usize;
         let mut routes = vec![];
         let mut next = None;
         let mut bytes = 0;
-        for e in iter {
+        for (k, v) in iter {
             if routes.len() == limit {
                 next = routes.last().map(|r: &Route| r.outer_key.clone());
                 break;
             }
-            let (k, v) = e.into_pair();
             if v.state != DirState::Creating {
                 let cost = k.len() + v.partition.as_slice().len() + ROUTE_OVERHEAD_BYTES;
                 if !routes.is_empty() && bytes + cost > ROUTES_REPLY_BUDGET_BYTES {

@@ -64,10 +64,10 @@ mod plain {
         queries {
             route(keys: Vec<String>) -> Result<Vec<Option<InnerKey>>, RouteError> =
                 |i, _cx| i.route(&keys);
-            routes(req: RoutesRequest) -> RoutesPage = |i, _cx| i.routes(&req);
-            stats() -> IndexStats = |i, _cx| i.stats();
+            routes(req: RoutesRequest) -> RoutesPage = |i, cx| i.routes_for(&cx.caller, &req);
+            stats() -> IndexStats = |i, cx| i.stats_for(&cx.caller);
             partitions(req: PartitionsRequest) -> PartitionsPage = |i, _cx| i.partitions(&req);
-            list_moves() -> Vec<MoveInfo> = |i, _cx| i.list_moves();
+            list_moves() -> Vec<MoveInfo> = |i, cx| i.list_moves_for(&cx.caller);
         }
         updates {
             add_admin(p: candid::Principal) -> Result<(), AdminError> = |i, cx| i.add_admin(cx, p);

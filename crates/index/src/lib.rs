@@ -134,6 +134,7 @@ pub struct Index<M: Memory> {
     move_chunks: BTreeMap<String, MoveChunk, M>,
     reverse: BTreeMap<Vec<u8>, String, M>,
     owners: BTreeMap<Principal, u64, M>,
+    owned_keys: BTreeMap<Vec<u8>, (), M>,
     creators: BTreeMap<Principal, (), M>,
     reclaims: BTreeMap<Vec<u8>, ReclaimRecord, M>,
     upgrades: BTreeMap<Principal, UpgradeProgress, M>,
@@ -165,6 +166,7 @@ impl<M: Memory> Index<M> {
             move_chunks: BTreeMap::init(mem(memory::MOVE_CHUNKS)),
             reverse: BTreeMap::init(mem(memory::REVERSE)),
             owners: BTreeMap::init(mem(memory::OWNERS)),
+            owned_keys: BTreeMap::init(mem(memory::OWNED_KEYS)),
             creators: BTreeMap::init(mem(memory::CREATORS)),
             reclaims: BTreeMap::init(mem(memory::RECLAIMS)),
             upgrades: BTreeMap::init(mem(memory::UPGRADES)),
@@ -213,6 +215,7 @@ impl<M: Memory> Index<M> {
             cycles_reserve: init.cycles_reserve,
             create_policy: init.create_policy,
             max_subdbs_per_owner: init.max_subdbs_per_owner,
+            max_bytes_per_subdb: init.max_bytes_per_subdb.map(|n| n.max(1)),
         };
         settings::apply(&mut config, &settings).expect("install settings brought in range");
         let mut index = Self::with_memories(mem, config.clone());
@@ -240,6 +243,7 @@ impl<M: Memory> Index<M> {
         index.build_fleet();
         index.build_reclaims_due();
         index.build_upgrade_sets();
+        index.backfill_owned_keys();
         Ok(index)
     }
 

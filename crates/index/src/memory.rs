@@ -40,3 +40,8 @@ pub const CREATORS: MemoryId = MemoryId::new(15);
 pub const RECLAIMS: MemoryId = MemoryId::new(16);
 /// Partitions a fleet upgrade has still to do or is doing, and their step (`upgrades.rs`).
 pub const UPGRADES: MemoryId = MemoryId::new(17);
+/// Owner ++ outer key → nothing (`quotas::owned_key`): the names each principal owns, creates
+/// in progress included, so `routes` lists a non-admin's own SubDBs without walking the whole
+/// directory. Kept in step with `OWNERS`; backfilled from the directory by `Index::open` for
+/// an index written before it existed.
+pub const OWNED_KEYS: MemoryId = MemoryId::new(18);

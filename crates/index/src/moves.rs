@@ -722,6 +722,16 @@ impl<M: Memory> Index<M> {
         self.moves()
     }
 
+    /// `list_moves` as `caller` may see it: the moves of an admin; nothing for anyone else
+    /// (a move names its SubDB's outer key).
+    pub fn list_moves_for(&self, caller: &Principal) -> Vec<MoveInfo> {
+        if self.is_admin(caller) {
+            self.moves()
+        } else {
+            vec![]
+        }
+    }
+
     /// Calls a move off (admins): before the release, the source drops its change log and
     /// resumes writes and the target's partial import is reclaimed, as when the failure budget
     /// is spent. A move whose source was released can only complete (`TooLate`).

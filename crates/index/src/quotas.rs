@@ -6,6 +6,15 @@
 //! name and shrinks when the partition refuses it or a delete completes, so creates in flight
 //! count and parallel creates cannot pass the quota. A retried create whose op id already
 //! created its SubDB answers as before, whatever the quota is now.
+//!
+//! Bytes: each new SubDB gets a byte quota, `max_bytes_per_subdb` (keys plus values), sent in
+//! `create_subdb_local` and kept by the partition in the SubDB's metadata blob, which moves
+//! with the SubDB; the partition refuses a put or batch that would take the SubDB past it
+//! (`QuotaExceeded`), with no call to the index. The quota is per SubDB: a principal can hold
+//! at most `max_subdbs_per_owner` × `max_bytes_per_subdb` bytes in SubDBs it owns (writers it
+//! admits write into the owner's quota). A total per principal across partitions would need
+//! the partitions to ask the index, so it is not kept. A changed setting applies to SubDBs
+//! created from then on.
 
 use crate::{Env, Index};
 use candid::Principal;
@@ -15,6 +24,9 @@ use ic_stable_structures::Memory;
 
 /// SubDBs one principal may own by default.
 pub const DEFAULT_MAX_SUBDBS_PER_OWNER: u64 = 10_000;
+/// Byte quota of a new SubDB by default: the default move cap, so a full SubDB still fits a
+/// partition with room.
+pub const DEFAULT_MAX_BYTES_PER_SUBDB: u64 = crate::DEFAULT_MOVE_CAP_BYTES;
 
 impl<M: Memory> Index<M> {
     /// May `env.caller` create a SubDB owned by `owner` now?
@@ -51,6 +63,56 @@ impl<M: Memory> Index<M> {
         } else {
             self.owners.insert(owner, n);
         }
+    }
+
+    /// A name was reserved for `owner` (`up`) or released or deleted: the count of
+    /// [`Self::owned`] and the set of owned names (`OWNED_KEYS`) move together.
+    pub(crate) fn note_owned(&mut self, owner: Principal, outer_key: &str, up: bool) {
+        self.count_owned(owner, up);
+        let k = owned_key(&owner, outer_key);
+        if up {
+            self.owned_keys.insert(k, ());
+        } else {
+            self.owned_keys.remove(&k);
+        }
+    }
+
+    /// Fills `OWNED_KEYS` from the directory when an index written before it existed opens
+    /// (an empty set beside a non-empty directory); otherwise does nothing.
+    pub(crate) fn backfill_owned_keys(&mut self) {
+        if !self.owned_keys.is_empty() || self.directory.is_empty() {
+            return;
+        }
+        let names: Vec<Vec<u8>> = self
+            .directory
+            .iter()
+            .map(|e| {
+                let (k, v) = e.into_pair();
+                owned_key(&v.owner, &k)
+            })
+            .collect();
+        for k in names {
+            self.owned_keys.insert(k, ());
+        }
+    }
+
+    /// The names `owner` owns, in order, after `start_after` (creates in progress included).
+    pub(crate) fn owned_names<'a>(
+        &'a self,
+        owner: &Principal,
+        start_after: Option<&str>,
+    ) -> impl Iterator<Item = String> + 'a {
+        let prefix = owned_key(owner, "");
+        let from = match start_after {
+            Some(k) => std::ops::Bound::Excluded(owned_key(owner, k)),
+            None => std::ops::Bound::Included(prefix.clone()),
+        };
+        let n = prefix.len();
+        self.owned_keys
+            .range((from, std::ops::Bound::Unbounded))
+            .map(|e| e.into_pair().0)
+            .take_while(move |k| k.starts_with(&prefix))
+            .map(move |k| String::from_utf8_lossy(&k[n..]).into_owned())
     }
 
     /// Puts `who` on the allow-list of creators (admins only).
@@ -90,4 +152,15 @@ impl<M: Memory> Index<M> {
     pub(crate) fn allowed_creators(&self) -> u64 {
         self.creators.len()
     }
+}
+
+/// Key of `OWNED_KEYS`: the owner's length (one byte) and bytes, then the outer key's bytes,
+/// so one owner's names are one contiguous range in name order.
+pub(crate) fn owned_key(owner: &Principal, outer_key: &str) -> Vec<u8> {
+    let p = owner.as_slice();
+    let mut k = Vec::with_capacity(1 + p.len() + outer_key.len());
+    k.push(p.len() as u8);
+    k.extend_from_slice(p);
+    k.extend_from_slice(outer_key.as_bytes());
+    k
 }

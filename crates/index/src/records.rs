@@ -106,6 +106,8 @@ pub struct Config {
     /// Who may create SubDBs, and how many one principal may own (see `crate::quotas`).
     pub create_policy: CreatePolicy,
     pub max_subdbs_per_owner: u64,
+    /// The byte quota each new SubDB gets (see `crate::quotas`).
+    pub max_bytes_per_subdb: u64,
     /// Called-off moves whose partial import was left on the target because the reclaim
     /// list was full (`crate::reclaims::MAX_RECLAIMS`).
     pub reclaims_dropped: u64,
@@ -244,6 +246,7 @@ impl Default for Config {
             max_subdbs_per_owner: crate::quotas::DEFAULT_MAX_SUBDBS_PER_OWNER,
             reclaims_dropped: 0,
             upgrade: None,
+            max_bytes_per_subdb: crate::quotas::DEFAULT_MAX_BYTES_PER_SUBDB,
         }
     }
 }
@@ -275,6 +278,7 @@ pub struct StoredConfig {
     pub max_subdbs_per_owner: Option<u64>,
     pub reclaims_dropped: Option<u64>,
     pub upgrade: Option<UpgradeRun>,
+    pub max_bytes_per_subdb: Option<u64>,
 }
 
 impl From<&Config> for StoredConfig {
@@ -304,6 +308,7 @@ impl From<&Config> for StoredConfig {
             max_subdbs_per_owner: Some(c.max_subdbs_per_owner),
             reclaims_dropped: Some(c.reclaims_dropped),
             upgrade: c.upgrade.clone(),
+            max_bytes_per_subdb: Some(c.max_bytes_per_subdb),
         }
     }
 }
@@ -336,6 +341,7 @@ impl From<StoredConfig> for Config {
             max_subdbs_per_owner: s.max_subdbs_per_owner.unwrap_or(d.max_subdbs_per_owner),
             reclaims_dropped: s.reclaims_dropped.unwrap_or(d.reclaims_dropped),
             upgrade: s.upgrade,
+            max_bytes_per_subdb: s.max_bytes_per_subdb.unwrap_or(d.max_bytes_per_subdb),
         }
     }
 }

@@ -64,7 +64,28 @@ impl<M: Memory> Index<M> {
             fleet_upgrade: self.fleet_upgrade(),
             reclaims_pending: Some(self.reclaims_pending()),
             reclaims_dropped: Some(c.reclaims_dropped),
+            max_bytes_per_subdb: c.max_bytes_per_subdb,
+            caller_is_admin: true,
         }
+    }
+
+    /// `stats` as `caller` may see it: an admin, everything; anyone else, every figure and
+    /// count, but neither the admin list, nor the moves in progress (their outer keys), nor
+    /// the texts of a fleet upgrade's failures, and `caller_is_admin: false`.
+    pub fn stats_for(&self, caller: &Principal) -> IndexStats {
+        let mut s = self.stats();
+        if !self.is_admin(caller) {
+            s.admins = vec![];
+            s.moves = vec![];
+            s.caller_is_admin = false;
+            // Management-canister reject texts are internal state: counts and partitions only.
+            if let Some(u) = s.fleet_upgrade.as_mut() {
+                for f in &mut u.failed {
+                    f.message.clear();
+                }
+            }
+        }
+        s
     }
 
     /// A page of the registry in creation order: partitions created after `start_after`,

@@ -1,6 +1,7 @@
 //! The settings admins may change after install (`update_settings`): the spare pool, the
 //! move cap, the cycles of a new partition, the cycles care's threshold, target and reserve,
-//! who may create SubDBs and how many one principal may own. The install argument sets the same ones (`Index::install`).
+//! who may create SubDBs, how many one principal may own and the byte quota of new SubDBs. The
+//! install argument sets the same ones (`Index::install`).
 
 use crate::records::Config;
 use crate::{Env, Index};
@@ -38,6 +39,9 @@ pub(crate) fn apply(c: &mut Config, s: &IndexSettings) -> Result<(), SettingsErr
     if s.move_cap_bytes == Some(0) {
         return Err(SettingsError::ZeroMoveCap);
     }
+    if s.max_bytes_per_subdb == Some(0) {
+        return Err(SettingsError::ZeroByteQuota);
+    }
     let threshold = s.cycles_threshold.unwrap_or(c.cycles.threshold);
     let target = s.cycles_target.unwrap_or(c.cycles.target);
     if target < threshold {
@@ -51,5 +55,6 @@ pub(crate) fn apply(c: &mut Config, s: &IndexSettings) -> Result<(), SettingsErr
     c.cycles.reserve = s.cycles_reserve.unwrap_or(c.cycles.reserve);
     c.create_policy = s.create_policy.unwrap_or(c.create_policy);
     c.max_subdbs_per_owner = s.max_subdbs_per_owner.unwrap_or(c.max_subdbs_per_owner);
+    c.max_bytes_per_subdb = s.max_bytes_per_subdb.unwrap_or(c.max_bytes_per_subdb);
     Ok(())
 }

@@ -1356,6 +1356,8 @@ mod quotas;
 
 #[path = "tests_health.rs"]
 mod health;
+#[path = "tests_leaks.rs"]
+mod leaks;
 #[path = "tests_upgrades.rs"]
 mod upgrades;
 

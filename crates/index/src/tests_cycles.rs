@@ -261,6 +261,7 @@ fn settings_change_only_for_admins_and_only_when_all_are_valid() {
         cycles_reserve: Some(4 * T),
         create_policy: Some(CreatePolicy::AllowList),
         max_subdbs_per_owner: Some(5),
+        max_bytes_per_subdb: Some(7_000),
     };
     assert_eq!(
         index.update_settings(&env(p(ALICE)), s.clone()),
@@ -283,6 +284,13 @@ fn settings_change_only_for_admins_and_only_when_all_are_valid() {
                 ..s.clone()
             },
             SettingsError::ZeroMoveCap,
+        ),
+        (
+            IndexSettings {
+                max_bytes_per_subdb: Some(0),
+                ..s.clone()
+            },
+            SettingsError::ZeroByteQuota,
         ),
         (
             IndexSettings {
@@ -318,9 +326,10 @@ fn settings_change_only_for_admins_and_only_when_all_are_valid() {
             after.cycles.partition_cycles,
             after.cycles.threshold,
             after.cycles.target,
-            after.cycles.reserve
+            after.cycles.reserve,
+            after.max_bytes_per_subdb
         ),
-        (3, 5_000, 2 * T, T, 3 * T, 4 * T)
+        (3, 5_000, 2 * T, T, 3 * T, 4 * T, 7_000)
     );
     assert_eq!(
         (after.create_policy, after.max_subdbs_per_owner),

@@ -1097,3 +1097,81 @@ fn a_fast_writer_cannot_stretch_the_write_pause() {
         "writes paused {longest_frozen} rounds in a row (bound {PAUSE_BOUND_ROUNDS})"
     );
 }
+
+/// The byte quota the index gives a SubDB at creation travels in its metadata: the partition
+/// refuses a put past it (storing nothing) before and after a move, with no call to the index;
+/// the old home answers `Moved` only to those who could read the SubDB.
+#[test]
+fn the_byte_quota_survives_a_move() {
+    const QUOTA: u64 = 9_000_000;
+    let mut net = Net::new(6_000_000);
+    let env = net.env(p(ADMIN));
+    net.index
+        .update_settings(
+            &env,
+            flotilla_types::index::IndexSettings {
+                max_bytes_per_subdb: Some(QUOTA),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(net.index.stats().max_bytes_per_subdb, QUOTA);
+    for _ in 0..3 {
+        net.round(None);
+    }
+    net.create("small", 1);
+    let big = net.create("big", 2);
+    let mut cache = big;
+    for i in 0..400u32 {
+        let (k, v) = (i.to_be_bytes().to_vec(), vec![i as u8; 20_000]);
+        net.put(&mut cache, "big", &k, &v, i as u64).unwrap();
+    }
+    let held = 400 * (4 + 20_000);
+    let refuse = |net: &mut Net, cache: &mut InnerKey, op| {
+        let before = net.parts[&cache.partition].1.store().stats(cache.subdb);
+        assert_eq!(
+            net.put(cache, "big", b"over", &vec![1; 1_000_000], op),
+            Err(PutError::QuotaExceeded { max_bytes: QUOTA })
+        );
+        let after = net.parts[&cache.partition].1.store().stats(cache.subdb);
+        assert_eq!(before, after, "nothing stored");
+    };
+    refuse(&mut net, &mut cache, 1_000);
+    // Over the move cap: the index moves "big" (the largest) away.
+    for _ in 0..300 {
+        net.round(None);
+        if net.route("big").partition != big.partition && net.index.moves().is_empty() {
+            break;
+        }
+    }
+    let home = net.route("big");
+    assert_ne!(home.partition, big.partition, "moved");
+    let mut cache = home;
+    refuse(&mut net, &mut cache, 1_001);
+    assert_eq!(cache, home);
+    let room = QUOTA - held - 5;
+    net.put(&mut cache, "big", b"fits", &vec![2; room as usize], 1_002)
+        .unwrap();
+    let stats = net.parts[&home.partition]
+        .1
+        .store()
+        .stats(home.subdb)
+        .unwrap();
+    assert_eq!(stats.bytes, QUOTA - 1);
+    // The old home: `Moved` for the owner, the answer of an absent SubDB for a stranger and
+    // for the anonymous principal.
+    let old = &net.parts[&big.partition].1;
+    let g = GetArgs {
+        subdb: big.subdb,
+        key: ByteBuf::from(b"k".to_vec()),
+    };
+    assert_eq!(old.get(p(OWNER), &g), Err(GetError::Moved { to: home }));
+    for who in [p(99), Principal::anonymous()] {
+        assert_eq!(old.get(who, &g), Err(GetError::UnknownSubDb));
+        let absent = GetArgs {
+            subdb: 4_000,
+            ..g.clone()
+        };
+        assert_eq!(old.get(who, &absent), Err(GetError::UnknownSubDb));
+    }
+}

@@ -42,6 +42,7 @@ fn every_partition_request_round_trips_through_the_partition_dispatcher() {
                 writers: vec![],
             },
             hard_cap: None,
+            max_bytes: None,
         }),
         Request::Stats(StatsArgs {
             from: 0,

@@ -1,22 +1,25 @@
-//! SubDB access lists, kept in the store's opaque per-SubDB metadata blob.
+//! SubDB access lists and byte quota, kept in the store's opaque per-SubDB metadata blob.
 //!
 //! The blob lives beside the SubDB's data and travels with it (export chunk 0 carries it), so
-//! whichever partition holds a SubDB decides every request from its own memory.
+//! whichever partition holds a SubDB decides every request from its own memory — the byte
+//! quota included, which therefore survives moves with no change to the move protocol.
 //!
-//! Format, version 1 (hand-written so that a check costs a few byte comparisons and no
+//! Format, versions 1 and 2 (hand-written so that a check costs a few byte comparisons and no
 //! allocation; Candid or CBOR decoding on every request would cost far more):
 //!
 //! ```text
-//! 0        format version = 1
+//! 0        format version: 1 (no byte quota) or 2 (with one)
 //! 1        owner: length n (0..=29)
 //! 2..2+n   owner: principal bytes
 //!          readers: count, u16 LE; then per principal: length (u8, 0..=29) ++ bytes
 //!          writers: count, u16 LE; then the same
+//!          version 2 only: max_bytes, u64 LE (the SubDB's byte quota)
 //! ```
 //!
-//! Nothing may follow the writers. A blob this build cannot parse — another version, a
-//! truncated list, trailing bytes — grants nothing: every check fails closed (only the index
-//! can still delete such a SubDB).
+//! Nothing may follow (the writers in version 1, `max_bytes` in version 2). A SubDB without a
+//! quota is written as version 1, so blobs written before quotas existed are read unchanged.
+//! A blob this build cannot parse — another version, a truncated list, trailing bytes —
+//! grants nothing: every check fails closed (only the index can still delete such a SubDB).
 //!
 //! Rules: the owner may do everything; writers read and write items; readers read them. The
 //! anonymous principal never counts as an owner or writer; listing it as a reader makes the
@@ -25,17 +28,32 @@
 use candid::Principal;
 use flotilla_types::partition::Access;
 
-/// Version byte of the format above.
+/// Version byte of the format above without a byte quota.
 pub const META_VERSION: u8 = 1;
+/// Version byte of the format above with a byte quota (`max_bytes` after the writers).
+pub const META_VERSION_QUOTA: u8 = 2;
 /// Longest principal the IC issues, in bytes.
 pub const MAX_PRINCIPAL_BYTES: usize = 29;
 
 const ANONYMOUS: &[u8] = Principal::anonymous().as_slice();
 
-/// Bytes `access` takes once encoded.
+/// Bytes `access` takes once encoded without a quota (8 more with one).
 pub fn encoded_len(access: &Access) -> usize {
     let list = |l: &[Principal]| 2 + l.iter().map(|p| 1 + p.as_slice().len()).sum::<usize>();
     1 + 1 + access.owner.as_slice().len() + list(&access.readers) + list(&access.writers)
+}
+
+/// Encodes `access` with the byte quota `max_bytes` (version 2), or without one (version 1).
+///
+/// # Panics
+/// As [`encode`].
+pub fn encode_with_quota(access: &Access, max_bytes: Option<u64>) -> Vec<u8> {
+    let mut out = encode(access);
+    if let Some(max) = max_bytes {
+        out[0] = META_VERSION_QUOTA;
+        out.extend_from_slice(&max.to_le_bytes());
+    }
+    out
 }
 
 /// Encodes `access`.
@@ -64,7 +82,7 @@ fn push_principal(out: &mut Vec<u8>, p: &Principal) {
     out.extend_from_slice(b);
 }
 
-/// Decodes a whole blob; `None` if it is not a valid version-1 blob.
+/// Decodes a whole blob's access lists; `None` if it is not a valid blob (see [`quota`]).
 pub fn decode(meta: &[u8]) -> Option<Access> {
     let v = AccessView::parse(meta)?;
     let list = |l: List<'_>| l.iter().map(Principal::from_slice).collect();
@@ -75,12 +93,18 @@ pub fn decode(meta: &[u8]) -> Option<Access> {
     })
 }
 
+/// The byte quota of a blob; `None` if it has none or does not parse.
+pub fn quota(meta: &[u8]) -> Option<u64> {
+    AccessView::parse(meta)?.max_bytes
+}
+
 /// A parsed blob that borrows its bytes: checks walk the lists in place.
 #[derive(Clone, Copy, Debug)]
 pub struct AccessView<'a> {
     owner: &'a [u8],
     readers: List<'a>,
     writers: List<'a>,
+    max_bytes: Option<u64>,
 }
 
 /// One validated list: `bytes` holds exactly `count` length-prefixed principals.
@@ -133,20 +157,33 @@ fn take_list(b: &[u8]) -> Option<(List<'_>, &[u8])> {
 }
 
 impl<'a> AccessView<'a> {
-    /// Checks the whole blob's structure; `None` if it is not a valid version-1 blob.
+    /// Checks the whole blob's structure; `None` if it is not a valid version-1 or
+    /// version-2 blob.
     pub fn parse(meta: &'a [u8]) -> Option<Self> {
         let (&version, rest) = meta.split_first()?;
-        if version != META_VERSION {
+        if version != META_VERSION && version != META_VERSION_QUOTA {
             return None;
         }
         let (owner, rest) = take_principal(rest)?;
         let (readers, rest) = take_list(rest)?;
         let (writers, rest) = take_list(rest)?;
-        rest.is_empty().then_some(AccessView {
+        let max_bytes = if version == META_VERSION_QUOTA {
+            Some(u64::from_le_bytes(rest.try_into().ok()?))
+        } else {
+            rest.is_empty().then_some(())?;
+            None
+        };
+        Some(AccessView {
             owner,
             readers,
             writers,
+            max_bytes,
         })
+    }
+
+    /// The SubDB's byte quota, if it has one.
+    pub fn max_bytes(&self) -> Option<u64> {
+        self.max_bytes
     }
 
     /// The owner (never the anonymous principal).

@@ -416,6 +416,7 @@ mod tests {
                 },
                 op_id: op_id(),
                 hard_cap: Some(u64::MAX),
+                max_bytes: None,
             },
         );
     }

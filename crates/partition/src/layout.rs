@@ -16,6 +16,11 @@
 //! ```
 //! `PARTITION_IMPORTS` — `StableBTreeMap<ImportKey, u32>`: `begin_import` op id (16..=32
 //! bytes, verbatim) → the importing SubDB's local id.
+//! `PARTITION_TOMB_ACCESS` — `StableBTreeMap<u32, Vec<u8>>`: the local id of a released SubDB
+//! → the metadata blob ([`crate::access`] format) it had when released, so its tombstone
+//! answers `Moved` only to callers who could read it. Added after layout version 1 without a
+//! bump: it is a new region, empty in older memories, and a tombstone without an entry answers
+//! `Moved` to no one.
 
 use crate::access::MAX_PRINCIPAL_BYTES;
 use crate::PartitionInitError;

@@ -15,9 +15,18 @@
 //! # Resolving a SubDB id
 //!
 //! A live SubDB goes on to authorization; an id that moved away answers `Moved { to }` from
-//! its tombstone; anything else answers `UnknownSubDb`. Store ids are never reused, so a stale
-//! id can never reach another SubDB. A mutation on an unknown id still consults the op-id log,
-//! so a retry of a `delete_subdb` that succeeded gets its first result back.
+//! its tombstone to a caller who could read the SubDB when it moved; anything else answers
+//! `UnknownSubDb`. A caller who may not read a SubDB, live or moved, gets exactly the answer
+//! of an id never used: it learns nothing of other users' SubDBs, not even that they exist
+//! (`NotAuthorized` is for callers who may read it but lack the right the call needs). Store
+//! ids are never reused, so a stale id can never reach another SubDB. A mutation on an
+//! unknown id still consults the op-id log, so a retry of a `delete_subdb` that succeeded gets
+//! its first result back.
+//!
+//! # Byte quota
+//!
+//! A SubDB may carry a byte quota in its metadata blob (see [`access`]); `put` and `batch`
+//! refuse a write that would take it past the quota (`QuotaExceeded`), storing nothing.
 //!
 //! # Who may call what
 //!
@@ -31,8 +40,9 @@
 //! `create_subdb_local` with the index's, so one principal's op id never replays another's
 //! call.
 //!
-//! Persisted formats: [`layout`] (state cell, tombstones, imports) and [`access`] (the
-//! per-SubDB metadata blob). Memory ids: [`flotilla_store::memory`].
+//! Persisted formats: [`layout`] (state cell, tombstones, imports, the access kept beside
+//! tombstones) and [`access`] (the per-SubDB metadata blob). Memory ids:
+//! [`flotilla_store::memory`].
 
 pub mod access;
 pub mod dispatch;
@@ -41,11 +51,13 @@ pub mod layout;
 
 use access::AccessView;
 use candid::Principal;
-use flotilla_store::memory::{PARTITION_IMPORTS, PARTITION_STATE, PARTITION_TOMBSTONES};
+use flotilla_store::memory::{
+    PARTITION_IMPORTS, PARTITION_STATE, PARTITION_TOMBSTONES, PARTITION_TOMB_ACCESS,
+};
 use flotilla_store::{Config, InitError, OpCtx, Store};
 use flotilla_types::limits::{
-    MAX_ACCESS_PRINCIPALS, MAX_GET_MANY_KEYS, MAX_SUBDB_META_BYTES, MIN_CHUNK_BUDGET_BYTES,
-    REPLY_BUDGET_BYTES,
+    MAX_ACCESS_PRINCIPALS, MAX_BATCH_BYTES, MAX_BATCH_OPS, MAX_GET_MANY_KEYS, MAX_KEY_BYTES,
+    MAX_SUBDB_META_BYTES, MAX_VALUE_BYTES, MIN_CHUNK_BUDGET_BYTES, REPLY_BUDGET_BYTES,
 };
 use flotilla_types::partition::{
     Access, BatchArgs, BeginExportArgs, BeginImportArgs, BeginImportError, CreateLocalArgs,
@@ -56,9 +68,9 @@ use flotilla_types::partition::{
     MAX_STATS_SUBDBS,
 };
 use flotilla_types::{
-    BatchError, BatchOutcome, CreateSubDbError, DeleteError, DeleteSubDbError, ExportError,
-    GetError, ImportError, InnerKey, PutError, PutOutcome, ScanError, ScanPage, SubDbId,
-    SubDbStats,
+    BatchError, BatchOp, BatchOutcome, CreateSubDbError, DeleteError, DeleteSubDbError,
+    ExportError, GetError, ImportError, InnerKey, PutError, PutOutcome, ScanError, ScanPage,
+    SubDbId, SubDbStats,
 };
 use ic_stable_structures::memory_manager::MemoryId;
 use ic_stable_structures::{BTreeMap, Cell, Memory};
@@ -93,6 +105,8 @@ pub struct Partition<M: Memory> {
     store: Store<M>,
     index: Principal,
     tombstones: BTreeMap<SubDbId, Tomb, M>,
+    /// The metadata blob each moved SubDB had when it was released (see `release`).
+    tomb_access: BTreeMap<SubDbId, Vec<u8>, M>,
     imports: BTreeMap<ImportKey, SubDbId, M>,
 }
 
@@ -183,6 +197,29 @@ enum Located {
     Unknown,
 }
 
+/// What a user call learned of a SubDB id once authorized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Gate {
+    /// Live here, and the caller has what the call needs; with the SubDB's byte quota.
+    Live { max_bytes: Option<u64> },
+    /// Nothing here under this id (never created, deleted, or importing): a mutation still
+    /// consults the op-id log, so a retry of a call that succeeded gets its answer back.
+    Absent,
+    /// Live here, or moved away, but the caller may not read it: the call must answer
+    /// exactly as for an absent id, and must not reach the SubDB.
+    Hidden,
+}
+
+/// The answer of a mutation on a SubDB the caller may not see: what the store answers for an
+/// absent id and an op id this caller never used on it (`InvalidOpId` first, then
+/// `UnknownSubDb`).
+fn hidden<E: UserError + From<flotilla_types::InvalidOpId>>(op_id: &flotilla_types::OpId) -> E {
+    match op_id.validate() {
+        Err(e) => e.into(),
+        Ok(()) => E::unknown(),
+    }
+}
+
 impl<M: Memory> Partition<M> {
     // ---- lifecycle ------------------------------------------------------------------------
 
@@ -221,6 +258,7 @@ impl<M: Memory> Partition<M> {
             store,
             index: state.index,
             tombstones: BTreeMap::init(mem(PARTITION_TOMBSTONES)),
+            tomb_access: BTreeMap::init(mem(PARTITION_TOMB_ACCESS)),
             imports: BTreeMap::init(mem(PARTITION_IMPORTS)),
         }
     }
@@ -261,56 +299,100 @@ impl<M: Memory> Partition<M> {
         }
     }
 
-    /// Resolves `id` and checks the caller against its access lists. `Ok(false)`: the id is
-    /// unknown here (mutations still consult the op-id log; reads report `UnknownSubDb`).
+    /// Resolves `id` and checks the caller against its access lists.
+    ///
+    /// A caller who may not read the SubDB learns nothing of it: a live SubDB is
+    /// [`Gate::Hidden`], and so is a moved one unless the access lists it had when it moved
+    /// let the caller read it (only then is the answer `Moved { to }`). A caller who may read
+    /// it but lacks what `need` asks gets `NotAuthorized`.
     fn authorize<E: UserError>(
         &self,
         caller: &Principal,
         id: SubDbId,
         need: Need,
-    ) -> Result<bool, E> {
+    ) -> Result<Gate, E> {
         match self.locate(id) {
             Located::Live(meta) => {
-                let ok = AccessView::parse(&meta).is_some_and(|a| match need {
-                    Need::Read => a.may_read(caller),
+                let Some(a) = AccessView::parse(&meta).filter(|a| a.may_read(caller)) else {
+                    return Ok(Gate::Hidden);
+                };
+                let ok = match need {
+                    Need::Read => true,
                     Need::Write => a.may_write(caller),
                     Need::Own => a.is_owner(caller),
-                });
+                };
                 if ok {
-                    Ok(true)
+                    Ok(Gate::Live {
+                        max_bytes: a.max_bytes(),
+                    })
                 } else {
                     Err(E::not_authorized())
                 }
             }
-            Located::Moved(to) => Err(E::moved(to)),
-            Located::Unknown => Ok(false),
+            Located::Moved(to) => {
+                let readable = self
+                    .tomb_access
+                    .get(&id)
+                    .is_some_and(|m| AccessView::parse(&m).is_some_and(|a| a.may_read(caller)));
+                if readable {
+                    Err(E::moved(to))
+                } else {
+                    Ok(Gate::Hidden)
+                }
+            }
+            Located::Unknown => Ok(Gate::Absent),
         }
     }
 
-    /// The one gate of every user mutation (put, delete, set_access, and any endpoint added
-    /// later that writes): [`Self::authorize`], then refuses with `WritesPaused` while the
-    /// SubDB's writes are paused — a move's source during the cutover, or a move's target from
-    /// the moment it went live until the index, having routed the SubDB there, calls
+    /// The one gate of every user mutation (put, delete, batch, set_access, and any endpoint
+    /// added later that writes): [`Self::authorize`], then refuses with `WritesPaused` while
+    /// the SubDB's writes are paused — a move's source during the cutover, or a move's target
+    /// from the moment it went live until the index, having routed the SubDB there, calls
     /// [`Partition::resume_writes`]. Reads are never paused.
     fn authorize_write<E: WriteError>(
         &self,
         caller: &Principal,
         id: SubDbId,
         need: Need,
-    ) -> Result<bool, E> {
-        let live = self.authorize::<E>(caller, id, need)?;
-        if live && self.store.is_frozen(id) {
+    ) -> Result<Gate, E> {
+        let gate = self.authorize::<E>(caller, id, need)?;
+        if matches!(gate, Gate::Live { .. }) && self.store.is_frozen(id) {
             return Err(E::writes_paused());
         }
-        Ok(live)
+        Ok(gate)
     }
 
     fn authorize_read<E: UserError>(&self, caller: &Principal, id: SubDbId) -> Result<(), E> {
-        if self.authorize::<E>(caller, id, Need::Read)? {
-            Ok(())
-        } else {
-            Err(E::unknown())
+        match self.authorize::<E>(caller, id, Need::Read)? {
+            Gate::Live { .. } => Ok(()),
+            Gate::Absent | Gate::Hidden => Err(E::unknown()),
         }
+    }
+
+    /// Whether writing `ops` (see [`flotilla_store::ProjectedOp`]) under `op_id` would take
+    /// SubDB `id` past its byte quota `max`: the bytes it would hold after them are over
+    /// `max` and more than it holds now (a write that does not grow a SubDB is always
+    /// admitted). An op id the log still remembers for this SubDB is never refused here: its
+    /// retry replays its first answer (or conflicts) in the store. `puts_bytes` (the keys
+    /// and values the ops put) bounds the growth, so a SubDB well under its quota is not
+    /// projected at all.
+    fn over_quota<'a>(
+        &self,
+        id: SubDbId,
+        op_id: &flotilla_types::OpId,
+        max: u64,
+        puts_bytes: u64,
+        ops: impl IntoIterator<Item = flotilla_store::ProjectedOp<'a>>,
+    ) -> bool {
+        let Some(now) = self.store.stats(id).map(|s| s.bytes) else {
+            return false;
+        };
+        if now.saturating_add(puts_bytes) <= max || self.store.op_recorded(id, op_id) {
+            return false;
+        }
+        self.store
+            .bytes_after(id, ops)
+            .is_some_and(|after| after > max && after > now)
     }
 
     /// The guard of every index-only endpoint: `NotAuthorized` (as `E`) unless the caller is
@@ -326,8 +408,27 @@ impl<M: Memory> Partition<M> {
     // ---- user endpoints -------------------------------------------------------------------
 
     /// Inserts or replaces an item (writers and the owner). Idempotent by op id.
+    ///
+    /// A put that would take the SubDB past its byte quota (see [`Self::over_quota`]) is
+    /// refused with `QuotaExceeded` and stores nothing; the key, value and op id are checked
+    /// first.
     pub fn put(&mut self, caller: Principal, args: &PutArgs) -> Result<PutOutcome, PutError> {
-        self.authorize_write::<PutError>(&caller, args.subdb, Need::Write)?;
+        match self.authorize_write::<PutError>(&caller, args.subdb, Need::Write)? {
+            Gate::Hidden => return Err(hidden(&args.op_id)),
+            Gate::Live {
+                max_bytes: Some(max),
+            } if args.key.len() <= MAX_KEY_BYTES
+                && args.value.len() <= MAX_VALUE_BYTES
+                && args.op_id.validate().is_ok() =>
+            {
+                let len = (args.key.len() + args.value.len()) as u64;
+                let op = (&args.key[..], Some(args.value.len()));
+                if self.over_quota(args.subdb, &args.op_id, max, len, [op]) {
+                    return Err(PutError::QuotaExceeded { max_bytes: max });
+                }
+            }
+            _ => {}
+        }
         let op = OpCtx {
             op_id: &args.op_id,
             salt: caller.as_slice(),
@@ -337,7 +438,9 @@ impl<M: Memory> Partition<M> {
 
     /// Removes an item (writers and the owner); `true` if it was there. Idempotent by op id.
     pub fn delete(&mut self, caller: Principal, args: &DeleteArgs) -> Result<bool, DeleteError> {
-        self.authorize_write::<DeleteError>(&caller, args.subdb, Need::Write)?;
+        if self.authorize_write::<DeleteError>(&caller, args.subdb, Need::Write)? == Gate::Hidden {
+            return Err(hidden(&args.op_id));
+        }
         let op = OpCtx {
             op_id: &args.op_id,
             salt: caller.as_slice(),
@@ -347,13 +450,48 @@ impl<M: Memory> Partition<M> {
 
     /// Applies many puts and deletes to one SubDB atomically under one op id (writers and the
     /// owner), within `MAX_BATCH_OPS` ops and `MAX_BATCH_BYTES` (see `Store::batch`).
-    /// Idempotent by op id.
+    /// Idempotent by op id. A batch that would take the SubDB past its byte quota (see
+    /// [`Self::over_quota`]) is refused whole with `QuotaExceeded`, once every op is checked.
     pub fn batch(
         &mut self,
         caller: Principal,
         args: &BatchArgs,
     ) -> Result<BatchOutcome, BatchError> {
-        self.authorize_write::<BatchError>(&caller, args.subdb, Need::Write)?;
+        match self.authorize_write::<BatchError>(&caller, args.subdb, Need::Write)? {
+            Gate::Hidden => {
+                // As the store answers for an absent id: the request's own checks first.
+                if args.ops.is_empty() {
+                    return Err(BatchError::EmptyBatch);
+                }
+                if args.ops.len() > MAX_BATCH_OPS {
+                    return Err(BatchError::TooManyOps {
+                        len: args.ops.len() as u64,
+                        max: MAX_BATCH_OPS as u64,
+                    });
+                }
+                return Err(hidden(&args.op_id));
+            }
+            Gate::Live {
+                max_bytes: Some(max),
+            } if batch_is_valid(args) => {
+                let puts: u64 = args
+                    .ops
+                    .iter()
+                    .map(|o| match o {
+                        BatchOp::Put { key, value } => (key.len() + value.len()) as u64,
+                        BatchOp::Delete { .. } => 0,
+                    })
+                    .sum();
+                let ops = args.ops.iter().map(|o| match o {
+                    BatchOp::Put { key, value } => (&key[..], Some(value.len())),
+                    BatchOp::Delete { key } => (&key[..], None),
+                });
+                if self.over_quota(args.subdb, &args.op_id, max, puts, ops) {
+                    return Err(BatchError::QuotaExceeded { max_bytes: max });
+                }
+            }
+            _ => {}
+        }
         let op = OpCtx {
             op_id: &args.op_id,
             salt: caller.as_slice(),
@@ -453,9 +591,11 @@ impl<M: Memory> Partition<M> {
         caller: Principal,
         args: &SetAccessArgs,
     ) -> Result<(), SetAccessError> {
-        if !self.authorize_write::<SetAccessError>(&caller, args.subdb, Need::Own)? {
+        let Gate::Live { max_bytes } =
+            self.authorize_write::<SetAccessError>(&caller, args.subdb, Need::Own)?
+        else {
             return Err(SetAccessError::UnknownSubDb);
-        }
+        };
         for list in [&args.readers, &args.writers] {
             if list.len() > MAX_ACCESS_PRINCIPALS {
                 return Err(SetAccessError::TooManyPrincipals {
@@ -471,11 +611,14 @@ impl<M: Memory> Partition<M> {
             .access(args.subdb)
             .expect("authorized as owner, so the blob parses")
             .owner;
-        let meta = access::encode(&Access {
-            owner,
-            readers: args.readers.clone(),
-            writers: args.writers.clone(),
-        });
+        let meta = access::encode_with_quota(
+            &Access {
+                owner,
+                readers: args.readers.clone(),
+                writers: args.writers.clone(),
+            },
+            max_bytes,
+        );
         self.store
             .set_meta(args.subdb, &meta)
             .expect("bounded access lists fit MAX_SUBDB_META_BYTES (checked at compile time)");
@@ -501,7 +644,7 @@ impl<M: Memory> Partition<M> {
                 });
             }
         }
-        let len = access::encoded_len(&args.access);
+        let len = access::encoded_len(&args.access) + args.max_bytes.map_or(0, |_| 8);
         if len > MAX_SUBDB_META_BYTES {
             return Err(CreateSubDbError::MetaTooLarge {
                 len: len as u64,
@@ -512,7 +655,7 @@ impl<M: Memory> Partition<M> {
             op_id: &args.op_id,
             salt: self.index.as_slice(),
         };
-        let meta = access::encode(&args.access);
+        let meta = access::encode_with_quota(&args.access, args.max_bytes);
         self.store.create_subdb(Some(op), args.hard_cap, &meta)
     }
 
@@ -698,6 +841,9 @@ impl<M: Memory> Partition<M> {
         if !self.store.is_frozen(args.subdb) {
             return Err(ReleaseError::NotFrozen);
         }
+        // The tombstone answers `Moved` only to those who could read the SubDB when it left.
+        let meta = self.store.meta(args.subdb).unwrap_or_default();
+        self.tomb_access.insert(args.subdb, meta);
         self.tombstones.insert(args.subdb, Tomb(args.moved_to));
         let released = self.store.release(args.subdb);
         debug_assert!(released, "checked live above");
@@ -711,14 +857,31 @@ impl<M: Memory> Partition<M> {
     }
 }
 
-/// Every access list of the largest SubDB access fits the metadata limit, so `set_access`
-/// cannot fail on size.
+/// Every access list of the largest SubDB access, with a byte quota, fits the metadata
+/// limit, so `set_access` cannot fail on size.
 const _: () = assert!(
     1 + 1
         + access::MAX_PRINCIPAL_BYTES
         + 2 * (2 + MAX_ACCESS_PRINCIPALS * (1 + access::MAX_PRINCIPAL_BYTES))
+        + 8
         <= MAX_SUBDB_META_BYTES
 );
+
+/// Whether the store would accept `args`'s ops as they are (sizes within the limits, a valid
+/// op id), so that a quota refusal never hides the request's own error.
+fn batch_is_valid(args: &BatchArgs) -> bool {
+    !args.ops.is_empty()
+        && args.ops.len() <= MAX_BATCH_OPS
+        && args.op_id.validate().is_ok()
+        && flotilla_types::batch_budget_bytes(&args.ops) <= MAX_BATCH_BYTES
+        && args.ops.iter().all(|o| {
+            o.key().len() <= MAX_KEY_BYTES
+                && match o {
+                    BatchOp::Put { value, .. } => value.len() <= MAX_VALUE_BYTES,
+                    BatchOp::Delete { .. } => true,
+                }
+        })
+}
 
 /// Reads the state cell without writing to the region.
 fn read_state<M: Memory>(m: M) -> Result<State, PartitionInitError> {
@@ -739,6 +902,8 @@ mod tests;
 mod tests_fuzz;
 #[cfg(test)]
 mod tests_many;
+#[cfg(test)]
+mod tests_quota;
 
 fn housekeeping_error(e: ExportError) -> HousekeepingError {
     match e {

@@ -54,6 +54,7 @@ pub(crate) fn create(p: &mut Partition<Mem>, op_n: u8, access: Access) -> SubDbI
             op_id: op(op_n),
             access,
             hard_cap: None,
+            max_bytes: None,
         },
     )
     .unwrap()
@@ -68,7 +69,7 @@ pub(crate) fn put_args(subdb: SubDbId, key: &[u8], value: &[u8], op_n: u8) -> Pu
     }
 }
 
-fn del_args(subdb: SubDbId, key: &[u8], op_n: u8) -> DeleteArgs {
+pub(crate) fn del_args(subdb: SubDbId, key: &[u8], op_n: u8) -> DeleteArgs {
     DeleteArgs {
         subdb,
         key: ByteBuf::from(key.to_vec()),
@@ -83,7 +84,7 @@ pub(crate) fn get_args(subdb: SubDbId, key: &[u8]) -> GetArgs {
     }
 }
 
-fn scan_req(subdb: SubDbId) -> ScanRequest {
+pub(crate) fn scan_req(subdb: SubDbId) -> ScanRequest {
     ScanRequest {
         subdb,
         args: ScanArgs::default(),
@@ -341,6 +342,7 @@ fn partition_uses_only_its_named_regions() {
         PURGING,
         OPS_LOG_A,
         OPS_LOG_B,
+        PARTITION_TOMB_ACCESS,
     ];
     assert_eq!(seen, expected);
 }
@@ -458,11 +460,11 @@ fn readers_read_writers_write_owner_does_everything() {
             writers: vec![READER],
         })
     );
-    // READER was promoted, WRITER lost all access.
+    // READER was promoted, WRITER lost all access: it may not even learn the SubDB is there.
     f.p.put(READER, &put_args(s, b"e", b"x", 24)).unwrap();
     assert_eq!(
         f.p.get(WRITER, &get_args(s, b"e")),
-        Err(GetError::NotAuthorized)
+        Err(GetError::UnknownSubDb)
     );
 
     f.p.delete_subdb(
@@ -521,11 +523,11 @@ fn public_read_through_anonymous_reader() {
     let s = f.s;
     assert_eq!(
         f.p.get(ANON, &get_args(s, b"a")),
-        Err(GetError::NotAuthorized)
+        Err(GetError::UnknownSubDb)
     );
     assert_eq!(
         f.p.get(STRANGER, &get_args(s, b"a")),
-        Err(GetError::NotAuthorized)
+        Err(GetError::UnknownSubDb)
     );
     f.p.set_access(
         OWNER,
@@ -583,12 +585,9 @@ fn anonymous_owner_or_writer_grants_nothing() {
     );
     assert_eq!(
         p.put(ANON, &put_args(s, b"k", b"v", 2)),
-        Err(PutError::NotAuthorized)
+        Err(PutError::UnknownSubDb)
     );
-    assert_eq!(
-        p.get(ANON, &get_args(s, b"k")),
-        Err(GetError::NotAuthorized)
-    );
+    assert_eq!(p.get(ANON, &get_args(s, b"k")), Err(GetError::UnknownSubDb));
     assert_eq!(
         p.set_access(
             ANON,
@@ -598,7 +597,7 @@ fn anonymous_owner_or_writer_grants_nothing() {
                 writers: vec![]
             }
         ),
-        Err(SetAccessError::NotAuthorized)
+        Err(SetAccessError::UnknownSubDb)
     );
     // The index can still delete it.
     p.delete_subdb(
@@ -718,36 +717,56 @@ fn authorization_matrix_user_endpoints() {
     let not_readers = [ANON, STRANGER, OTHER_CANISTER, INDEX];
     let not_writers = [ANON, STRANGER, OTHER_CANISTER, INDEX, READER];
     let not_owners = [ANON, STRANGER, OTHER_CANISTER, INDEX, READER, WRITER];
+    // Who may not read learns nothing: every answer is that of an absent SubDB.
     for who in not_readers {
         assert_eq!(
             f.p.get(who, &get_args(s, b"a")),
-            Err(GetError::NotAuthorized)
+            Err(GetError::UnknownSubDb)
         );
         assert_eq!(
             f.p.has(who, &get_args(s, b"a")),
-            Err(GetError::NotAuthorized)
+            Err(GetError::UnknownSubDb)
         );
-        assert_eq!(f.p.scan(who, &scan_req(s)), Err(ScanError::NotAuthorized));
-        assert_eq!(f.p.subdb_stats(who, s), Err(SubDbStatsError::NotAuthorized));
+        assert_eq!(f.p.scan(who, &scan_req(s)), Err(ScanError::UnknownSubDb));
+        assert_eq!(f.p.subdb_stats(who, s), Err(SubDbStatsError::UnknownSubDb));
     }
     for who in not_writers {
+        // A reader knows the SubDB is there: it is told it may not write.
+        let reader = who == READER;
         assert_eq!(
             f.p.put(who, &put_args(s, b"a", b"evil", 60)),
-            Err(PutError::NotAuthorized),
+            Err(if reader {
+                PutError::NotAuthorized
+            } else {
+                PutError::UnknownSubDb
+            }),
             "{who}"
         );
         assert_eq!(
             f.p.put(who, &put_args(s, b"new", b"evil", 61)),
-            Err(PutError::NotAuthorized),
+            Err(if reader {
+                PutError::NotAuthorized
+            } else {
+                PutError::UnknownSubDb
+            }),
             "{who}"
         );
         assert_eq!(
             f.p.delete(who, &del_args(s, b"a", 62)),
-            Err(DeleteError::NotAuthorized),
+            Err(if reader {
+                DeleteError::NotAuthorized
+            } else {
+                DeleteError::UnknownSubDb
+            }),
             "{who}"
         );
     }
     for who in not_owners {
+        let want = if who == READER || who == WRITER {
+            SetAccessError::NotAuthorized
+        } else {
+            SetAccessError::UnknownSubDb
+        };
         assert_eq!(
             f.p.set_access(
                 who,
@@ -757,7 +776,7 @@ fn authorization_matrix_user_endpoints() {
                     writers: vec![who],
                 }
             ),
-            Err(SetAccessError::NotAuthorized),
+            Err(want),
             "{who}"
         );
     }
@@ -788,6 +807,7 @@ fn authorization_matrix_housekeeping_endpoints() {
                     op_id: op(71),
                     access: access(),
                     hard_cap: None,
+                    max_bytes: None,
                 }
             ),
             Err(CreateSubDbError::NotAuthorized)
@@ -875,38 +895,58 @@ fn stale_inner_key_after_release_answers_moved() {
     )
     .unwrap();
     let before = snapshot(&f);
-    // Everyone learns where it went, even callers who could not read it: the location is
-    // not a secret (the index's routing query publishes it).
-    for who in [OWNER, READER, STRANGER, ANON] {
-        assert_eq!(
-            f.p.get(who, &get_args(s, b"a")),
-            Err(GetError::Moved { to })
-        );
-        assert_eq!(
-            f.p.has(who, &get_args(s, b"a")),
-            Err(GetError::Moved { to })
-        );
-        assert_eq!(f.p.scan(who, &scan_req(s)), Err(ScanError::Moved { to }));
-        assert_eq!(f.p.subdb_stats(who, s), Err(SubDbStatsError::Moved { to }));
-        assert_eq!(
-            f.p.put(who, &put_args(s, b"a", b"v", 80)),
-            Err(PutError::Moved { to })
-        );
-        assert_eq!(
-            f.p.delete(who, &del_args(s, b"a", 81)),
-            Err(DeleteError::Moved { to })
-        );
-        assert_eq!(
-            f.p.set_access(
-                who,
-                &SetAccessArgs {
-                    subdb: s,
-                    readers: vec![],
-                    writers: vec![]
-                }
-            ),
-            Err(SetAccessError::Moved { to })
-        );
+    // Those who could read it learn where it went; everyone else gets the answer of an
+    // absent SubDB (the stranger and the anonymous principal exactly as for an id never used).
+    let absent: SubDbId = 9_999;
+    for who in [OWNER, READER, WRITER, STRANGER, ANON] {
+        let can_read = [OWNER, READER, WRITER].contains(&who);
+        for id in [s, absent] {
+            let moved = can_read && id == s;
+            let g = |e: GetError| if moved { GetError::Moved { to } } else { e };
+            assert_eq!(
+                f.p.get(who, &get_args(id, b"a")),
+                Err(g(GetError::UnknownSubDb))
+            );
+            assert_eq!(
+                f.p.has(who, &get_args(id, b"a")),
+                Err(g(GetError::UnknownSubDb))
+            );
+            let want = if moved {
+                ScanError::Moved { to }
+            } else {
+                ScanError::UnknownSubDb
+            };
+            assert_eq!(f.p.scan(who, &scan_req(id)), Err(want));
+            let want = if moved {
+                SubDbStatsError::Moved { to }
+            } else {
+                SubDbStatsError::UnknownSubDb
+            };
+            assert_eq!(f.p.subdb_stats(who, id), Err(want));
+            let want = if moved {
+                PutError::Moved { to }
+            } else {
+                PutError::UnknownSubDb
+            };
+            assert_eq!(f.p.put(who, &put_args(id, b"a", b"v", 80)), Err(want));
+            let want = if moved {
+                DeleteError::Moved { to }
+            } else {
+                DeleteError::UnknownSubDb
+            };
+            assert_eq!(f.p.delete(who, &del_args(id, b"a", 81)), Err(want));
+            let want = if moved {
+                SetAccessError::Moved { to }
+            } else {
+                SetAccessError::UnknownSubDb
+            };
+            let args = SetAccessArgs {
+                subdb: id,
+                readers: vec![],
+                writers: vec![],
+            };
+            assert_eq!(f.p.set_access(who, &args), Err(want), "{who} {id}");
+        }
     }
     assert_eq!(
         f.p.delete_subdb(
@@ -1045,6 +1085,7 @@ fn op_id_retries_return_the_first_result() {
         op_id: op(102),
         access: access(),
         hard_cap: Some(10),
+        max_bytes: None,
     };
     let id = f.p.create_subdb_local(INDEX, &args).unwrap();
     let live = f.p.store().totals().live_subdbs;
@@ -1109,6 +1150,7 @@ fn create_subdb_local_checks_list_lengths() {
             writers: vec![],
         },
         hard_cap: None,
+        max_bytes: None,
     };
     // Lists are bounded before their encoding is: 2 × 100 principals always fit the blob.
     assert_eq!(
@@ -1125,7 +1167,8 @@ fn create_subdb_local_checks_list_lengths() {
             &CreateLocalArgs {
                 op_id: op(2),
                 access: access(),
-                hard_cap: Some(0)
+                hard_cap: Some(0),
+                max_bytes: None,
             }
         ),
         Err(CreateSubDbError::InvalidHardCap)
@@ -1281,7 +1324,7 @@ fn export_budget_and_token_checks() {
 
 /// Copies SubDB `s` of `src` into a new SubDB of `dst` as the index would, in chunks of
 /// `budget` bytes; returns the new SubDB's id.
-fn copy_subdb(
+pub(crate) fn copy_subdb(
     src: &mut Partition<Mem>,
     dst: &mut Partition<Mem>,
     s: SubDbId,
@@ -1340,6 +1383,7 @@ fn a_move_end_to_end_keeps_data_access_and_op_ids() {
             op_id: op(1),
             access: access(),
             hard_cap: None,
+            max_bytes: None,
         },
     )
     .unwrap();
@@ -1435,7 +1479,7 @@ fn a_move_end_to_end_keeps_data_access_and_op_ids() {
     assert_eq!(value(&b, READER, new, b"x\x03"), Some(big.clone()));
     assert_eq!(
         b.get(STRANGER, &get_args(new, b"a")),
-        Err(GetError::NotAuthorized)
+        Err(GetError::UnknownSubDb)
     );
     assert_eq!(
         b.put(WRITER, &put_args(new, &[b'x', 4], &big, 124)),
@@ -1463,7 +1507,7 @@ fn a_move_end_to_end_keeps_data_access_and_op_ids() {
 }
 
 /// The chunk number the store expects next for the import of `s` (one per export chunk).
-fn next_seq(src: &mut Partition<Mem>, s: SubDbId) -> u64 {
+pub(crate) fn next_seq(src: &mut Partition<Mem>, s: SubDbId) -> u64 {
     let mut token = None;
     let mut seq = 0;
     loop {
@@ -1780,11 +1824,11 @@ fn an_unreadable_blob_fails_closed() {
     for who in [OWNER, READER, WRITER] {
         assert_eq!(
             f.p.get(who, &get_args(s, b"a")),
-            Err(GetError::NotAuthorized)
+            Err(GetError::UnknownSubDb)
         );
         assert_eq!(
             f.p.put(who, &put_args(s, b"a", b"v", 150)),
-            Err(PutError::NotAuthorized)
+            Err(PutError::UnknownSubDb)
         );
     }
     assert_eq!(f.p.access(s), None);

@@ -116,6 +116,7 @@ fn build() -> (VectorMemory, Ids, Chunk) {
                     writers: vec![WRITER],
                 },
                 hard_cap: Some(50),
+                max_bytes: None,
             },
         )
         .unwrap()
@@ -333,6 +334,7 @@ fn samples(method: &str, ids: Ids, chunk: &Chunk) -> Vec<Vec<u8>> {
                 writers: vec![WRITER],
             },
             hard_cap: Some(3),
+            max_bytes: None,
         },))],
         "stats" => vec![encode_args((StatsArgs {
             from: 0,

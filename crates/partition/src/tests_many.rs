@@ -76,11 +76,24 @@ fn authorization_matrix_batch() {
             vec![put(b"new", b"evil"), del(b"b")],
             vec![],
         ] {
+            // A reader is told it may not write; anyone else gets the answer of an absent
+            // SubDB (the request's own checks first, as there).
+            let want = if who == READER {
+                BatchError::NotAuthorized
+            } else if ops.is_empty() {
+                BatchError::EmptyBatch
+            } else {
+                BatchError::UnknownSubDb
+            };
+            let absent = f.p.batch(who, &batch_args(999, ops.clone(), 60));
             assert_eq!(
                 f.p.batch(who, &batch_args(s, ops, 60)),
-                Err(BatchError::NotAuthorized),
+                Err(want.clone()),
                 "{who}"
             );
+            if who != READER {
+                assert_eq!(absent, Err(want), "{who}: as for an absent id");
+            }
         }
     }
     assert_unchanged(&f, &before, "refused batches");
@@ -148,10 +161,16 @@ fn batch_routing_store_errors_and_op_ids() {
         },
     )
     .unwrap();
-    for who in [OWNER, WRITER, STRANGER, ANON] {
+    for who in [OWNER, WRITER] {
         assert_eq!(
             f.p.batch(who, &batch_args(s, vec![put(b"a", b"")], 35)),
             Err(BatchError::Moved { to })
+        );
+    }
+    for who in [STRANGER, ANON] {
+        assert_eq!(
+            f.p.batch(who, &batch_args(s, vec![put(b"a", b"")], 35)),
+            Err(BatchError::UnknownSubDb)
         );
     }
 }
@@ -219,14 +238,14 @@ fn get_many_answers_each_pair_as_get_does() {
     }
     // Spot checks of what that means.
     let r = f.p.get_many(STRANGER, &args).unwrap().results;
-    assert_eq!(r[0], Err(GetError::NotAuthorized));
-    assert_eq!(r[1], Err(GetError::NotAuthorized));
+    assert_eq!(r[0], Err(GetError::UnknownSubDb));
+    assert_eq!(r[1], Err(GetError::UnknownSubDb));
     assert_eq!(r[3], Ok(Some(ByteBuf::from(b"open".to_vec()))));
-    assert_eq!(r[4], Err(GetError::Moved { to }));
+    assert_eq!(r[4], Err(GetError::UnknownSubDb));
     assert_eq!(r[5], Err(GetError::UnknownSubDb));
     let r = f.p.get_many(READER, &args).unwrap().results;
     assert_eq!(r[0], Ok(Some(ByteBuf::from(b"v".to_vec()))));
-    assert_eq!(r[1], Err(GetError::NotAuthorized));
+    assert_eq!(r[1], Err(GetError::UnknownSubDb));
     assert_eq!(r[2], Ok(None));
     assert!(matches!(r[6], Err(GetError::KeyTooLarge { .. })));
     assert_eq!(r[8], r[0]);

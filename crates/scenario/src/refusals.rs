@@ -18,6 +18,31 @@ fn refused<W: World>(
     arg: Vec<u8>,
     query: bool,
 ) {
+    refused_with(r, caller, canister, method, arg, query, "NotAuthorized");
+}
+
+/// Asserts that `caller`'s call answers `Err(UnknownSubDb)`: a partition answers a caller who
+/// may not read a SubDB as for an absent one, so it learns nothing of it.
+fn hidden<W: World>(
+    r: &mut Run<'_, W>,
+    caller: Principal,
+    canister: Principal,
+    method: &str,
+    arg: Vec<u8>,
+    query: bool,
+) {
+    refused_with(r, caller, canister, method, arg, query, "UnknownSubDb");
+}
+
+fn refused_with<W: World>(
+    r: &mut Run<'_, W>,
+    caller: Principal,
+    canister: Principal,
+    method: &str,
+    arg: Vec<u8>,
+    query: bool,
+    variant: &str,
+) {
     let res = if query {
         r.w.query(caller, canister, method, arg)
     } else {
@@ -26,8 +51,8 @@ fn refused<W: World>(
     let name = r.name();
     let b = res.unwrap_or_else(|e| panic!("{name}: {method} by {caller}: rejected: {e}"));
     assert!(
-        is_err_variant(&b, "NotAuthorized"),
-        "{name}: {method} by {caller} on {canister} was not refused"
+        is_err_variant(&b, variant),
+        "{name}: {method} by {caller} on {canister} was not refused with {variant}"
     );
     r.report.refusals_checked += 1;
 }
@@ -75,29 +100,30 @@ pub(crate) fn check<W: World>(r: &mut Run<'_, W>) {
         refused(r, who, at.partition, "set_access", enc(set.clone()), false);
     }
 
-    // ---- a stranger and the anonymous principal: no reads, no writes ---------------------
+    // ---- a stranger and the anonymous principal: no reads, no writes, and at the partition
+    // not even the SubDB's existence (the answer of an absent one) -------------------------
     for who in [stranger(), Principal::anonymous()] {
         let g = GetArgs {
             subdb: at.subdb,
             key: ByteBuf::from(key(1)),
         };
-        refused(r, who, at.partition, "get", enc(g.clone()), true);
-        refused(r, who, at.partition, "has", enc(g), true);
+        hidden(r, who, at.partition, "get", enc(g.clone()), true);
+        hidden(r, who, at.partition, "has", enc(g), true);
         let s = ScanRequest {
             subdb: at.subdb,
             args: ScanArgs::default(),
         };
-        refused(r, who, at.partition, "scan", enc(s), true);
-        refused(r, who, at.partition, "subdb_stats", enc(at.subdb), true);
-        refused(r, who, at.partition, "put", enc(put(at.subdb, 3)), false);
-        refused(r, who, at.partition, "batch", enc(batch.clone()), false);
+        hidden(r, who, at.partition, "scan", enc(s), true);
+        hidden(r, who, at.partition, "subdb_stats", enc(at.subdb), true);
+        hidden(r, who, at.partition, "put", enc(put(at.subdb, 3)), false);
+        hidden(r, who, at.partition, "batch", enc(batch.clone()), false);
         let d = DeleteArgs {
             subdb: at.subdb,
             key: ByteBuf::from(key(1)),
             op_id: op(4),
         };
-        refused(r, who, at.partition, "delete", enc(d), false);
-        refused(r, who, at.partition, "set_access", enc(set.clone()), false);
+        hidden(r, who, at.partition, "delete", enc(d), false);
+        hidden(r, who, at.partition, "set_access", enc(set.clone()), false);
         let req = CreateRequest {
             outer_key: "intruder".into(),
             op_id: op(5),
@@ -199,6 +225,7 @@ fn housekeeping_calls(at: InnerKey) -> Vec<(&'static str, Vec<u8>)> {
                 },
                 op_id: op(8),
                 hard_cap: None,
+                max_bytes: None,
             }),
         ),
         (

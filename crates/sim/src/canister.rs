@@ -259,6 +259,7 @@ mod tests {
                         writers: vec![],
                     },
                     hard_cap: None,
+                    max_bytes: None,
                 },
             )
             .unwrap();

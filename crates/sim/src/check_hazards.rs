@@ -100,7 +100,8 @@ impl World {
                 };
                 let granted = match p.get(g, &args) {
                     Ok(_) => true,
-                    Err(GetError::NotAuthorized) => false,
+                    // A guest who may not read learns nothing: the answer of an absent SubDB.
+                    Err(GetError::UnknownSubDb) => false,
                     Err(e) => {
                         found.push((
                             ViolationKind::AccessWrong,

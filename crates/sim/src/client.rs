@@ -738,11 +738,47 @@ impl World {
                                 ),
                             );
                         }
+                        let max = self.cfg.max_bytes_per_subdb;
+                        if let Some((before, after)) =
+                            self.model.bytes_around_put(&outer, &key, vref.len)
+                        {
+                            if after > max && after > before {
+                                self.violation(
+                                    ViolationKind::QuotaWrong,
+                                    format!(
+                                        "client {i}: put on {outer:?} acknowledged although it \
+                                         took the SubDB from {before} to {after} bytes, past its \
+                                         quota of {max}"
+                                    ),
+                                );
+                            }
+                        }
                         self.stats.put_bytes += (key.len() + vref.len as usize) as u64;
                         if vref.len as usize >= BIG_VALUE_MIN_BYTES {
                             self.hz.counts.big_puts += 1;
                         }
                         self.model.put(&outer, &key, vref);
+                    }
+                    Err(Error::Refused(PutError::QuotaExceeded { max_bytes })) => {
+                        // Right only if the put would take the SubDB past the quota it was
+                        // created with (moves keep it): the model knows its bytes exactly
+                        // unless an abandoned write left a key uncertain.
+                        let max = self.cfg.max_bytes_per_subdb;
+                        let fits = self
+                            .model
+                            .bytes_around_put(&outer, &key, vref.len)
+                            .filter(|&(before, after)| after <= max || after <= before);
+                        if max_bytes != max || fits.is_some() {
+                            self.violation(
+                                ViolationKind::QuotaWrong,
+                                format!(
+                                    "client {i}: put on {outer:?} refused QuotaExceeded \
+                                     {{ max_bytes: {max_bytes} }}, but the SubDB's quota is \
+                                     {max} and the put takes it {fits:?} (before, after)"
+                                ),
+                            );
+                        }
+                        self.stats.puts_refused_quota += 1;
                     }
                     Err(e @ Error::GaveUp { .. }) => gave_up!(e),
                     Err(e) => unexpected!(format!("put: {e:?}")),

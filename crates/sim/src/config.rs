@@ -47,6 +47,11 @@ pub struct PlantedBugs {
     /// The management canister answers `start_canister` without starting the canister: a
     /// fleet upgrade leaves its partitions stopped (caught by the fleet-upgrade checker).
     pub ignore_start_canister: bool,
+    /// The world installs the index with another byte quota than the one the clients hold
+    /// their SubDBs to: twice it (`lax`: puts past the quota are acknowledged) or half
+    /// (`strict`: puts within it are refused). Caught by the quota checker (12).
+    pub lax_byte_quota: bool,
+    pub strict_byte_quota: bool,
 }
 
 /// A planted bug by name (CLI `--plant`).
@@ -62,10 +67,12 @@ pub enum Bug {
     SwallowBrokenCalls,
     InstallFirstModuleOnly,
     IgnoreStartCanister,
+    LaxByteQuota,
+    StrictByteQuota,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 10] = [
+    pub const ALL: [Bug; 12] = [
         Bug::FreshOpIdOnRetry,
         Bug::DropDeltaPuts,
         Bug::LostDeposits,
@@ -76,6 +83,8 @@ impl Bug {
         Bug::SwallowBrokenCalls,
         Bug::InstallFirstModuleOnly,
         Bug::IgnoreStartCanister,
+        Bug::LaxByteQuota,
+        Bug::StrictByteQuota,
     ];
 
     pub fn name(self) -> &'static str {
@@ -90,6 +99,8 @@ impl Bug {
             Bug::SwallowBrokenCalls => "swallow-broken-calls",
             Bug::InstallFirstModuleOnly => "install-first-module-only",
             Bug::IgnoreStartCanister => "ignore-start-canister",
+            Bug::LaxByteQuota => "lax-byte-quota",
+            Bug::StrictByteQuota => "strict-byte-quota",
         }
     }
 
@@ -105,6 +116,8 @@ impl Bug {
             Bug::SwallowBrokenCalls => &mut bugs.swallow_broken_calls,
             Bug::InstallFirstModuleOnly => &mut bugs.install_first_module_only,
             Bug::IgnoreStartCanister => &mut bugs.ignore_start_canister,
+            Bug::LaxByteQuota => &mut bugs.lax_byte_quota,
+            Bug::StrictByteQuota => &mut bugs.strict_byte_quota,
         }
     }
 
@@ -261,6 +274,8 @@ pub struct SimConfig {
     pub create_policy: CreatePolicy,
     /// `IndexInit.max_subdbs_per_owner`.
     pub max_subdbs_per_owner: u64,
+    /// `IndexInit.max_bytes_per_subdb`: every SubDB's byte quota, enforced by its partition.
+    pub max_bytes_per_subdb: u64,
     pub faults: Faults,
     pub bugs: PlantedBugs,
     /// A scenario of writers outpacing moves: every move throttles its SubDB's writers from
@@ -333,6 +348,13 @@ impl SimConfig {
         } else {
             move_cap_bytes
         };
+        // Drawn last, so every older knob keeps its value: one seed in three gives each SubDB
+        // a byte quota of 4 to 20 of its largest values, which busy clients reach.
+        let max_bytes_per_subdb = if r.chance(1.0 / 3.0) {
+            r.range(4, 20) * max_value_bytes as u64
+        } else {
+            flotilla_index::quotas::DEFAULT_MAX_BYTES_PER_SUBDB
+        };
         let cfg = SimConfig {
             seed,
             ops,
@@ -361,6 +383,7 @@ impl SimConfig {
             cycles,
             create_policy,
             max_subdbs_per_owner,
+            max_bytes_per_subdb,
             faults,
             bugs: PlantedBugs::default(),
             throttle_moves: None,
@@ -386,6 +409,13 @@ impl SimConfig {
     pub fn with_open_creates(mut self) -> Self {
         self.create_policy = CreatePolicy::Open;
         self.max_subdbs_per_owner = flotilla_index::quotas::DEFAULT_MAX_SUBDBS_PER_OWNER;
+        self.max_bytes_per_subdb = flotilla_index::quotas::DEFAULT_MAX_BYTES_PER_SUBDB;
+        self
+    }
+
+    /// Gives every SubDB this byte quota.
+    pub fn with_byte_quota(mut self, max_bytes_per_subdb: u64) -> Self {
+        self.max_bytes_per_subdb = max_bytes_per_subdb;
         self
     }
 
@@ -520,8 +550,8 @@ impl fmt::Display for SimConfig {
         )?;
         writeln!(
             f,
-            "  creates: {:?}, at most {} SubDBs per owner",
-            self.create_policy, self.max_subdbs_per_owner
+            "  creates: {:?}, at most {} SubDBs per owner, {} bytes per SubDB",
+            self.create_policy, self.max_subdbs_per_owner, self.max_bytes_per_subdb
         )?;
         writeln!(f, "  faults: {}", self.faults)?;
         write!(f, "  hazards: {}", self.hazards)?;

@@ -128,6 +128,18 @@ impl Model {
         }
     }
 
+    /// The SubDB's bytes before and after a put of `len` bytes to `key`, if the model knows
+    /// them exactly (a live SubDB with no uncertain key).
+    pub fn bytes_around_put(&self, outer: &str, key: &[u8], len: u32) -> Option<(u64, u64)> {
+        let s = self.live(outer).filter(|s| s.uncertain.is_empty())?;
+        let before = s.bytes();
+        let old = s
+            .items
+            .get(key)
+            .map_or(0, |v| key.len() as u64 + v.len as u64);
+        Some((before, before - old + key.len() as u64 + len as u64))
+    }
+
     pub fn put(&mut self, outer: &str, key: &[u8], v: ValueRef) {
         if let Some(s) = self.live_mut(outer) {
             s.uncertain.remove(key);

@@ -65,7 +65,11 @@ pub enum ViolationKind {
     OutOfCycles,
     /// Cycles checker: the index attached cycles that took it under its reserve.
     UnderReserve,
-    /// Checker 12, as a fleet upgrade ends (`--rolling-upgrades`): a partition it did not
+    /// Checker 12: a put was refused `QuotaExceeded` although it fit its SubDB's byte quota
+    /// (or named another quota than the SubDB was created with), or was acknowledged although
+    /// it took the SubDB past its quota.
+    QuotaWrong,
+    /// Checker 13, as a fleet upgrade ends (`--rolling-upgrades`): a partition it did not
     /// report failed runs another module or was left stopped, or the partition the module
     /// trapped on went unreported; after quiescence, a canister is still stopped by the index.
     FleetUpgrade,
@@ -146,6 +150,8 @@ pub struct Report {
     pub partition_dry_rounds: u64,
     /// Creates refused because the owner had its quota of SubDBs.
     pub creates_refused_quota: u64,
+    /// Puts refused because they would take their SubDB past its byte quota.
+    pub puts_refused_quota: u64,
     /// Times the world's operator topped up an index low on cycles.
     pub operator_top_ups: u64,
     /// Raw stable memory of every canister at the end.
@@ -245,6 +251,7 @@ pub struct Summary {
     pub partition_dry_rounds: u64,
     pub operator_top_ups: u64,
     pub creates_refused_quota: u64,
+    pub puts_refused_quota: u64,
     pub violations: u64,
     /// Seeds with at least one move.
     pub seeds_with_moves: u64,
@@ -278,6 +285,7 @@ impl Summary {
         self.partition_dry_rounds += r.partition_dry_rounds;
         self.operator_top_ups += r.operator_top_ups;
         self.creates_refused_quota += r.creates_refused_quota;
+        self.puts_refused_quota += r.puts_refused_quota;
         self.violations += r.violations.len() as u64;
         self.seeds_with_moves += u64::from(r.moves > 0);
         if !r.ok() {
@@ -325,13 +333,15 @@ impl fmt::Display for Summary {
         writeln!(
             f,
             "top_ups={} (seeds with top-ups: {}) creates_refused_low_cycles={} \
-             partition_dry_rounds={} operator_top_ups={} creates_refused_quota={}",
+             partition_dry_rounds={} operator_top_ups={} creates_refused_quota={} \
+             puts_refused_quota={}",
             self.top_ups,
             self.seeds_with_top_ups,
             self.creates_refused_low_cycles,
             self.partition_dry_rounds,
             self.operator_top_ups,
-            self.creates_refused_quota
+            self.creates_refused_quota,
+            self.puts_refused_quota
         )?;
         write!(
             f,

@@ -181,6 +181,8 @@ pub(crate) struct Stats {
     pub creates_refused_low_cycles: u64,
     /// Creates refused with `SubDbQuotaExceeded`.
     pub creates_refused_quota: u64,
+    /// Puts refused with `QuotaExceeded` (checked against the model: checker 12).
+    pub puts_refused_quota: u64,
     /// Partitions whose charge was refused for want of cycles (per partition, once each round).
     pub partition_dry_rounds: u64,
     /// Times the world's operator topped the index up.
@@ -310,6 +312,13 @@ impl World {
                 cycles_reserve: Some(cfg.cycles.reserve),
                 create_policy: Some(cfg.create_policy),
                 max_subdbs_per_owner: Some(cfg.max_subdbs_per_owner),
+                max_bytes_per_subdb: Some(if cfg.bugs.lax_byte_quota {
+                    cfg.max_bytes_per_subdb.saturating_mul(2)
+                } else if cfg.bugs.strict_byte_quota {
+                    (cfg.max_bytes_per_subdb / 2).max(1)
+                } else {
+                    cfg.max_bytes_per_subdb
+                }),
             },
         );
         logic.set_cycles_check_period(cfg.cycles.check_period_rounds * ROUND_NS);

@@ -143,10 +143,11 @@ fn every_api_call_works_end_to_end() {
             .await;
         assert_eq!(mid.len(), 10);
 
-        // Access: bob is refused until alice lists him as a reader; then he reads, not writes.
+        // Access: bob learns nothing of the SubDB (the answer of an absent one, after one
+        // route refresh) until alice lists him as a reader; then he reads, not writes.
         assert!(matches!(
             bob.get("alice/notes", b"k000").await,
-            Err(Error::Refused(GetError::NotAuthorized))
+            Err(Error::Refused(GetError::UnknownSubDb))
         ));
         alice
             .set_access(

@@ -64,6 +64,11 @@ fn short_swarm_has_no_violations() {
         assert!(kind > 0, "a fault kind was never injected: {s}");
     }
     assert_eq!(s.failed_reads, 0, "{s}");
+    // The seeds with a small byte quota reach it, and checker 12 judged every refusal.
+    assert!(
+        s.puts_refused_quota > 0,
+        "no put ever reached its SubDB's byte quota: {s}"
+    );
     println!("{s}");
 }
 
@@ -286,6 +291,24 @@ fn planted_ignore_start_canister_is_caught() {
         }
     }
     panic!("planted bug ignore-start-canister went unnoticed in seeds 0..10");
+}
+
+/// The index holds SubDBs to another byte quota than the clients were told: acknowledged puts
+/// past the quota (lax) or refusals within it (strict) are caught by checker 12 (every seed
+/// here gets a quota of 4 of its largest values, which its clients reach).
+#[test]
+fn planted_wrong_byte_quotas_are_caught() {
+    for bug in [Bug::LaxByteQuota, Bug::StrictByteQuota] {
+        let r = catch_tweaked(bug, 0..12, 300, &[ViolationKind::QuotaWrong], |c| {
+            let quota = 4 * c.max_value_bytes as u64;
+            c.with_byte_quota(quota)
+        });
+        assert!(
+            r.config.max_bytes_per_subdb < flotilla_index::quotas::DEFAULT_MAX_BYTES_PER_SUBDB,
+            "seed={}",
+            r.seed
+        );
+    }
 }
 
 /// The hazards act and their checkers stay quiet without plants: a partition stopped for

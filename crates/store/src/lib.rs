@@ -20,6 +20,7 @@
 //! - `scan.rs`: ordered scans;
 //! - `export.rs`: whole-SubDB export and import, release after a move;
 //! - `changes.rs`: change tracking during a move, delta export;
+//! - `quota.rs`: what a write would leave a SubDB holding (the partition's byte quota);
 //! - `oplog.rs`: the op-id log; `layout.rs`, `memory.rs`: persisted formats and regions.
 //!
 //! This file holds the store, its opening, the op-id plumbing and the helpers they share.
@@ -31,6 +32,7 @@ mod items;
 pub mod layout;
 pub mod memory;
 pub mod oplog;
+mod quota;
 mod scan;
 mod subdbs;
 
@@ -48,6 +50,7 @@ use std::ops::Bound;
 pub use changes::{Delta, DELTA_SCAN_PER_CHUNK, THROTTLE_MIN_CHANGE_BYTES};
 pub use export::OPS_SCAN_PER_CHUNK;
 pub use oplog::OpCtx;
+pub use quota::ProjectedOp;
 
 /// Records per op-log generation unless configured otherwise: every op id is remembered for
 /// at least this many later recorded operations.

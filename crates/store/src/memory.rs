@@ -41,3 +41,7 @@ pub const PURGING: MemoryId = MemoryId::new(15);
 /// order (`oplog::RECORD_BYTES` each, no structure around them; see `oplog.rs`).
 pub const OPS_LOG_A: MemoryId = MemoryId::new(16);
 pub const OPS_LOG_B: MemoryId = MemoryId::new(17);
+/// Partition layer: the metadata blob (access lists, byte quota) a SubDB had when it moved
+/// away, by its old local id (`StableBTreeMap<u32, Vec<u8>>`), so its tombstone answers
+/// `Moved` only to callers who could read it. Absent for tombstones written before it existed.
+pub const PARTITION_TOMB_ACCESS: MemoryId = MemoryId::new(18);

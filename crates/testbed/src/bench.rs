@@ -263,6 +263,7 @@ fn setup(
         },
         op_id: op_id(u64::MAX),
         hard_cap: None,
+        max_bytes: None,
     };
     let (r, _) = b.update(index, part, "create_subdb_local", enc(create));
     let r: Result<u32, flotilla_types::CreateSubDbError> = candid::decode_one(&r).expect("decode");

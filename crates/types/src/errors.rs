@@ -76,6 +76,8 @@ pub enum PutError {
     OpIdConflict,
     #[error("the caller may not write to this SubDB")]
     NotAuthorized,
+    #[error("the write would take the SubDB past its quota of {max_bytes} bytes")]
+    QuotaExceeded { max_bytes: u64 },
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Error)]
@@ -121,6 +123,8 @@ pub enum BatchError {
     OpIdConflict,
     #[error("the caller may not write to this SubDB")]
     NotAuthorized,
+    #[error("the batch would take the SubDB past its quota of {max_bytes} bytes")]
+    QuotaExceeded { max_bytes: u64 },
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Error)]

@@ -30,6 +30,9 @@ pub struct IndexInit {
     pub create_policy: Option<CreatePolicy>,
     /// SubDBs one principal may own at once (default 10,000).
     pub max_subdbs_per_owner: Option<u64>,
+    /// Byte quota (keys plus values) of each new SubDB, enforced by its partition (default
+    /// 1 GiB, at least 1). A principal may so hold at most `max_subdbs_per_owner` × this.
+    pub max_bytes_per_subdb: Option<u64>,
 }
 
 /// Who may create SubDBs. Admins always may.
@@ -63,6 +66,9 @@ pub struct IndexSettings {
     /// SubDBs one principal may own at once; owners already past a lowered quota keep theirs
     /// but create no more.
     pub max_subdbs_per_owner: Option<u64>,
+    /// Byte quota of each SubDB created from now on (at least 1). SubDBs created before keep
+    /// the quota they were created with.
+    pub max_bytes_per_subdb: Option<u64>,
 }
 
 /// The error of `update_settings`.
@@ -76,6 +82,8 @@ pub enum SettingsError {
     ZeroMoveCap,
     #[error("the top-up target {target} is below the threshold {threshold}")]
     TargetBelowThreshold { target: u128, threshold: u128 },
+    #[error("the byte quota of a SubDB must be at least 1 byte")]
+    ZeroByteQuota,
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -316,6 +324,11 @@ pub struct IndexStats {
     /// Partial imports of called-off moves not recorded for reclaiming because the list was
     /// full: left on their targets (none from an index built before reclaims).
     pub reclaims_dropped: Option<u64>,
+    /// The byte quota new SubDBs get.
+    pub max_bytes_per_subdb: u64,
+    /// Whether the caller is an admin. Others see the figures, but not `admins` nor `moves`
+    /// (outer keys): both lists are empty for them (`moves_total` still counts the moves).
+    pub caller_is_admin: bool,
 }
 
 /// Argument of `partitions`: a page of the registry in creation order.

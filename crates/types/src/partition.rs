@@ -145,6 +145,9 @@ pub struct CreateLocalArgs {
     pub op_id: OpId,
     pub access: Access,
     pub hard_cap: Option<u64>,
+    /// The SubDB's byte quota (keys plus values), kept in its metadata and moved with it;
+    /// `None`: no quota (an index built before quotas).
+    pub max_bytes: Option<u64>,
 }
 
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -28,6 +28,7 @@ export type CanisterErrorKind =
   | "BatchTooLarge"
   | "MetaTooLarge"
   | "InvalidHardCap"
+  | "QuotaExceeded"
   // index
   | "InvalidOuterKey"
   | "NoPartitionWasm"
@@ -78,7 +79,8 @@ function describe(kind: FlotillaErrorKind, detail: unknown): string {
     case "NotAuthorized":
       return "not authorized: the caller may not do this on this SubDB";
     case "UnknownSubDb":
-      return "the partition does not know this SubDB (it was deleted or never existed there)";
+      // A partition answers a caller who may not read a SubDB exactly as for an absent one.
+      return "no SubDB here that the caller may read (deleted, never there, or not shared with the caller)";
     case "UnknownOuterKey":
       return "no SubDB has this name";
     case "KeyTooLarge":
@@ -117,6 +119,8 @@ function describe(kind: FlotillaErrorKind, detail: unknown): string {
       return `access lists too large${lenMax()}`;
     case "InvalidHardCap":
       return "invalid hard cap (must be at least 1)";
+    case "QuotaExceeded":
+      return `the write would take the SubDB past its byte quota (${d.max_bytes} bytes)`;
     case "InvalidOuterKey":
       return `invalid SubDB name (${d.len} bytes; 1 to ${d.max} expected)`;
     case "NoPartitionWasm":

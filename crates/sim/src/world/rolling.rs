@@ -98,7 +98,7 @@ impl World {
         self.canisters.get(&id).and_then(|c| c.module.clone())
     }
 
-    /// Checker 12 after quiescence: no canister is left stopped by its controller (a
+    /// Checker 13 after quiescence: no canister is left stopped by its controller (a
     /// partition a fleet upgrade could not start again is started by the index's next status
     /// check once it answers).
     pub(crate) fn check_none_left_stopped(&mut self) {
@@ -230,7 +230,7 @@ impl World {
         }
     }
 
-    /// Checker 12, as a fleet upgrade ends: every partition it did not report failed runs its
+    /// Checker 13, as a fleet upgrade ends: every partition it did not report failed runs its
     /// module and is not left stopped; the partition the module trapped on is among the
     /// failed.
     fn check_fleet_upgrade(&mut self, info: &FleetUpgradeInfo) {

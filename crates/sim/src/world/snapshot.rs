@@ -61,6 +61,7 @@ impl World {
             partition_dry_rounds: self.stats.partition_dry_rounds,
             operator_top_ups: self.stats.operator_top_ups,
             creates_refused_quota: self.stats.creates_refused_quota,
+            puts_refused_quota: self.stats.puts_refused_quota,
             memory_bytes: self.canisters.values().map(|c| c.memory_bytes()).sum(),
             trace_hash: self.trace,
             violations: self.violations.clone(),
