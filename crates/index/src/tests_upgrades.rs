@@ -25,6 +25,8 @@ struct Fleet {
     unreachable: BTreeSet<Principal>,
     /// Replies lost, in call order, while > 0 (the call executes).
     lose: u32,
+    /// This partition stops answering right after it is stopped.
+    vanish_after_stop: Option<Principal>,
     most_stopped: usize,
     installs: u32,
 }
@@ -69,6 +71,9 @@ impl Fleet {
             }
             Request::StopCanister { canister } => {
                 self.stopped.insert(*canister);
+                if self.vanish_after_stop == Some(*canister) {
+                    self.unreachable.insert(*canister);
+                }
                 self.most_stopped = self.most_stopped.max(self.stopped.len());
                 Ok(Response::Stopped)
             }
@@ -379,4 +384,34 @@ fn only_admins_start_a_fleet_upgrade_and_only_one_at_a_time() {
         .all(|c| !matches!(c.request, Request::StopCanister { .. })));
     assert!(index.stats().fleet_upgrade.unwrap().finished_at.is_some());
     index.upgrade_partitions(&env(p(ADMIN)), &args).unwrap();
+}
+
+#[test]
+fn a_partition_left_stopped_by_a_failed_upgrade_is_started_once_it_answers() {
+    let (_, mut index, mut fleet, parts) = fleet_of(2);
+    let lost = parts[0];
+    fleet.vanish_after_stop = Some(lost);
+    start(&mut index, 2);
+    let steps = 3 * MAX_UPGRADE_STEP_FAILURES as u64 + 5;
+    let now = fleet.ticks(&mut index, 10_000_000_000, steps);
+    let info = index.stats().fleet_upgrade.unwrap();
+    assert!(info.finished_at.is_some(), "{info:?}");
+    assert_eq!((info.upgraded, info.failed_total), (1, 1));
+    assert_eq!(
+        (info.failed[0].partition, info.failed[0].step.as_str()),
+        (lost, "install")
+    );
+    assert!(
+        fleet.stopped.contains(&lost),
+        "stopped, and it did not answer since"
+    );
+    // It answers again: the next status check of cycles care finds it stopped and starts it.
+    fleet.unreachable.clear();
+    fleet.ticks(
+        &mut index,
+        now + crate::cycles::DEFAULT_CYCLES_CHECK_PERIOD_NS,
+        2,
+    );
+    assert!(!fleet.stopped.contains(&lost), "started again");
+    assert_eq!(fleet.module[&lost], sha(WASM), "on its old module");
 }
