@@ -143,6 +143,9 @@ pub enum UpgradeStep {
     Start,
     /// `canister_status`: which module it runs now.
     Status,
+    /// Given up on and reported: it waits no more in this run (nor is it listed again when a
+    /// status check finds it on its old module), unless the run follows another module.
+    Failed,
 }
 
 /// A partition's record in the `UPGRADES` region.

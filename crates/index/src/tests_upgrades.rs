@@ -238,6 +238,22 @@ fn a_partition_whose_new_module_traps_in_post_upgrade_keeps_its_old_one_and_the_
         .find(|i| i.id == bad)
         .unwrap();
     assert_eq!(bad_info.module, Some(ByteBuf::from(sha(WASM))));
+    // Cycles care's later status checks find it on its old module: it is not tried again in
+    // this run (it was, in a loop, before `UpgradeStep::Failed`).
+    let installs = fleet.installs;
+    fleet.ticks(
+        &mut index,
+        100_000_000_000 + crate::cycles::DEFAULT_CYCLES_CHECK_PERIOD_NS,
+        3,
+    );
+    assert_eq!(fleet.installs, installs);
+    assert!(index.upgrade_sets.waiting.is_empty() && !index.upgrading(&bad));
+    // A new run tries it again (and it traps again).
+    start(&mut index, 2);
+    let now = 200_000_000_000 + crate::cycles::DEFAULT_CYCLES_CHECK_PERIOD_NS;
+    fleet.ticks(&mut index, now, 10);
+    let info = index.stats().fleet_upgrade.unwrap();
+    assert_eq!((info.upgraded, info.failed_total), (0, 1), "{info:?}");
 }
 
 #[test]

@@ -55,7 +55,7 @@ pub const MAX_UPGRADE_REQUEUES: u32 = 3;
 /// turn and those in progress.
 #[derive(Default)]
 pub(crate) struct UpgradeSets {
-    waiting: BTreeSet<Principal>,
+    pub(crate) waiting: BTreeSet<Principal>,
     active: BTreeSet<Principal>,
 }
 
@@ -67,6 +67,7 @@ fn step_name(s: UpgradeStep) -> &'static str {
         UpgradeStep::Install => "install",
         UpgradeStep::Start => "start",
         UpgradeStep::Status => "status",
+        UpgradeStep::Failed => "failed",
     }
 }
 
@@ -104,6 +105,11 @@ impl<M: Memory> Index<M> {
         };
         if self.upgrade_running() {
             return Err(E::AlreadyRunning);
+        }
+        // What the last run gave up on may try again.
+        let failed: Vec<Principal> = self.upgrades.iter().map(|e| *e.key()).collect();
+        for p in failed {
+            self.drop_progress(&p);
         }
         let run = UpgradeRun {
             module: meta.sha256,
@@ -166,23 +172,23 @@ impl<M: Memory> Index<M> {
         let mut sets = UpgradeSets::default();
         for e in self.upgrades.iter() {
             let (p, prog) = e.into_pair();
-            if prog.step == UpgradeStep::Waiting {
-                sets.waiting.insert(p);
-            } else {
-                sets.active.insert(p);
-            }
+            match prog.step {
+                UpgradeStep::Waiting => sets.waiting.insert(p),
+                UpgradeStep::Failed => false,
+                _ => sets.active.insert(p),
+            };
         }
         self.upgrade_sets = sets;
     }
 
     fn put_progress(&mut self, p: Principal, prog: UpgradeProgress) {
-        if prog.step == UpgradeStep::Waiting {
-            self.upgrade_sets.active.remove(&p);
-            self.upgrade_sets.waiting.insert(p);
-        } else {
-            self.upgrade_sets.waiting.remove(&p);
-            self.upgrade_sets.active.insert(p);
-        }
+        self.upgrade_sets.active.remove(&p);
+        self.upgrade_sets.waiting.remove(&p);
+        match prog.step {
+            UpgradeStep::Waiting => self.upgrade_sets.waiting.insert(p),
+            UpgradeStep::Failed => false,
+            _ => self.upgrade_sets.active.insert(p),
+        };
         self.upgrades.insert(p, prog);
     }
 
@@ -192,8 +198,8 @@ impl<M: Memory> Index<M> {
         self.upgrades.remove(p);
     }
 
-    /// Every partition not known to run the run's module, and not in the run already, waits
-    /// its turn.
+    /// Every partition not known to run the run's module, and not in the run already (or
+    /// given up on for another module), waits its turn.
     fn enqueue_behind(&mut self) {
         let Some(module) = self.cfg().upgrade.as_ref().map(|r| r.module.clone()) else {
             return;
@@ -205,7 +211,11 @@ impl<M: Memory> Index<M> {
             .map(|e| *e.key())
             .collect();
         for p in behind {
-            if !self.upgrades.contains_key(&p) {
+            let failed_before = self
+                .upgrades
+                .get(&p)
+                .is_some_and(|g| g.step == UpgradeStep::Failed);
+            if failed_before || !self.upgrades.contains_key(&p) {
                 self.put_progress(p, waiting());
             }
         }
@@ -289,7 +299,7 @@ impl<M: Memory> Index<M> {
         }
         let mut prog = self.upgrades.get(&p)?;
         let request = match prog.step {
-            UpgradeStep::Waiting => return None,
+            UpgradeStep::Waiting | UpgradeStep::Failed => return None,
             UpgradeStep::Drain if self.in_a_move(&p) => return None,
             UpgradeStep::Drain | UpgradeStep::Stop => {
                 prog.step = UpgradeStep::Stop;
@@ -383,7 +393,10 @@ impl<M: Memory> Index<M> {
                             prog.failures = 0;
                             prog.last_error = None;
                         }
-                        UpgradeStep::Start | UpgradeStep::Status | UpgradeStep::Waiting => {
+                        UpgradeStep::Start
+                        | UpgradeStep::Status
+                        | UpgradeStep::Waiting
+                        | UpgradeStep::Failed => {
                             let (step, message) = prog.gave_up.take().unwrap_or((step, message));
                             self.upgrade_failed(p, step, message);
                             return vec![];
@@ -436,7 +449,9 @@ impl<M: Memory> Index<M> {
     }
 
     fn upgrade_failed(&mut self, p: Principal, step: String, message: String) {
-        self.drop_progress(&p);
+        let mut prog = waiting();
+        prog.step = UpgradeStep::Failed;
+        self.put_progress(p, prog);
         self.update_cfg(|c| {
             if let Some(r) = c.upgrade.as_mut() {
                 r.failed_total += 1;
