@@ -247,6 +247,22 @@ fn bytes(conn: &Conn, s: &str, what: &str) -> Result<Vec<u8>, Failure> {
     }
 }
 
+/// A progress bar of `len` steps drawn with `template`, or a hidden one when `shown` is false
+/// (tests, `--output json` pipelines).
+pub(crate) fn progress_bar(shown: bool, len: u64, template: &str) -> Result<ProgressBar, Failure> {
+    let bar = if shown {
+        ProgressBar::new(len)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(template)
+            .map_err(|e| Failure(e.to_string()))?
+            .progress_chars("=> "),
+    );
+    Ok(bar)
+}
+
 /// A client error as one line, with what to do where that is clear.
 pub(crate) fn fail<E: Display>(what: &str, e: Error<E>) -> Failure {
     let hint = match &e {
@@ -500,16 +516,11 @@ pub async fn exec<T: Transport>(
             let mut cp = FileCheckpoint::open(file, name, &id).map_err(Failure)?;
             let recs = records::read_records(file, format)
                 .map_err(|e| Failure(format!("cannot read {}: {e}", file.display())))?;
-            let bar = if progress {
-                ProgressBar::new(total)
-            } else {
-                ProgressBar::hidden()
-            };
-            bar.set_style(
-                ProgressStyle::with_template("[{bar:30}] {pos}/{len} items {per_sec} {eta}")
-                    .map_err(|e| Failure(e.to_string()))?
-                    .progress_chars("=> "),
-            );
+            let bar = progress_bar(
+                progress,
+                total,
+                "[{bar:30}] {pos}/{len} items {per_sec} {eta}",
+            )?;
             let r = load(client, name, &id, recs, &mut cp, |p: Progress| {
                 bar.set_position(p.records);
                 ControlFlow::Continue(())

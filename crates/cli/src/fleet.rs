@@ -2,14 +2,13 @@
 //! chunks, with a progress bar) and `flotilla upgrade` (every partition to it, a batch at a
 //! time, followed to its end). Written over any `Transport`, like the data commands.
 
-use crate::data::{fail, io, Output};
+use crate::data::{fail, io, progress_bar, Output};
 use crate::Failure;
 use flotilla_client::{Client, Error, Transport};
 use flotilla_types::index::{
     FleetUpgradeInfo, UpgradePartitionsArgs, UpgradePartitionsError, UploadWasmError, WasmChunk,
 };
 use flotilla_types::limits::MAX_WASM_UPLOAD_CHUNK_BYTES;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -18,17 +17,6 @@ use std::time::Duration;
 
 /// How often `flotilla upgrade` asks the index how far the fleet upgrade is.
 pub const UPGRADE_POLL: Duration = Duration::from_secs(1);
-
-fn bar(progress: bool, len: u64, template: &str) -> ProgressBar {
-    if !progress {
-        return ProgressBar::hidden();
-    }
-    let b = ProgressBar::new(len);
-    if let Ok(style) = ProgressStyle::with_template(template) {
-        b.set_style(style.progress_chars("=> "));
-    }
-    b
-}
 
 /// Uploads the module in `file` to the index in chunks of `MAX_WASM_UPLOAD_CHUNK_BYTES`.
 /// A chunk whose reply was lost and whose retry the index answers `OutOfOrder` continues
@@ -47,11 +35,11 @@ pub async fn upload_wasm<T: Transport>(
     }
     let sha256 = ByteBuf::from(Sha256::digest(&wasm).to_vec());
     let total = wasm.len();
-    let b = bar(
+    let b = progress_bar(
         progress,
         total as u64,
         "upload-wasm [{bar:40}] {bytes}/{total_bytes} ({eta})",
-    );
+    )?;
     let mut offset = 0usize;
     // Each chunk once, plus a few restarts after lost replies.
     let budget = 4 * total.div_ceil(MAX_WASM_UPLOAD_CHUNK_BYTES) + 8;
@@ -120,11 +108,11 @@ pub async fn upgrade<T: Transport>(
     };
     let mut info = started;
     if !no_wait {
-        let b = bar(
+        let b = progress_bar(
             progress,
             parts(&info),
             "upgrade [{bar:40}] {pos}/{len} partitions {msg}",
-        );
+        )?;
         while info.finished_at.is_none() {
             b.set_length(parts(&info));
             b.set_position(info.upgraded + info.failed_total);

@@ -14,6 +14,7 @@ use crate::records::*;
 use crate::{Env, Index};
 use candid::Principal;
 use ic_stable_structures::Memory;
+use serde_bytes::ByteBuf;
 
 /// Default threshold: a partition below 500 B cycles is topped up ...
 pub const DEFAULT_CYCLES_THRESHOLD: u128 = 500_000_000_000;
@@ -110,13 +111,9 @@ impl<M: Memory> Index<M> {
         else {
             return vec![];
         };
-        let Some(mut rec) = self.registry.get(&partition) else {
+        if !self.record_status(env, partition, cycles, module_hash.clone()) {
             return vec![];
-        };
-        rec.cycles = Some(cycles);
-        rec.module = module_hash.clone();
-        rec.cycles_at = Some(env.now);
-        self.put_partition(partition, rec);
+        }
         self.note_module(partition, module_hash.as_ref());
         // Stopped, and no fleet upgrade has its turn: left so by a fleet upgrade that could not
         // start it (it did not answer then), or by a late stop. Start it.
@@ -154,6 +151,25 @@ impl<M: Memory> Index<M> {
             },
             Purpose::TopUp { partition, amount },
         )]
+    }
+
+    /// Records what a `canister_status` of `partition` said (its balance, and the module it
+    /// runs), for cycles care and fleet upgrades alike; false if it is not a partition.
+    pub(crate) fn record_status(
+        &mut self,
+        env: &Env,
+        partition: Principal,
+        cycles: u128,
+        module: Option<ByteBuf>,
+    ) -> bool {
+        let Some(mut rec) = self.registry.get(&partition) else {
+            return false;
+        };
+        rec.cycles = Some(cycles);
+        rec.module = module;
+        rec.cycles_at = Some(env.now);
+        self.put_partition(partition, rec);
+        true
     }
 
     /// A restart's reply: counted when it succeeded; the next status check tells either way.

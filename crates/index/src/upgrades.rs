@@ -249,20 +249,25 @@ impl<M: Memory> Index<M> {
     /// while fewer than `batch` are in progress, send the step of each partition in progress
     /// that has no call in flight, and end the run once none is left.
     pub(crate) fn drive_upgrade(&mut self, env: &Env) -> Vec<Call> {
-        let Some(mut run) = self.cfg().upgrade.clone() else {
+        let c = self.cfg();
+        let Some(run) = c.upgrade.as_ref().filter(|r| r.finished_at.is_none()) else {
             return vec![];
         };
-        if run.finished_at.is_some() {
-            return vec![];
+        let batch = run.batch;
+        let activated = c
+            .wasm
+            .as_ref()
+            .filter(|w| w.sha256 != run.module)
+            .map(|w| w.sha256.clone());
+        if let Some(module) = activated {
+            self.update_cfg(|c| {
+                if let Some(r) = c.upgrade.as_mut() {
+                    r.module = module;
+                }
+            });
+            self.enqueue_behind();
         }
-        if let Some(meta) = self.cfg().wasm.clone() {
-            if meta.sha256 != run.module {
-                run.module = meta.sha256;
-                self.update_cfg(|c| c.upgrade = Some(run.clone()));
-                self.enqueue_behind();
-            }
-        }
-        let free = (run.batch as usize).saturating_sub(self.upgrade_sets.active.len());
+        let free = (batch as usize).saturating_sub(self.upgrade_sets.active.len());
         let turn: Vec<Principal> = self
             .upgrade_sets
             .waiting
@@ -420,12 +425,7 @@ impl<M: Memory> Index<M> {
         cycles: u128,
         module_hash: Option<ByteBuf>,
     ) {
-        if let Some(mut rec) = self.registry.get(&p) {
-            rec.module = module_hash.clone();
-            rec.cycles = Some(cycles);
-            rec.cycles_at = Some(env.now);
-            self.put_partition(p, rec);
-        }
+        self.record_status(env, p, cycles, module_hash.clone());
         let Some(run_module) = self.cfg().upgrade.as_ref().map(|r| r.module.clone()) else {
             return;
         };

@@ -66,6 +66,20 @@ enum Home {
     Nowhere(InnerKey, String),
 }
 
+/// The imports the index's pending reclaims name by local id: each will be aborted once its
+/// partition answers (checker 3 passes over them).
+fn reclaimed_imports(reclaims: &[flotilla_index::records::ReclaimRecord]) -> BTreeSet<InnerKey> {
+    reclaims
+        .iter()
+        .filter_map(|r| {
+            r.subdb.map(|subdb| InnerKey {
+                partition: r.target,
+                subdb,
+            })
+        })
+        .collect()
+}
+
 impl World {
     fn partition_at(&self, id: &Principal) -> Option<&Partition<Mem>> {
         self.canisters.get(id).and_then(|c| c.partition())
@@ -238,16 +252,7 @@ impl World {
             .collect();
         // A finished import of a move called off whose `abort_import` awaits a reclaim stays
         // frozen (unrouted) until the reclaim aborts it.
-        let reclaiming: BTreeSet<InnerKey> = index
-            .reclaims()
-            .iter()
-            .filter_map(|r| {
-                r.subdb.map(|subdb| InnerKey {
-                    partition: r.target,
-                    subdb,
-                })
-            })
-            .collect();
+        let reclaiming = reclaimed_imports(&index.reclaims());
         let mut frozen_seen = 0;
         for (id, c) in &self.canisters {
             for (sid, _, frozen) in c.live_subdbs() {
@@ -491,15 +496,7 @@ impl World {
         let mut leaked = 0;
         // Open imports a pending reclaim of the index will abort once their partition answers.
         let reclaims = self.index().reclaims();
-        let awaiting: BTreeSet<InnerKey> = reclaims
-            .iter()
-            .filter_map(|r| {
-                r.subdb.map(|subdb| InnerKey {
-                    partition: r.target,
-                    subdb,
-                })
-            })
-            .collect();
+        let awaiting = reclaimed_imports(&reclaims);
         let unknown_ids: BTreeSet<Principal> = reclaims
             .iter()
             .filter(|r| r.subdb.is_none())
