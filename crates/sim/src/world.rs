@@ -228,6 +228,9 @@ pub struct World {
     dry_seen: BTreeMap<Principal, u64>,
     /// Since when the index is too low on cycles to create a partition (the operator's clock).
     index_low_since: Option<u64>,
+    /// Since when the index holds enough for its reserve and a full top-up (the dry-partition
+    /// checker's clock).
+    index_could_pay_since: Option<u64>,
     /// The round of the operator's last top-up of the index.
     pub(crate) operator_topped_at: Option<u64>,
     trace: u64,
@@ -366,6 +369,7 @@ impl World {
             violation_keys: BTreeSet::new(),
             dry_seen: BTreeMap::new(),
             index_low_since: None,
+            index_could_pay_since: None,
             operator_topped_at: None,
             trace: 0,
             issuing: true,

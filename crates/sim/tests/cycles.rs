@@ -79,3 +79,18 @@ fn planted_inflated_balance_is_caught() {
     // true balance is short: with a short index, at its second partition.
     first_catch(Bug::InflatedBalance, ViolationKind::UnderReserve, true);
 }
+
+/// Seed 3749 (1,000 operations): the index spends down to its reserve, its partitions run dry
+/// while it cannot pay, and the operator tops it up. The dry-partition checker gives the index
+/// the rounds it needs to see and answer a balance (a check period, a tick, the calls' latency)
+/// once it can pay; it used to blame the index in the very round of the operator's top-up
+/// (the 10,000-seed swarm's one false alarm).
+#[test]
+fn partitions_starved_while_the_index_was_poor_are_not_blamed_on_it_once_it_is_topped_up() {
+    let r = run(SimConfig::from_seed(3749, 1_000));
+    assert!(r.ok(), "{}", r.failure_text(12));
+    assert!(
+        r.partition_dry_rounds > 0 && r.operator_top_ups > 0,
+        "seed=3749 no longer starves its partitions before an operator top-up: {r}"
+    );
+}

@@ -11,7 +11,11 @@
 //!
 //! Checkers:
 //! - **No partition runs dry while the index can pay**: a canister running the partition
-//!   logic refused a charge for want of cycles in a round when the index held at least its reserve plus a full top-up
+//!   logic refused a charge for want of cycles in a round when the index held at least its
+//!   reserve plus a full top-up, and had held it for longer than it needs to see a balance and
+//!   answer it ([`World::top_up_reaction_rounds`]: a check period, a tick, and the calls'
+//!   latency), so that a partition starved while the index was poor is not blamed on the index
+//!   in the rounds right after the operator tops the index up
 //!   ([`ViolationKind::OutOfCycles`]).
 //! - **The index never spends into its reserve**: every call carrying cycles (a partition's
 //!   creation, a top-up) leaves the index's true balance at or above its reserve when it is
@@ -79,11 +83,28 @@ impl World {
         }
     }
 
+    /// Rounds the index needs, at most, to top up a partition it can pay for, without faults:
+    /// the partition's status check is due a period after the last one and asked at the next
+    /// tick; the status call and its reply, then the `deposit_cycles` call sent on that reply,
+    /// each take up to `latency_max` rounds.
+    pub(crate) fn top_up_reaction_rounds(&self) -> u64 {
+        self.cfg.cycles.check_period_rounds + self.cfg.tick_every + 3 * self.cfg.latency_max + 1
+    }
+
     /// The dry-partition checker, once a round: a partition refused a charge since the last
-    /// round while the index could have topped it up to the target.
+    /// round while the index could have topped it up to the target, and had been able to for
+    /// longer than [`Self::top_up_reaction_rounds`].
     pub(super) fn check_cycles(&mut self) {
         let could_pay = self.cfg.cycles.reserve + self.cfg.cycles.target;
         let index = self.index_cycles();
+        if index >= could_pay {
+            self.index_could_pay_since.get_or_insert(self.round);
+        } else {
+            self.index_could_pay_since = None;
+        }
+        let blame = self
+            .index_could_pay_since
+            .is_some_and(|since| self.round - since >= self.top_up_reaction_rounds());
         let mut dry = vec![];
         for (id, c) in &mut self.canisters {
             // Partitions only: not the index, nor a canister whose creation job gave up
@@ -99,13 +120,14 @@ impl World {
         }
         for (id, cycles, memory) in dry {
             self.stats.partition_dry_rounds += 1;
-            if index >= could_pay {
+            if blame {
                 self.violation(
                     ViolationKind::OutOfCycles,
                     format!(
                         "partition {id} ran out of cycles ({cycles} left, {memory} bytes of \
-                         stable memory) while the index held {index}, enough for its reserve and \
-                         a top-up"
+                         stable memory) while the index held {index}: enough for its reserve and \
+                         a top-up, as it had for at least the {} rounds it needs to act",
+                        self.top_up_reaction_rounds()
                     ),
                 );
             }
