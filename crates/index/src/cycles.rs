@@ -1,7 +1,14 @@
 //! Cycles care, driven by `tick`: the index checks each partition's cycle balance through the
 //! management canister (`canister_status`; the index is the controller) and tops up any
 //! partition below the threshold to the target (`deposit_cycles`), from its own balance,
-//! never spending below its reserve. While its balance cannot pay for a partition above the
+//! never spending below its reserve.
+//!
+//! The threshold is a floor, not the whole rule: a partition that burns fast (large stable
+//! memory, heavy traffic) is also topped up once its balance would last fewer than
+//! [`RUNWAY_CHECKS`] checks at the burn measured between its last two status replies, and
+//! then to twice that runway if the target is less. So a partition survives
+//! `RUNWAY_CHECKS - 1` failed checks in a row whatever its burn, where a fixed threshold
+//! covers only as many checks as it happens to hold. While its balance cannot pay for a partition above the
 //! reserve, creation jobs wait and a create that needs a new partition fails with
 //! `IndexLowOnCycles`. Admins change the figures with `update_settings` (`settings.rs`).
 //!
@@ -34,6 +41,25 @@ pub const STATUS_RETRY_NS: u64 = 30_000_000_000;
 pub const TOP_UP_MARGIN: u128 = 1_000_000_000;
 /// Status checks one timer run asks at most.
 pub const MAX_STATUS_CALLS_PER_TICK: usize = 64;
+/// A partition is topped up while its balance still lasts this many checks at its measured
+/// burn (`PartitionRecord::burn_per_check`): five checks in a row may fail before it runs dry.
+pub const RUNWAY_CHECKS: u128 = 6;
+
+/// The balance `rec`'s partition should be topped up to when it holds `cycles`, if it needs a
+/// top-up: below the threshold, or short of [`RUNWAY_CHECKS`] checks of its burn. The goal
+/// is the target, or twice the runway when that is more (so a fast burner is not topped up
+/// at every check).
+pub(crate) fn top_up_goal(
+    care: &CyclesCare,
+    burn_per_check: Option<u128>,
+    cycles: u128,
+) -> Option<u128> {
+    let runway = burn_per_check.unwrap_or(0).saturating_mul(RUNWAY_CHECKS);
+    if cycles >= care.threshold && cycles >= runway {
+        return None;
+    }
+    Some(care.target.max(runway.saturating_mul(2)))
+}
 
 impl<M: Memory> Index<M> {
     /// Cycles a new partition takes from the index: those attached to `create_canister`
@@ -128,14 +154,15 @@ impl<M: Memory> Index<M> {
             return vec![self.next_call(Principal::management_canister(), req, purpose)];
         }
         let care = self.cfg().cycles;
-        if cycles >= care.threshold {
+        let burn = self.registry.get(&partition).and_then(|r| r.burn_per_check);
+        let Some(goal) = top_up_goal(&care, burn, cycles) else {
             return vec![];
-        }
+        };
         // One top-up at a time: a second status answered meanwhile saw the old balance.
         if self.top_up_in_flight(partition) {
             return vec![];
         }
-        let amount = care.target.saturating_sub(cycles).min(
+        let amount = goal.saturating_sub(cycles).min(
             env.balance
                 .saturating_sub(care.reserve)
                 .saturating_sub(TOP_UP_MARGIN),
@@ -155,6 +182,13 @@ impl<M: Memory> Index<M> {
 
     /// Records what a `canister_status` of `partition` said (its balance, and the module it
     /// runs), for cycles care and fleet upgrades alike; false if it is not a partition.
+    ///
+    /// What the balance dropped since the last one recorded (confirmed top-ups are added to
+    /// that one as they land) is the partition's burn over one check: as measured when the
+    /// checks came a period or more apart (ticks and failed checks stretch it, and that
+    /// stretch is what the runway must cover), scaled up to a period when they came closer (a
+    /// fleet upgrade's status step right after a check). A balance that rose instead (a top-up
+    /// whose reply was lost, a deposit by someone else) leaves the last burn measured.
     pub(crate) fn record_status(
         &mut self,
         env: &Env,
@@ -165,6 +199,13 @@ impl<M: Memory> Index<M> {
         let Some(mut rec) = self.registry.get(&partition) else {
             return false;
         };
+        if let (Some(before), Some(then)) = (rec.cycles, rec.cycles_at) {
+            let elapsed = env.now.saturating_sub(then) as u128;
+            if before >= cycles && elapsed > 0 {
+                let check = elapsed.max(self.cfg().cycles.check_period_ns as u128);
+                rec.burn_per_check = Some((before - cycles).saturating_mul(check) / elapsed);
+            }
+        }
         rec.cycles = Some(cycles);
         rec.module = module;
         rec.cycles_at = Some(env.now);

@@ -181,6 +181,7 @@ mod tests {
             cycles_at: None,
             cycles_asked_at: None,
             topped_up: None,
+            burn_per_check: None,
             module: None,
             health: None,
         }

@@ -132,6 +132,7 @@ impl<M: Memory> Index<M> {
                         cycles_at: None,
                         cycles_asked_at: None,
                         topped_up: None,
+                        burn_per_check: None,
                         module: rec.module.clone(),
                         health: None,
                     },

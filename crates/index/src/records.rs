@@ -466,6 +466,9 @@ pub struct PartitionRecord {
     pub cycles_asked_at: Option<u64>,
     /// Cycles sent in confirmed top-ups, in all.
     pub topped_up: Option<u128>,
+    /// Cycles it burned between its last two status replies (confirmed top-ups counted):
+    /// its burn over one check, as the checks really came (`crate::cycles`, the runway).
+    pub burn_per_check: Option<u128>,
     /// SHA-256 of the module it runs, as last learned: installed by its creation job, or read
     /// by a `canister_status` (cycles care, fleet upgrades). None: not known yet.
     pub module: Option<ByteBuf>,

@@ -133,6 +133,71 @@ fn one_top_up_at_a_time_and_a_failed_one_counts_nothing() {
     assert_eq!(status(&mut index, part, again, 0).len(), 1);
 }
 
+/// A partition whose balance drops fast is topped up while it still lasts
+/// `RUNWAY_CHECKS` checks, though it is above the threshold, and to twice that runway; a slow
+/// one above the threshold is left alone. (Found by the 10,000-seed swarm: with a fixed
+/// threshold worth three checks of a partition's burn, three failed status checks in a row
+/// let it run dry while the index held plenty.)
+#[test]
+fn a_fast_burner_is_topped_up_before_its_runway_runs_out() {
+    use crate::cycles::RUNWAY_CHECKS;
+    let period = DEFAULT_CYCLES_CHECK_PERIOD_NS;
+    for (burn, tops_up) in [(T * 15 / 100, true), (T / 100, false)] {
+        let (mut index, part) = with_partition();
+        // Thresholds at the defaults: 0.5 T, to 1 T.
+        assert_eq!(
+            status(&mut index, part, at(period, 100 * T), T * 9 / 10),
+            vec![]
+        );
+        let now = T * 9 / 10 - burn;
+        let calls = status(&mut index, part, at(2 * period, 100 * T), now);
+        let rec = index.registry.get(&part).unwrap();
+        assert_eq!(rec.burn_per_check, Some(burn));
+        if tops_up {
+            // 0.75 T lasts five checks of 0.15 T: topped up to 2 × 6 × 0.15 T.
+            let goal = 2 * RUNWAY_CHECKS * burn;
+            assert_eq!(
+                calls.iter().map(|c| c.request.clone()).collect::<Vec<_>>(),
+                vec![Request::DepositCycles {
+                    canister: part,
+                    cycles: goal - now
+                }]
+            );
+        } else {
+            assert_eq!(calls, vec![], "burn {burn}");
+        }
+    }
+}
+
+/// The burn is measured per check: a status that came a tenth of a period after the last (a
+/// fleet upgrade's) counts its drop ten times over; a confirmed top-up is not burn; a balance
+/// that rose keeps the last burn.
+#[test]
+fn the_burn_is_measured_over_a_check_period_and_top_ups_are_not_burn() {
+    let (mut index, part) = with_partition();
+    let period = DEFAULT_CYCLES_CHECK_PERIOD_NS;
+    let burn = |index: &Index<Mem>| index.registry.get(&part).unwrap().burn_per_check;
+    index.record_status(&at(period, 100 * T), part, T, None);
+    assert_eq!(burn(&index), None);
+    index.record_status(&at(period + period / 10, 100 * T), part, T - T / 100, None);
+    assert_eq!(burn(&index), Some(T / 10));
+    // Three periods apart (the checks between them failed): the drop as it is.
+    index.record_status(&at(4 * period + period / 10, 100 * T), part, T / 2, None);
+    assert_eq!(burn(&index), Some(T / 2 - T / 100));
+    // A top-up of 0.5 T lands, then the balance reads 0.9 T: 0.1 T burned.
+    index.top_up_reply(part, T / 2, Ok(Response::Deposited));
+    index.record_status(
+        &at(5 * period + period / 10, 100 * T),
+        part,
+        T * 9 / 10,
+        None,
+    );
+    assert_eq!(burn(&index), Some(T / 10));
+    // A top-up whose reply was lost landed after all: the balance rose, the burn stays.
+    index.record_status(&at(6 * period + period / 10, 100 * T), part, 2 * T, None);
+    assert_eq!(burn(&index), Some(T / 10));
+}
+
 #[test]
 fn checks_come_once_a_period_each() {
     let (mut index, part) = with_partition();
@@ -191,6 +256,7 @@ fn the_checks_of_one_tick_are_bounded_most_overdue_first() {
                 cycles_at: None,
                 cycles_asked_at: None,
                 topped_up: None,
+                burn_per_check: None,
                 module: None,
                 health: None,
             },
