@@ -5,10 +5,16 @@
 //!
 //! The threshold is a floor, not the whole rule: a partition that burns fast (large stable
 //! memory, heavy traffic) is also topped up once its balance would last fewer than
-//! [`RUNWAY_CHECKS`] checks at the burn measured between its last two status replies, and
-//! then to twice that runway if the target is less. So a partition survives
-//! `RUNWAY_CHECKS - 1` failed checks in a row whatever its burn, where a fixed threshold
-//! covers only as many checks as it happens to hold. While its balance cannot pay for a partition above the
+//! [`RUNWAY_CHECKS`] check periods at its measured burn, and then to twice that runway if the
+//! target is less (at most [`MAX_GOAL_TARGETS`] targets). At a steady burn a partition
+//! survives four failed checks in a row, where a fixed threshold covers only as many checks
+//! as it happens to hold.
+//!
+//! The burn is measured between two balances as `canister_status` read them, at least a
+//! period apart, and scaled to one period. A top-up landing between two readings only makes
+//! the drop smaller (a balance that rose keeps the last burn), so the measure can fall short
+//! of the burn but never exceed it by more than the readings' timing; the goal's cap bounds
+//! what even that can cost. While its balance cannot pay for a partition above the
 //! reserve, creation jobs wait and a create that needs a new partition fails with
 //! `IndexLowOnCycles`. Admins change the figures with `update_settings` (`settings.rs`).
 //!
@@ -41,24 +47,27 @@ pub const STATUS_RETRY_NS: u64 = 30_000_000_000;
 pub const TOP_UP_MARGIN: u128 = 1_000_000_000;
 /// Status checks one timer run asks at most.
 pub const MAX_STATUS_CALLS_PER_TICK: usize = 64;
-/// A partition is topped up while its balance still lasts this many checks at its measured
-/// burn (`PartitionRecord::burn_per_check`): five checks in a row may fail before it runs dry.
+/// A partition is topped up while its balance still lasts fewer than this many check periods
+/// at its measured burn (`PartitionRecord::burn_per_period`).
 pub const RUNWAY_CHECKS: u128 = 6;
+/// A top-up's goal is at most this many times the target, whatever the burn measured.
+pub const MAX_GOAL_TARGETS: u128 = 10;
 
-/// The balance `rec`'s partition should be topped up to when it holds `cycles`, if it needs a
-/// top-up: below the threshold, or short of [`RUNWAY_CHECKS`] checks of its burn. The goal
-/// is the target, or twice the runway when that is more (so a fast burner is not topped up
-/// at every check).
+/// The balance a partition holding `cycles` and burning `burn_per_period` should be topped up
+/// to, if it needs a top-up: below the threshold, or short of [`RUNWAY_CHECKS`] periods of
+/// its burn. The goal is the target, or twice the runway when that is more (so a fast burner
+/// is not topped up at every check), and never more than [`MAX_GOAL_TARGETS`] targets.
 pub(crate) fn top_up_goal(
     care: &CyclesCare,
-    burn_per_check: Option<u128>,
+    burn_per_period: Option<u128>,
     cycles: u128,
 ) -> Option<u128> {
-    let runway = burn_per_check.unwrap_or(0).saturating_mul(RUNWAY_CHECKS);
+    let runway = burn_per_period.unwrap_or(0).saturating_mul(RUNWAY_CHECKS);
     if cycles >= care.threshold && cycles >= runway {
         return None;
     }
-    Some(care.target.max(runway.saturating_mul(2)))
+    let cap = care.target.saturating_mul(MAX_GOAL_TARGETS);
+    Some(care.target.max(runway.saturating_mul(2)).min(cap))
 }
 
 impl<M: Memory> Index<M> {
@@ -154,7 +163,10 @@ impl<M: Memory> Index<M> {
             return vec![self.next_call(Principal::management_canister(), req, purpose)];
         }
         let care = self.cfg().cycles;
-        let burn = self.registry.get(&partition).and_then(|r| r.burn_per_check);
+        let burn = self
+            .registry
+            .get(&partition)
+            .and_then(|r| r.burn_per_period);
         let Some(goal) = top_up_goal(&care, burn, cycles) else {
             return vec![];
         };
@@ -183,12 +195,11 @@ impl<M: Memory> Index<M> {
     /// Records what a `canister_status` of `partition` said (its balance, and the module it
     /// runs), for cycles care and fleet upgrades alike; false if it is not a partition.
     ///
-    /// What the balance dropped since the last one recorded (confirmed top-ups are added to
-    /// that one as they land) is the partition's burn over one check: as measured when the
-    /// checks came a period or more apart (ticks and failed checks stretch it, and that
-    /// stretch is what the runway must cover), scaled up to a period when they came closer (a
-    /// fleet upgrade's status step right after a check). A balance that rose instead (a top-up
-    /// whose reply was lost, a deposit by someone else) leaves the last burn measured.
+    /// It also measures the burn: what the balance dropped since the base reading, when that
+    /// is at least a check period old, scaled to one period. A reading closer to the base (a
+    /// fleet upgrade's status step right after a check) keeps the base, so the next one spans
+    /// longer. A balance that rose (a top-up landed) or reads zero (the partition ran dry, so
+    /// the drop says too little) measures nothing and becomes the base.
     pub(crate) fn record_status(
         &mut self,
         env: &Env,
@@ -199,13 +210,24 @@ impl<M: Memory> Index<M> {
         let Some(mut rec) = self.registry.get(&partition) else {
             return false;
         };
-        if let (Some(before), Some(then)) = (rec.cycles, rec.cycles_at) {
-            let elapsed = env.now.saturating_sub(then) as u128;
-            if before >= cycles && elapsed > 0 {
-                let check = elapsed.max(self.cfg().cycles.check_period_ns as u128);
-                rec.burn_per_check = Some((before - cycles).saturating_mul(check) / elapsed);
+        let period = self.cfg().cycles.check_period_ns as u128;
+        let reading = BurnBase {
+            cycles,
+            at: env.now,
+        };
+        rec.burn_base = match rec.burn_base {
+            Some(base) if cycles > 0 && cycles <= base.cycles => {
+                let elapsed = env.now.saturating_sub(base.at) as u128;
+                if elapsed < period.max(1) {
+                    Some(base)
+                } else {
+                    let drop = base.cycles - cycles;
+                    rec.burn_per_period = Some(drop.saturating_mul(period) / elapsed);
+                    Some(reading)
+                }
             }
-        }
+            _ => Some(reading),
+        };
         rec.cycles = Some(cycles);
         rec.module = module;
         rec.cycles_at = Some(env.now);

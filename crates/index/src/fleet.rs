@@ -181,7 +181,8 @@ mod tests {
             cycles_at: None,
             cycles_asked_at: None,
             topped_up: None,
-            burn_per_check: None,
+            burn_per_period: None,
+            burn_base: None,
             module: None,
             health: None,
         }

@@ -466,15 +466,25 @@ pub struct PartitionRecord {
     pub cycles_asked_at: Option<u64>,
     /// Cycles sent in confirmed top-ups, in all.
     pub topped_up: Option<u128>,
-    /// Cycles it burned between its last two status replies (confirmed top-ups counted):
-    /// its burn over one check, as the checks really came (`crate::cycles`, the runway).
-    pub burn_per_check: Option<u128>,
+    /// Cycles it burns per check period, as last measured between two status readings at
+    /// least a period apart (`crate::cycles`, the runway).
+    pub burn_per_period: Option<u128>,
+    /// The reading the next burn measurement starts from: a balance as `canister_status`
+    /// reported it, top-ups not added (unlike `cycles`).
+    pub burn_base: Option<BurnBase>,
     /// SHA-256 of the module it runs, as last learned: installed by its creation job, or read
     /// by a `canister_status` (cycles care, fleet upgrades). None: not known yet.
     pub module: Option<ByteBuf>,
     /// How calls to it fare (`crate::health`); optional so records written before it decode
     /// (as healthy).
     pub health: Option<HealthRecord>,
+}
+
+/// A partition's balance as read, and when (ns): where a burn measurement starts.
+#[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BurnBase {
+    pub cycles: u128,
+    pub at: u64,
 }
 
 /// A partition's health, from the calls the index makes to it (`crate::health`).

@@ -231,6 +231,10 @@ pub struct World {
     /// Since when the index holds enough for its reserve and a full top-up (the dry-partition
     /// checker's clock).
     index_could_pay_since: Option<u64>,
+    /// The last round a `canister_status` or `deposit_cycles` about each partition failed.
+    cycles_call_failed_at: BTreeMap<Principal, u64>,
+    /// Until when the index was last stopped or upgraded (0: never).
+    index_disturbed_until: u64,
     /// The round of the operator's last top-up of the index.
     pub(crate) operator_topped_at: Option<u64>,
     trace: u64,
@@ -370,6 +374,8 @@ impl World {
             dry_seen: BTreeMap::new(),
             index_low_since: None,
             index_could_pay_since: None,
+            cycles_call_failed_at: BTreeMap::new(),
+            index_disturbed_until: 0,
             operator_topped_at: None,
             trace: 0,
             issuing: true,

@@ -15,7 +15,9 @@
 //!   reserve plus a full top-up, and had held it for longer than it needs to see a balance and
 //!   answer it ([`World::top_up_reaction_rounds`]: a check period, a tick, and the calls'
 //!   latency), so that a partition starved while the index was poor is not blamed on the index
-//!   in the rounds right after the operator tops the index up
+//!   in the rounds right after the operator tops the index up. The clock starts again at
+//!   anything that keeps the index from acting: a failed `canister_status` or `deposit_cycles`
+//!   about that partition, and the index stopped or upgraded (it forgets its calls in flight)
 //!   ([`ViolationKind::OutOfCycles`]).
 //! - **The index never spends into its reserve**: every call carrying cycles (a partition's
 //!   creation, a top-up) leaves the index's true balance at or above its reserve when it is
@@ -23,6 +25,7 @@
 
 use super::World;
 use crate::report::ViolationKind;
+use candid::Principal;
 use flotilla_index::calls::Call;
 
 const MIB: u128 = 1 << 20;
@@ -91,9 +94,20 @@ impl World {
         self.cfg.cycles.check_period_rounds + self.cfg.tick_every + 3 * self.cfg.latency_max + 1
     }
 
+    /// A failed `canister_status` or `deposit_cycles` about `partition` (an injected fault,
+    /// or the partition stopped for good): the index's clock for it starts again.
+    pub(super) fn note_cycles_call_failed(&mut self, partition: Principal) {
+        self.cycles_call_failed_at.insert(partition, self.round);
+    }
+
+    /// The index stopped or upgraded, until `until`: every partition's clock starts again then.
+    pub(super) fn note_index_disturbed(&mut self, until: u64) {
+        self.index_disturbed_until = self.index_disturbed_until.max(until);
+    }
+
     /// The dry-partition checker, once a round: a partition refused a charge since the last
-    /// round while the index could have topped it up to the target, and had been able to for
-    /// longer than [`Self::top_up_reaction_rounds`].
+    /// round while the index could have topped it up to the target, and had been able to,
+    /// undisturbed, for longer than [`Self::top_up_reaction_rounds`].
     pub(super) fn check_cycles(&mut self) {
         let could_pay = self.cfg.cycles.reserve + self.cfg.cycles.target;
         let index = self.index_cycles();
@@ -102,9 +116,15 @@ impl World {
         } else {
             self.index_could_pay_since = None;
         }
-        let blame = self
-            .index_could_pay_since
-            .is_some_and(|since| self.round - since >= self.top_up_reaction_rounds());
+        let reaction = self.top_up_reaction_rounds();
+        let blame = |w: &World, id: &Principal| {
+            let Some(since) = w.index_could_pay_since else {
+                return false;
+            };
+            let failed = w.cycles_call_failed_at.get(id).copied().unwrap_or(0);
+            let clock = since.max(failed).max(w.index_disturbed_until);
+            w.round >= clock + reaction
+        };
         let mut dry = vec![];
         for (id, c) in &mut self.canisters {
             // Partitions only: not the index, nor a canister whose creation job gave up
@@ -120,14 +140,14 @@ impl World {
         }
         for (id, cycles, memory) in dry {
             self.stats.partition_dry_rounds += 1;
-            if blame {
+            if blame(self, &id) {
                 self.violation(
                     ViolationKind::OutOfCycles,
                     format!(
                         "partition {id} ran out of cycles ({cycles} left, {memory} bytes of \
                          stable memory) while the index held {index}: enough for its reserve and \
-                         a top-up, as it had for at least the {} rounds it needs to act",
-                        self.top_up_reaction_rounds()
+                         a top-up, as it had, undisturbed, for at least the {reaction} rounds \
+                         it needs to act"
                     ),
                 );
             }

@@ -214,6 +214,9 @@ impl World {
             let c = self.canisters.get_mut(&id).expect("listed");
             if !c.is_stopped() {
                 c.stopped_until = Some(round + stop_for);
+                if id == self.index_id {
+                    self.note_index_disturbed(round + stop_for);
+                }
                 self.say(|| format!("stop {id} for {stop_for} rounds"));
                 self.stats.faults.stops += 1;
                 self.trace(&[0x5709, principal_word(&id)]);
@@ -240,6 +243,9 @@ impl World {
         };
         self.stats.faults.upgrades += 1;
         let r = guard(|| c.upgrade());
+        if id == self.index_id {
+            self.note_index_disturbed(self.round);
+        }
         self.say(|| format!("upgrade {id}"));
         self.trace(&[0x0b6a, principal_word(&id)]);
         match r {

@@ -19,6 +19,18 @@ use sha2::{Digest, Sha256};
 
 impl World {
     pub(super) fn exec_management(&mut self, call: &Call, fate: Fate) -> CallResult {
+        let result = self.exec_management_fated(call, fate);
+        if let (
+            Err(_),
+            Request::CanisterStatus { canister } | Request::DepositCycles { canister, .. },
+        ) = (&result, &call.request)
+        {
+            self.note_cycles_call_failed(*canister);
+        }
+        result
+    }
+
+    fn exec_management_fated(&mut self, call: &Call, fate: Fate) -> CallResult {
         let reject = |certain: bool, message: String| Err(Reject { message, certain });
         self.stats.faults.record(false, fate);
         match fate {
