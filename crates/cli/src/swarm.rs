@@ -71,22 +71,35 @@ fn parse_range(s: &str) -> Result<Range<u64>, String> {
 static BAR: OnceLock<ProgressBar> = OnceLock::new();
 static VERBOSE: OnceLock<bool> = OnceLock::new();
 
+/// Prints a line above the progress bar, or to stderr when the bar is hidden (stderr is not a
+/// terminal: a log, CI, a pipe), where `ProgressBar::println` prints nothing.
+fn say_line(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
 fn on_report(r: &Report) {
     if let Some(bar) = BAR.get() {
         if VERBOSE.get() == Some(&true) {
-            bar.println(format!("{}\n  {r}", r.config));
+            say_line(bar, format!("{}\n  {r}", r.config));
         }
         if !r.ok() {
-            bar.println(format!(
-                "seed={} FAILED: {} violation(s), first: {}; rerun: {}",
-                r.seed,
-                r.violations.len(),
-                r.violations
-                    .first()
-                    .map(|v| v.to_string())
-                    .unwrap_or_default(),
-                r.rerun_command()
-            ));
+            say_line(
+                bar,
+                format!(
+                    "seed={} FAILED: {} violation(s), first: {}; rerun: {}",
+                    r.seed,
+                    r.violations.len(),
+                    r.violations
+                        .first()
+                        .map(|v| v.to_string())
+                        .unwrap_or_default(),
+                    r.rerun_command()
+                ),
+            );
         }
         bar.inc(1);
     }
