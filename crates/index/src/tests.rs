@@ -126,6 +126,16 @@ fn awaited<R: std::fmt::Debug>(step: Step<R>) -> Call {
     }
 }
 
+/// Deletes `key` as `who` (op id `op_n`) and has its partition confirm it.
+fn deleted(index: &mut Index<Mem>, who: u8, key: &str, op_n: u8) {
+    let req = DeleteRequest {
+        outer_key: key.into(),
+        op_id: op(op_n),
+    };
+    let call = awaited(index.delete_subdb(&env(p(who)), req));
+    index.on_reply(&env(p(who)), call.id, Ok(Response::SubDbDeleted(Ok(()))));
+}
+
 fn done<R: std::fmt::Debug>(step: Step<R>) -> R {
     match step {
         Step::Done(r) => r,

@@ -114,14 +114,7 @@ fn deleted_names_leave_the_owner_listing_and_an_upgrade_backfills_it() {
     created(&mut index, ALICE, "a1", 0);
     created(&mut index, ALICE, "a2", 1);
     created(&mut index, BOB, "b1", 2);
-    let del = awaited(index.delete_subdb(
-        &env(p(ALICE)),
-        DeleteRequest {
-            outer_key: "a1".into(),
-            op_id: op(90),
-        },
-    ));
-    index.on_reply(&env(p(ALICE)), del.id, Ok(Response::SubDbDeleted(Ok(()))));
+    deleted(&mut index, ALICE, "a1", 90);
     assert_eq!(listed(&index, p(ALICE), 10), ["a2"]);
     // An index written before `OWNED_KEYS` existed: the set is empty at upgrade.
     let keys: Vec<Vec<u8>> = index.owned_keys.keys().collect();

@@ -110,14 +110,7 @@ fn an_owner_past_the_quota_creates_nothing_until_one_is_deleted() {
     // Bob has his own count.
     created(&mut index, BOB, "bob", 4);
     // A delete gives the place back.
-    let del = awaited(index.delete_subdb(
-        &env(p(ALICE)),
-        DeleteRequest {
-            outer_key: "a".into(),
-            op_id: op(9),
-        },
-    ));
-    index.on_reply(&env(p(ALICE)), del.id, Ok(Response::SubDbDeleted(Ok(()))));
+    deleted(&mut index, ALICE, "a", 9);
     assert_eq!(index.owned(&p(ALICE)), 1);
     created(&mut index, ALICE, "d", 5);
     assert_eq!(index.owned(&p(ALICE)), 2);

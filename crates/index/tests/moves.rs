@@ -543,6 +543,13 @@ fn loaded() -> (Net, InnerKey) {
 /// `move_cap`; no spare is left (the first one took them).
 fn loaded_with_cap(move_cap: u64) -> (Net, InnerKey) {
     let mut net = Net::new(move_cap);
+    let big = load_small_and_big(&mut net);
+    (net, big)
+}
+
+/// Provisions `net` and creates "small" and "big" (400 × 20 KB) as [`loaded_with_cap`]
+/// describes; returns big's inner key.
+fn load_small_and_big(net: &mut Net) -> InnerKey {
     for _ in 0..3 {
         net.round(None);
     }
@@ -553,7 +560,7 @@ fn loaded_with_cap(move_cap: u64) -> (Net, InnerKey) {
         let (k, v) = (i.to_be_bytes().to_vec(), vec![i as u8; 20_000]);
         net.put(&mut cache, "big", &k, &v, i as u64).unwrap();
     }
-    (net, big)
+    big
 }
 
 /// Runs rounds until the move has ended, calling `at_phase` once when it is in `phase`
@@ -1116,16 +1123,8 @@ fn the_byte_quota_survives_a_move() {
         )
         .unwrap();
     assert_eq!(net.index.stats().max_bytes_per_subdb, QUOTA);
-    for _ in 0..3 {
-        net.round(None);
-    }
-    net.create("small", 1);
-    let big = net.create("big", 2);
+    let big = load_small_and_big(&mut net);
     let mut cache = big;
-    for i in 0..400u32 {
-        let (k, v) = (i.to_be_bytes().to_vec(), vec![i as u8; 20_000]);
-        net.put(&mut cache, "big", &k, &v, i as u64).unwrap();
-    }
     let held = 400 * (4 + 20_000);
     let refuse = |net: &mut Net, cache: &mut InnerKey, op| {
         let before = net.parts[&cache.partition].1.store().stats(cache.subdb);

@@ -1419,14 +1419,7 @@ fn a_move_end_to_end_keeps_data_access_and_op_ids() {
         Err(PutError::WritesPaused)
     );
     assert_eq!(value(&f.p, READER, s, b"a"), Some(b"v".to_vec()));
-    let fin = ImportChunkArgs {
-        subdb: new,
-        chunk: Chunk {
-            seq: next_seq(&mut f.p, s),
-            ..Chunk::default()
-        },
-        finish: true,
-    };
+    let fin = final_chunk(new, next_seq(&mut f.p, s));
     b.import_chunk(INDEX, &fin).unwrap();
     // A retried final chunk is accepted and changes nothing.
     b.import_chunk(INDEX, &fin).unwrap();
@@ -1506,6 +1499,42 @@ fn a_move_end_to_end_keeps_data_access_and_op_ids() {
     assert!(st.subdbs.is_empty());
 }
 
+/// A batch's put of `v` at `k`.
+pub(crate) fn put_op(k: &[u8], v: &[u8]) -> BatchOp {
+    BatchOp::Put {
+        key: ByteBuf::from(k.to_vec()),
+        value: ByteBuf::from(v.to_vec()),
+    }
+}
+
+/// A batch's delete of `k`.
+pub(crate) fn del_op(k: &[u8]) -> BatchOp {
+    BatchOp::Delete {
+        key: ByteBuf::from(k.to_vec()),
+    }
+}
+
+/// A batch of `ops` on `subdb` under op id `op_n`.
+pub(crate) fn batch_args(subdb: SubDbId, ops: Vec<BatchOp>, op_n: u8) -> BatchArgs {
+    BatchArgs {
+        subdb,
+        ops,
+        op_id: op(op_n),
+    }
+}
+
+/// The empty chunk numbered `seq` that finishes the import into `subdb`.
+pub(crate) fn final_chunk(subdb: SubDbId, seq: u64) -> ImportChunkArgs {
+    ImportChunkArgs {
+        subdb,
+        chunk: Chunk {
+            seq,
+            ..Chunk::default()
+        },
+        finish: true,
+    }
+}
+
 /// The chunk number the store expects next for the import of `s` (one per export chunk).
 pub(crate) fn next_seq(src: &mut Partition<Mem>, s: SubDbId) -> u64 {
     let mut token = None;
@@ -1540,14 +1569,7 @@ fn abort_import_reclaims_and_retries_name_the_aborted_import() {
     b.abort_import(INDEX, id).unwrap();
     assert_eq!(b.abort_import(INDEX, id), Err(ImportError::UnknownImport));
     assert_eq!(
-        b.import_chunk(
-            INDEX,
-            &ImportChunkArgs {
-                subdb: id,
-                chunk: Chunk::default(),
-                finish: true
-            }
-        ),
+        b.import_chunk(INDEX, &final_chunk(id, 0)),
         Err(ImportError::UnknownImport)
     );
     b.housekeep(PURGE_BATCH);
@@ -1590,15 +1612,7 @@ fn a_late_abort_of_an_earlier_import_leaves_a_later_import_of_the_same_subdb_alo
     for finished in [false, true] {
         if finished {
             // Finished (a repeat of chunk 0 with `finish`) and routed: writes resumed.
-            b.import_chunk(
-                INDEX,
-                &ImportChunkArgs {
-                    subdb: new,
-                    chunk: Chunk::default(),
-                    finish: true,
-                },
-            )
-            .unwrap();
+            b.import_chunk(INDEX, &final_chunk(new, 0)).unwrap();
             assert_eq!(b.resume_writes(INDEX, new), Ok(()));
         }
         // The reclaim: learn the old id by its op id, then abort it (twice: a retry).
@@ -1735,18 +1749,7 @@ fn export_delta_freezes_once_the_rest_fits_and_throttles_writers() {
         f.p.put(WRITER, &put_args(s, b"z", b"1", 162)),
         Err(PutError::WritesPaused)
     );
-    b.import_chunk(
-        INDEX,
-        &ImportChunkArgs {
-            subdb: t,
-            chunk: Chunk {
-                seq,
-                ..Chunk::default()
-            },
-            finish: true,
-        },
-    )
-    .unwrap();
+    b.import_chunk(INDEX, &final_chunk(t, seq)).unwrap();
     for k in [&b"late"[..], b"small", b"y\x02", b"a"] {
         assert_eq!(value(&b, READER, t, k), value(&f.p, READER, s, k), "{k:?}");
     }
@@ -1874,18 +1877,7 @@ fn a_finished_import_refuses_user_writes_until_the_index_resumes_them() {
     let mut b = install_on(&raw_b);
     let t = copy_subdb(&mut f.p, &mut b, s, MIN_CHUNK_BUDGET_BYTES as u64);
     let seq = next_seq(&mut f.p, s);
-    b.import_chunk(
-        INDEX,
-        &ImportChunkArgs {
-            subdb: t,
-            chunk: Chunk {
-                seq,
-                ..Chunk::default()
-            },
-            finish: true,
-        },
-    )
-    .unwrap();
+    b.import_chunk(INDEX, &final_chunk(t, seq)).unwrap();
     // Reads are served.
     assert_eq!(value(&b, READER, t, b"a"), Some(b"v".to_vec()));
     // Writes, deletes, access changes and deleting the SubDB are refused, to everyone.

@@ -2,34 +2,14 @@
 
 use super::*;
 use crate::tests::{
-    access, assert_unchanged, create, fixture, get_args, op, put_args, snapshot, value, ANON,
-    INDEX, OTHER_CANISTER, OWNER, READER, STRANGER, TARGET_PARTITION, WRITER,
+    access, assert_unchanged, batch_args, create, del_op, fixture, get_args, put_args, put_op,
+    snapshot, value, ANON, INDEX, OTHER_CANISTER, OWNER, READER, STRANGER, TARGET_PARTITION,
+    WRITER,
 };
 use flotilla_types::limits::{
     GET_MANY_RESULT_OVERHEAD_BYTES, MAX_BATCH_OPS, MAX_KEY_BYTES, MAX_VALUE_BYTES,
 };
-use flotilla_types::{BatchOp, OpId};
-
-fn put(k: &[u8], v: &[u8]) -> BatchOp {
-    BatchOp::Put {
-        key: ByteBuf::from(k.to_vec()),
-        value: ByteBuf::from(v.to_vec()),
-    }
-}
-
-fn del(k: &[u8]) -> BatchOp {
-    BatchOp::Delete {
-        key: ByteBuf::from(k.to_vec()),
-    }
-}
-
-fn batch_args(subdb: SubDbId, ops: Vec<BatchOp>, op_n: u8) -> BatchArgs {
-    BatchArgs {
-        subdb,
-        ops,
-        op_id: op(op_n),
-    }
-}
+use flotilla_types::OpId;
 
 fn many(pairs: &[(SubDbId, &[u8])]) -> GetManyArgs {
     GetManyArgs {
@@ -46,7 +26,11 @@ fn writers_and_the_owner_batch() {
     let out =
         f.p.batch(
             WRITER,
-            &batch_args(s, vec![put(b"a", b"w"), put(b"d", b"x"), del(b"b")], 20),
+            &batch_args(
+                s,
+                vec![put_op(b"a", b"w"), put_op(b"d", b"x"), del_op(b"b")],
+                20,
+            ),
         )
         .unwrap();
     assert_eq!(
@@ -57,7 +41,7 @@ fn writers_and_the_owner_batch() {
             evicted: 0
         }
     );
-    f.p.batch(OWNER, &batch_args(s, vec![del(b"c")], 21))
+    f.p.batch(OWNER, &batch_args(s, vec![del_op(b"c")], 21))
         .unwrap();
     assert_eq!(value(&f.p, READER, s, b"a"), Some(b"w".to_vec()));
     assert_eq!(value(&f.p, READER, s, b"b"), None);
@@ -72,8 +56,8 @@ fn authorization_matrix_batch() {
     let before = snapshot(&f);
     for who in [ANON, STRANGER, OTHER_CANISTER, INDEX, READER] {
         for ops in [
-            vec![put(b"a", b"evil")],
-            vec![put(b"new", b"evil"), del(b"b")],
+            vec![put_op(b"a", b"evil")],
+            vec![put_op(b"new", b"evil"), del_op(b"b")],
             vec![],
         ] {
             // A reader is told it may not write; anyone else gets the answer of an absent
@@ -98,7 +82,7 @@ fn authorization_matrix_batch() {
     }
     assert_unchanged(&f, &before, "refused batches");
     // A refused op id was not recorded: the writer can use it afterwards.
-    f.p.batch(WRITER, &batch_args(s, vec![put(b"a", b"ok")], 60))
+    f.p.batch(WRITER, &batch_args(s, vec![put_op(b"a", b"ok")], 60))
         .unwrap();
     assert_eq!(value(&f.p, OWNER, s, b"a"), Some(b"ok".to_vec()));
 }
@@ -115,29 +99,32 @@ fn batch_routing_store_errors_and_op_ids() {
         Err(BatchError::EmptyBatch)
     );
     assert!(matches!(
-        f.p.batch(WRITER, &batch_args(s, vec![put(b"a", b""), del(&big)], 30)),
+        f.p.batch(
+            WRITER,
+            &batch_args(s, vec![put_op(b"a", b""), del_op(&big)], 30)
+        ),
         Err(BatchError::KeyTooLarge { index: 1, .. })
     ));
-    let too_many = (0..=MAX_BATCH_OPS).map(|_| del(b"")).collect();
+    let too_many = (0..=MAX_BATCH_OPS).map(|_| del_op(b"")).collect();
     assert!(matches!(
         f.p.batch(WRITER, &batch_args(s, too_many, 30)),
         Err(BatchError::TooManyOps { .. })
     ));
     let short = BatchArgs {
         op_id: OpId::from(vec![1; 3]),
-        ..batch_args(s, vec![put(b"a", b"")], 0)
+        ..batch_args(s, vec![put_op(b"a", b"")], 0)
     };
     assert_eq!(
         f.p.batch(WRITER, &short),
         Err(BatchError::InvalidOpId { len: 3 })
     );
     assert_eq!(
-        f.p.batch(OWNER, &batch_args(999, vec![put(b"a", b"")], 31)),
+        f.p.batch(OWNER, &batch_args(999, vec![put_op(b"a", b"")], 31)),
         Err(BatchError::UnknownSubDb)
     );
     assert_unchanged(&f, &before, "refused batches");
     // Op ids: a retry gets the first result; another caller's use of the id is a conflict.
-    let args = batch_args(s, vec![put(b"a", b"1"), put(b"z", b"2")], 32);
+    let args = batch_args(s, vec![put_op(b"a", b"1"), put_op(b"z", b"2")], 32);
     let first = f.p.batch(WRITER, &args).unwrap();
     f.p.put(OWNER, &put_args(s, b"z", b"later", 33)).unwrap();
     assert_eq!(f.p.batch(WRITER, &args), Ok(first));
@@ -146,7 +133,7 @@ fn batch_routing_store_errors_and_op_ids() {
     // Frozen for a cutover, then moved away.
     assert!(f.p.store.set_frozen(s, true));
     assert_eq!(
-        f.p.batch(WRITER, &batch_args(s, vec![put(b"a", b"")], 34)),
+        f.p.batch(WRITER, &batch_args(s, vec![put_op(b"a", b"")], 34)),
         Err(BatchError::WritesPaused)
     );
     let to = InnerKey {
@@ -163,13 +150,13 @@ fn batch_routing_store_errors_and_op_ids() {
     .unwrap();
     for who in [OWNER, WRITER] {
         assert_eq!(
-            f.p.batch(who, &batch_args(s, vec![put(b"a", b"")], 35)),
+            f.p.batch(who, &batch_args(s, vec![put_op(b"a", b"")], 35)),
             Err(BatchError::Moved { to })
         );
     }
     for who in [STRANGER, ANON] {
         assert_eq!(
-            f.p.batch(who, &batch_args(s, vec![put(b"a", b"")], 35)),
+            f.p.batch(who, &batch_args(s, vec![put_op(b"a", b"")], 35)),
             Err(BatchError::UnknownSubDb)
         );
     }

@@ -3,31 +3,10 @@
 
 use super::tests::*;
 use super::*;
-use flotilla_types::{Chunk, OpId};
+use flotilla_types::OpId;
 use ic_stable_structures::VectorMemory;
 
 const MAX: u64 = 100;
-
-fn put_op(k: &[u8], v: &[u8]) -> BatchOp {
-    BatchOp::Put {
-        key: ByteBuf::from(k.to_vec()),
-        value: ByteBuf::from(v.to_vec()),
-    }
-}
-
-fn del_op(k: &[u8]) -> BatchOp {
-    BatchOp::Delete {
-        key: ByteBuf::from(k.to_vec()),
-    }
-}
-
-fn batch(subdb: SubDbId, ops: Vec<BatchOp>, n: u8) -> BatchArgs {
-    BatchArgs {
-        subdb,
-        ops,
-        op_id: op(n),
-    }
-}
 
 /// A partition with one SubDB of `access()` under a quota of `MAX` bytes.
 fn quota_fixture(hard_cap: Option<u64>) -> Fixture {
@@ -130,7 +109,7 @@ fn a_batch_past_the_quota_is_refused_whole() {
     assert_eq!(
         f.p.batch(
             WRITER,
-            &batch(s, vec![put_op(b"b", &[1; 29]), put_op(b"c", &[1; 29])], 20)
+            &batch_args(s, vec![put_op(b"b", &[1; 29]), put_op(b"c", &[1; 29])], 20)
         ),
         Err(BatchError::QuotaExceeded { max_bytes: MAX })
     );
@@ -139,7 +118,7 @@ fn a_batch_past_the_quota_is_refused_whole() {
     let out =
         f.p.batch(
             WRITER,
-            &batch(
+            &batch_args(
                 s,
                 vec![put_op(b"b", &[1; 29]), del_op(b"a"), put_op(b"c", &[1; 69])],
                 21,
@@ -195,7 +174,7 @@ fn hard_cap_evictions_are_credited() {
                 }),
             )
             .unwrap();
-    let out = f.p.batch(WRITER, &batch(s, ops, 15)).unwrap();
+    let out = f.p.batch(WRITER, &batch_args(s, ops, 15)).unwrap();
     assert_eq!(out.evicted, 2);
     assert_eq!(bytes(&f), projected);
     assert_eq!(projected, 50);
@@ -209,15 +188,8 @@ fn the_quota_travels_with_a_move() {
     let raw_b = VectorMemory::default();
     let mut b = install_on(&raw_b);
     let new = copy_subdb(&mut f.p, &mut b, s, MIN_CHUNK_BUDGET_BYTES as u64);
-    let fin = ImportChunkArgs {
-        subdb: new,
-        chunk: Chunk {
-            seq: next_seq(&mut f.p, s),
-            ..Chunk::default()
-        },
-        finish: true,
-    };
-    b.import_chunk(INDEX, &fin).unwrap();
+    b.import_chunk(INDEX, &final_chunk(new, next_seq(&mut f.p, s)))
+        .unwrap();
     b.resume_writes(INDEX, new).unwrap();
     assert_eq!(access::quota(&b.store().meta(new).unwrap()), Some(MAX));
     assert_eq!(
@@ -267,10 +239,13 @@ fn not_yours_answers_as_absent() {
             };
             answers.push(format!("{:?}", f.p.delete(who, &d)));
             for ops in [vec![], vec![put_op(b"a", b"v")]] {
-                answers.push(format!("{:?}", f.p.batch(who, &batch(id, ops.clone(), 92))));
+                answers.push(format!(
+                    "{:?}",
+                    f.p.batch(who, &batch_args(id, ops.clone(), 92))
+                ));
                 let b = BatchArgs {
                     op_id: short.clone(),
-                    ..batch(id, ops, 0)
+                    ..batch_args(id, ops, 0)
                 };
                 answers.push(format!("{:?}", f.p.batch(who, &b)));
             }
