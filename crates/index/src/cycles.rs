@@ -146,9 +146,9 @@ impl<M: Memory> Index<M> {
         else {
             return vec![];
         };
-        if !self.record_status(env, partition, cycles, module_hash.clone()) {
+        let Some(burn) = self.record_status(env, partition, cycles, module_hash.clone()) else {
             return vec![];
-        }
+        };
         self.note_module(partition, module_hash.as_ref());
         // Stopped, and no fleet upgrade has its turn: left so by a fleet upgrade that could not
         // start it (it did not answer then), or by a late stop. Start it.
@@ -163,10 +163,6 @@ impl<M: Memory> Index<M> {
             return vec![self.next_call(Principal::management_canister(), req, purpose)];
         }
         let care = self.cfg().cycles;
-        let burn = self
-            .registry
-            .get(&partition)
-            .and_then(|r| r.burn_per_period);
         let Some(goal) = top_up_goal(&care, burn, cycles) else {
             return vec![];
         };
@@ -193,7 +189,9 @@ impl<M: Memory> Index<M> {
     }
 
     /// Records what a `canister_status` of `partition` said (its balance, and the module it
-    /// runs), for cycles care and fleet upgrades alike; false if it is not a partition.
+    /// runs), for cycles care and fleet upgrades alike. Answers the partition's burn per period
+    /// as it now stands (for the top-up decision, without reading the record again), or None
+    /// if it is not a partition.
     ///
     /// It also measures the burn: what the balance dropped since the base reading, when that
     /// is at least a check period old, scaled to one period. A reading closer to the base (a
@@ -206,10 +204,8 @@ impl<M: Memory> Index<M> {
         partition: Principal,
         cycles: u128,
         module: Option<ByteBuf>,
-    ) -> bool {
-        let Some(mut rec) = self.registry.get(&partition) else {
-            return false;
-        };
+    ) -> Option<Option<u128>> {
+        let mut rec = self.registry.get(&partition)?;
         let period = self.cfg().cycles.check_period_ns as u128;
         let reading = BurnBase {
             cycles,
@@ -231,8 +227,9 @@ impl<M: Memory> Index<M> {
         rec.cycles = Some(cycles);
         rec.module = module;
         rec.cycles_at = Some(env.now);
+        let burn = rec.burn_per_period;
         self.put_partition(partition, rec);
-        true
+        Some(burn)
     }
 
     /// A restart's reply: counted when it succeeded; the next status check tells either way.
